@@ -22,6 +22,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
     except BaseException:
@@ -44,6 +45,7 @@ def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
+        tmp.chmod(0o644)  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

