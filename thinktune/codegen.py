@@ -9,7 +9,6 @@ malformed row is skipped and counted, never trusted.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +65,8 @@ def load_codegen(path: str | Path, splits: list[str], max_rows: int | None = Non
     return rows, report
 
 
-def download_codegen(repo_id: str, filename: str, dest: Path) -> None:
-    """Copy one dataset file from the hub to ``dest`` (via the local hub cache)."""
+def download_codegen(repo_id: str, filename: str) -> Path:
+    """One dataset file from the hub, as a path in the local hub cache."""
     from huggingface_hub import hf_hub_download
 
-    cached = hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset")
-    shutil.copyfile(cached, dest)
+    return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset"))

@@ -1,0 +1,78 @@
+"""fetch: bring every input of the study into the repository, from the sources params name.
+
+Writes ``models/base/`` (safetensors + tokenizer + chat template), ``data/raw/deep.jsonl``
+and ``data/raw/diverse.jsonl`` (CodeGen rows as published) and ``data/raw/eval.jsonl``
+(the evaluation problems after the platform/difficulty/date filters, tests decoded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from thinktune import codegen, livecodebench
+from thinktune.atomic import atomic_file, write_jsonl
+from thinktune.logs import get_logger
+from thinktune.modelsource import fetch_base_model
+from thinktune.params import DataParams, EvalParams, load_params
+
+log = get_logger("fetch")
+
+
+def fetch_training_data(data: DataParams, out_dir: Path) -> None:
+    """``<out_dir>/deep.jsonl`` and ``diverse.jsonl``, each validated before it is renamed in."""
+    for strategy, repo, filename in (("deep", data.deep_repo, data.deep_file),
+                                     ("diverse", data.diverse_repo, data.diverse_file)):
+        dest = out_dir / f"{strategy}.jsonl"
+        with atomic_file(dest, "wb") as tmp:
+            if data.source == "hub":
+                log.info("downloading %s/%s", repo, filename)
+                src = codegen.download_codegen(repo, filename)
+            else:
+                src = Path(data.sample_dir) / f"codegen_{strategy}.jsonl"
+            _, report = codegen.load_codegen(src, data.splits, data.max_rows)
+            with src.open("rb") as fh:
+                shutil.copyfileobj(fh, tmp)
+        log.info("%s: %d rows usable (skipped: %s) -> %s", strategy, report.kept,
+                 dict(report.skipped) or "none", dest)
+
+
+def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
+    if params.source == "hub":
+        files = livecodebench.download_release(params.lcb_repo, params.lcb_release)
+    elif params.source == "local":
+        files = livecodebench.release_files(Path(params.local_dir or ""), params.lcb_release)
+    else:
+        files = [Path(params.sample_file)]
+    problems = livecodebench.load_rows(files)
+    chosen = livecodebench.select_problems(problems, params.platform, params.difficulties,
+                                           params.date_from, params.date_to, params.max_problems)
+    if not chosen:
+        raise ValueError(
+            f"no problem of {len(problems)} matches eval.platform={params.platform}, "
+            f"eval.difficulties={params.difficulties}, dates {params.date_from}..{params.date_to}; "
+            "widen the filters"
+        )
+    write_jsonl(out_file, (p.to_json() for p in chosen))
+    by_difficulty = {d: sum(p.difficulty == d for p in chosen) for d in params.difficulties}
+    log.info("selected %d of %d problems (%s) -> %s", len(chosen), len(problems), by_difficulty, out_file)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--model-out", type=Path, default=Path("models/base"))
+    parser.add_argument("--data-out", type=Path, default=Path("data/raw"))
+    parser.add_argument("--eval-out", type=Path, default=Path("data/raw/eval.jsonl"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+
+    # Cheap inputs first: a bad data or eval setting fails before the model download.
+    fetch_training_data(params.data, args.data_out)
+    fetch_eval_problems(params.eval, args.eval_out)
+    fetch_base_model(params.model, args.model_out)
+
+
+if __name__ == "__main__":
+    main()
