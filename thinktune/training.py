@@ -71,7 +71,7 @@ def sft_config(train: TrainParams, max_length: int, output_dir: Path, has_valid:
         per_device_train_batch_size=train.per_device_batch_size,
         per_device_eval_batch_size=train.per_device_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
-        gradient_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=train.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         save_strategy="steps",
