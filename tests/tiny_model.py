@@ -41,7 +41,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
         eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"), pad_token_id=fast.pad_token_id,
         bos_token_id=None, tie_word_embeddings=False,
     )

@@ -1,0 +1,29 @@
+# Two entry points a fresh clone needs (see README):
+#   make repro   install into .venv, then run the whole study with `dvc repro`
+#   make test    install into .venv, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install repro test test-fast benchmark clean-venv
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+repro: install
+	dvc repro
+
+test: install
+	python -m pytest -q
+
+test-fast: install
+	python -m pytest -q -m "not e2e"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,140 @@
+"""The whole study, end to end, through `dvc repro` on a copy of this repository.
+
+A tiny random Qwen2 model stands in for the real one (no download), selected through a
+conf/ preset exactly as a user would add one; everything else is the real pipeline:
+sample data, TRL + PEFT training, batched generation, sandboxed grading, plot and report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+STAGES_RUN = re.compile(r"Running stage '([^']+)'")
+
+
+def sh(cmd: list[str], cwd: Path, env: dict) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-6000:]}"
+    return output
+
+
+def ran(output: str) -> set[str]:
+    return set(STAGES_RUN.findall(output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, repo_root, tiny_model_dir) -> tuple[Path, dict]:
+    """A fresh git + DVC copy of the repo whose default preset is the tiny model."""
+    work = tmp_path_factory.mktemp("e2e")
+    repo = work / "repo"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=repo_root, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = repo_root / name
+        if src.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / name)
+
+    (repo / "conf" / "scale" / "tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump({
+        "scale": "tiny",
+        "model": {"source": "local", "name": "tiny-random-qwen2", "local_path": str(tiny_model_dir)},
+        "data": {"source": "sample", "splits": ["train"]},
+        "format": {"max_length": 4096},
+        "train": {"epochs": 1, "gradient_accumulation_steps": 4, "save_steps": 2, "logging_steps": 1,
+                  "precision": "fp32", "gradient_checkpointing": False},
+        "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
+                 "timeout_s": 3.0, "workers": 2},
+    }))
+    config = repo / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("  - scale: cpu", "  - scale: tiny"))
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ["PATH"],
+                        "THINKTUNE_CACHE": str(work / "cache"), "DVC_NO_ANALYTICS": "1",
+                        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "HF_HUB_OFFLINE": "1"}
+    sh([sys.executable, "-m", "thinktune.compose"], repo, env)
+    sh(["git", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "copy"], repo, env)
+    return repo, env
+
+
+def test_repro_builds_every_output(project):
+    repo, env = project
+    output = sh(["dvc", "repro"], repo, env)
+    assert ran(output) == {"fetch", "format_think", "train_deep", "train_diverse", "eval_checkpoints@base",
+                           "eval_checkpoints@deep", "eval_checkpoints@diverse", "plot", "report"}
+
+    for path in ["models/base/model.safetensors", "data/raw/deep.jsonl", "data/raw/diverse.jsonl",
+                 "data/raw/eval.jsonl", "data/formatted/deep/train.jsonl", "data/formatted/diverse/train.jsonl",
+                 "metrics/data.json", "dvclive/train_deep/plots/metrics/loss.tsv", "plots/pass_at_1.csv",
+                 "plots/pass_at_1.png", "report/README.md", "metrics/study.json"]:
+        assert (repo / path).is_file(), path
+
+    problems = [json.loads(line) for line in (repo / "data/raw/eval.jsonl").read_text().splitlines()]
+    assert problems and all(p["platform"] == "atcoder" and p["difficulty"] in ("easy", "medium") for p in problems)
+
+    for strategy in ("deep", "diverse"):
+        steps = sorted(int(p.name.split("-")[1]) for p in (repo / "models" / strategy).glob("checkpoint-*"))
+        assert steps == [2, 3]  # 12 chats / accumulation 4 = 3 steps, saved every 2 and at the end
+        metrics = json.loads((repo / f"metrics/eval_{strategy}.json").read_text())
+        assert sorted(m["step"] for m in metrics["checkpoints"].values()) == steps
+        assert {f"checkpoint-{s}.jsonl" for s in steps} == {p.name for p in (repo / "results" / strategy).iterdir()}
+    base = json.loads((repo / "metrics/eval_base.json").read_text())["checkpoints"]["base"]
+    assert base["total"] == len(problems) and 0 <= base["pass_at_1"] <= 1
+
+    record = json.loads((repo / "results/base/base.jsonl").read_text().splitlines()[0])
+    sample = record["samples"][0]
+    assert {"raw_output", "code", "verdicts", "reasoning_chars", "hit_token_limit", "passed"} <= set(sample)
+
+    report = (repo / "report/README.md").read_text()
+    assert "pass_at_1.png" in report and "deep" in report.lower() and "diverse" in report.lower()
+    data = json.loads((repo / "metrics/data.json").read_text())
+    assert data["deep"]["kept"] == 12 and data["diverse"]["kept"] == 12
+
+
+def test_second_repro_is_up_to_date(project):
+    repo, env = project
+    assert ran(sh(["dvc", "repro"], repo, env)) == set()
+    assert "up to date" in sh(["dvc", "status"], repo, env)
+
+
+def test_plot_setting_reruns_only_plot_and_report(project):
+    repo, env = project
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["plot"]["dpi"] = 90
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(sh(["dvc", "repro"], repo, env)) == {"plot", "report"}
+
+
+def test_retraining_diverse_leaves_deep_alone(project):
+    repo, env = project
+    sample = repo / "data/sample/codegen_diverse.jsonl"
+    sample.write_text("".join(sample.read_text().splitlines(keepends=True)[:-4]))  # 8 Diverse rows
+    output = sh(["dvc", "repro"], repo, env)
+    assert {"train_diverse", "eval_checkpoints@diverse"} <= ran(output)
+    assert not {"train_deep", "eval_checkpoints@deep", "eval_checkpoints@base"} & ran(output)
+
+
+def test_exp_run_with_a_param_override(project):
+    repo, env = project
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "state before the experiment"], repo, env)
+    output = sh(["dvc", "exp", "run", "-S", "lora.r=32"], repo, env)
+    assert {"train_deep", "train_diverse"} <= ran(output)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["lora"]["r"] == 32
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
+    assert "32" in json.dumps(shown)
