@@ -138,3 +138,18 @@ def test_exp_run_with_a_param_override(project):
     assert yaml.safe_load((repo / "params.yaml").read_text())["lora"]["r"] == 32
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
     assert "32" in json.dumps(shown)
+
+
+def test_results_travel_through_a_dvc_remote(project, tmp_path):
+    """What users share: push adapters, metrics and plots; a fresh clone pulls them up to date."""
+    repo, env = project
+    sh(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "remote"], repo, env)
+    sh(["dvc", "push"], repo, env)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    sh(["dvc", "pull"], clone, env)
+    assert (clone / "report/README.md").read_text() == (repo / "report/README.md").read_text()
+    assert list((clone / "models/deep").glob("checkpoint-*/adapter_model.safetensors"))
+    assert "up to date" in sh(["dvc", "status"], clone, env)
