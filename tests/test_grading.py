@@ -1,0 +1,207 @@
+"""LiveCodeBench grading rules: output comparison, verdicts, functional problems, batching."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from thinktune.grading import GradeResult, TestCase, Verdict, grade_many, grade_program, outputs_match
+from thinktune.sandbox import Limits
+
+FAST = Limits(timeout_s=2.0)
+DOUBLE = "print(int(input()) * 2)"
+
+
+# --------------------------------------------------------------------------------------
+# outputs_match
+
+
+@pytest.mark.parametrize("expected, actual", [
+    ("5", "5\n"),
+    ("1 2 3", "1 2 3   \n"),  # trailing spaces
+    ("1\n2", "  1\n2  \n\n\n"),  # surrounding whitespace and trailing blank lines
+    ("1\r\n2\r\n", "1\n2"),  # CRLF
+    ("0.5", "0.50000"),  # decimals, not text
+    ("0.1", "1e-1"),
+    ("1 2", "1    2"),  # numbers separated by any whitespace
+    ("-0", "0"),
+    ("", ""),
+    ("", "\n  \n"),
+    ("Yes\n3", "Yes\n3.0"),  # the numeric line compares as decimals, the text line as text
+])
+def test_outputs_that_match(expected, actual):
+    assert outputs_match(expected, actual)
+
+
+@pytest.mark.parametrize("expected, actual", [
+    ("5", "4"),
+    ("1\n2", "1\n2\n3"),  # an extra line
+    ("1\n2", "1\n\n2"),  # an interior blank line counts
+    ("1 2", "1 2 3"),
+    ("0.5", "0.5000001"),  # decimals are exact, no tolerance
+    ("yes", "Yes"),
+    ("a b", "a  b"),  # words are compared as text, whitespace included
+    ("1,2", "1, 2"),
+    ("nan", "NaN"),  # NaN equals nothing
+    ("5", ""),
+])
+def test_outputs_that_do_not_match(expected, actual):
+    assert not outputs_match(expected, actual)
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts of stdin programs
+
+
+def test_correct_program_passes():
+    grade = grade_program(DOUBLE, [TestCase("3\n", "6\n"), TestCase("10", "20")], FAST)
+    assert grade == GradeResult(True, [Verdict.PASSED, Verdict.PASSED], None)
+
+
+def test_wrong_answer_names_the_test_and_both_outputs():
+    grade = grade_program(DOUBLE, [TestCase("1", "2"), TestCase("2", "5")], FAST)
+    assert grade.verdicts == [Verdict.PASSED, Verdict.WRONG_ANSWER]
+    assert grade.first_failure == "test 2: expected '5' got '4'"
+
+
+def test_extra_output_line_is_wrong():
+    grade = grade_program("print(2)\nprint('debug')", [TestCase("", "2")], FAST)
+    assert grade.verdicts == [Verdict.WRONG_ANSWER]
+
+
+def test_float_formats_pass():
+    grade = grade_program("print(f'{1/2:.5f}')\nprint(0.1 + 0.2 > 0.3)", [TestCase("", "0.5\nTrue")], FAST)
+    assert grade.passed
+
+
+def test_runtime_error():
+    grade = grade_program("print(1 // int(input()))", [TestCase("0", "0")], FAST)
+    assert grade.verdicts == [Verdict.RUNTIME_ERROR]
+    assert "ZeroDivisionError" in grade.first_failure
+
+
+def test_runtime_error_after_correct_output_still_fails():
+    grade = grade_program("print(2)\nraise ValueError", [TestCase("", "2")], FAST)
+    assert grade.verdicts == [Verdict.RUNTIME_ERROR]
+
+
+def test_timeout():
+    grade = grade_program("while True:\n    pass", [TestCase("", "1")], Limits(timeout_s=1.0))
+    assert grade.verdicts == [Verdict.TIMEOUT]
+    assert grade.first_failure == "test 1: timed out after 1 s"
+
+
+def test_output_limit():
+    grade = grade_program("print('x' * 3000)", [TestCase("", "x")], Limits(timeout_s=2, max_output_bytes=1000))
+    assert grade.verdicts == [Verdict.OUTPUT_LIMIT]
+
+
+def test_no_code():
+    assert grade_program(None, [TestCase("", "1")], FAST) == GradeResult(
+        False, [Verdict.NO_CODE], "no code block after the reasoning")
+
+
+def test_stop_at_first_failure():
+    tests = [TestCase("1", "2"), TestCase("2", "0"), TestCase("3", "6")]
+    stopped = grade_program(DOUBLE, tests, FAST)
+    assert stopped.verdicts == [Verdict.PASSED, Verdict.WRONG_ANSWER] and not stopped.passed
+    everything = grade_program(DOUBLE, tests, FAST, stop_at_first_failure=False)
+    assert everything.verdicts == [Verdict.PASSED, Verdict.WRONG_ANSWER, Verdict.PASSED]
+    assert everything.first_failure.startswith("test 2:") and not everything.passed
+
+
+def test_official_prelude_is_available():
+    # The official harness imports these for every program and raises the recursion limit.
+    code = "print(sqrt(16), gcd(4, 6), Counter('aab')['a'])\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\nprint(depth(20000))"
+    grade = grade_program(code, [TestCase("", "4.0 2 2\n20000")], FAST)
+    assert grade.passed, grade.first_failure
+
+
+def test_main_guard_runs_for_stdin_programs():
+    code = "def main():\n    print(int(input()) + 1)\n\nif __name__ == '__main__':\n    main()"
+    assert grade_program(code, [TestCase("1", "2")], FAST).passed
+
+
+def test_a_program_needs_tests():
+    with pytest.raises(ValueError):
+        grade_program(DOUBLE, [], FAST)
+
+
+# --------------------------------------------------------------------------------------
+# Functional (LeetCode) problems
+
+SOLUTION = """
+class Solution:
+    def twoSum(self, nums: List[int], target: int) -> List[int]:
+        print("debugging output is ignored")
+        seen = {}
+        for i, x in enumerate(nums):
+            if target - x in seen:
+                return (seen[target - x], i)
+            seen[x] = i
+
+if __name__ == "__main__":
+    print(Solution().twoSum([1, 2], int(input())))
+"""
+
+
+def functional(inp: str, out: str) -> TestCase:
+    return TestCase(inp, out, "functional")
+
+
+def test_functional_pass_and_fail():
+    tests = [functional("[2, 7, 11, 15]\n9", "[0, 1]"), functional("[3, 2, 4]\n6", "[1, 2]"),
+             functional("[3, 3]\n6", "[1, 0]")]
+    grade = grade_program(SOLUTION, tests, FAST, func_name="twoSum", stop_at_first_failure=False)
+    assert grade.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.WRONG_ANSWER]
+    assert grade.first_failure == "test 3: expected '[1, 0]' got '[0, 1]'"
+
+
+def test_functional_runtime_error_and_early_exit():
+    raising = "class Solution:\n    def f(self, x):\n        return 1 // x"
+    assert grade_program(raising, [functional("0", "0")], FAST, func_name="f").verdicts == [Verdict.RUNTIME_ERROR]
+    exiting = "import sys\nclass Solution:\n    def f(self, x):\n        sys.exit(0)"
+    assert grade_program(exiting, [functional("0", "0")], FAST, func_name="f").verdicts == [Verdict.WRONG_ANSWER]
+
+
+def test_functional_values_compare_as_json():
+    code = "class Solution:\n    def f(self, s, k):\n        return {'a': [s * k, 1.0, True]}"
+    grade = grade_program(code, [functional('"ab"\n2', '{"a": ["abab", 1, true]}')], FAST, func_name="f")
+    assert grade.passed, grade.first_failure
+
+
+def test_functional_top_level_function():
+    assert grade_program("def add(a, b):\n    return a + b", [functional("1\n2", "3")], FAST, func_name="add").passed
+
+
+def test_functional_needs_func_name():
+    with pytest.raises(ValueError):
+        grade_program("x = 1", [functional("1", "1")], FAST)
+
+
+# --------------------------------------------------------------------------------------
+# grade_many
+
+
+def test_grade_many_keeps_input_order():
+    jobs = [
+        ("import time\ntime.sleep(0.3)\n" + DOUBLE, [TestCase("1", "2")]),
+        (None, [TestCase("1", "2")]),
+        ("print(0)", [TestCase("1", "2")]),
+        (DOUBLE, [TestCase("4", "8")]),
+        ("class Solution:\n    def f(self, x):\n        return x", [functional("7", "7")], "f"),
+    ]
+    grades = grade_many(jobs, FAST, workers=3, progress=True)
+    assert [g.verdicts for g in grades] == [[Verdict.PASSED], [Verdict.NO_CODE], [Verdict.WRONG_ANSWER],
+                                           [Verdict.PASSED], [Verdict.PASSED]]
+
+
+def test_grade_many_runs_programs_in_parallel():
+    sleeper = "import time\ntime.sleep(0.5)\nprint(1)"
+    jobs = [(sleeper, [TestCase("", "1")])] * 4
+    started = time.monotonic()
+    grades = grade_many(jobs, FAST, workers=4)
+    elapsed = time.monotonic() - started
+    assert all(g.passed for g in grades)
+    assert elapsed < 1.5, f"4 x 0.5 s took {elapsed:.2f} s with 4 workers"

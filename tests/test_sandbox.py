@@ -1,0 +1,298 @@
+"""The sandbox against hostile programs.
+
+Every attack test checks four things: the run is a failure, nothing the program started
+is still alive afterwards, nothing was written outside its temp dir, and the next run
+works. Runs in this module use their own uid range so that sandbox runs of other test
+sessions on the machine cannot be mistaken for leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from thinktune import sandbox
+from thinktune.grading import TestCase, Verdict, grade_program
+from thinktune.sandbox import Limits, RunResult, isolation_report, run_python
+
+FAST = Limits(timeout_s=1.0)
+TEST_UID_BASE = 62000
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_uid_range():
+    saved = sandbox._UID_BASE, sandbox._free_uids
+    sandbox._UID_BASE, sandbox._free_uids = TEST_UID_BASE, None
+    yield
+    sandbox._UID_BASE, sandbox._free_uids = saved
+
+
+def sandbox_uids() -> range:
+    return range(TEST_UID_BASE, TEST_UID_BASE + sandbox._UID_SLOTS)
+
+
+def isolation() -> dict[str, bool]:
+    return isolation_report()
+
+
+needs_uid = pytest.mark.skipif(not isolation()["unprivileged_uid"], reason="needs root to run programs as another uid")
+
+
+def sandbox_processes() -> list[psutil.Process]:
+    uids = sandbox_uids()
+    found = []
+    for proc in psutil.process_iter(["uids"]):
+        if proc.info["uids"] and (proc.info["uids"].real in uids or proc.info["uids"].effective in uids):
+            found.append(proc)
+    return found
+
+
+def sandbox_files() -> list[str]:
+    uids = sandbox_uids()
+    found = []
+    for directory in SCRATCH_DIRS:
+        if os.path.isdir(directory):
+            for entry in os.scandir(directory):
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid in uids:
+                        found.append(entry.path)
+                except FileNotFoundError:
+                    pass
+    return found
+
+
+@pytest.fixture
+def contained():
+    """After the test: no process or file of the run left behind, and the sandbox still works."""
+    yield
+    assert psutil.Process().children(recursive=True) == []
+    assert sandbox_processes() == []
+    assert sandbox_files() == []
+    after = run_python("print(input()[::-1])", "olleh", FAST)
+    assert after.ok and after.stdout == "hello\n"
+
+
+def run(source: str, stdin: str = "", limits: Limits = FAST) -> RunResult:
+    return run_python(textwrap.dedent(source), stdin, limits)
+
+
+# --------------------------------------------------------------------------------------
+# Ordinary behaviour
+
+
+def test_reads_stdin_and_writes_stdout():
+    result = run("import sys\nprint(sum(map(int, sys.stdin.read().split())))", "1 2\n3\n")
+    assert result.ok and result.stdout == "6\n" and result.exit_code == 0 and not result.timed_out
+
+
+def test_exit_code_and_stderr_are_reported():
+    result = run("import sys\nprint('oops', file=sys.stderr)\nsys.exit(3)")
+    assert not result.ok and result.exit_code == 3 and result.stderr == "oops\n"
+
+
+def test_unicode_round_trip():
+    result = run("print(input().upper())", "ünïcødé\n")
+    assert result.stdout == "ÜNÏCØDÉ\n"
+
+
+def test_minimal_environment_and_fresh_temp_dir():
+    source = """
+        import os, sys
+        print(sorted(k for k in os.environ if k.startswith("PYTHON") and k != "PYTHONHASHSEED" and k != "PYTHONDONTWRITEBYTECODE"))
+        print(os.listdir("."))
+        open("left-behind", "w").write("x")
+        print(sys.flags.no_user_site, sys.flags.safe_path)
+    """
+    first, second = run(source), run(source)
+    assert first.ok and second.ok, first.stderr + second.stderr
+    assert first.stdout == second.stdout == "[]\n['main.py']\n1 True\n"
+
+
+def test_hash_seed_is_fixed_so_outputs_are_reproducible():
+    source = "print(list({'apple', 'banana', 'cherry', 'date', 'elder'}))"
+    assert run(source).stdout == run(source).stdout
+
+
+def test_isolation_report_lists_features():
+    report = isolation()
+    assert {"unprivileged_uid", "pid_namespace", "network_namespace", "read_only_root"} <= report.keys()
+    assert all(isinstance(v, bool) for v in report.values())
+    if os.geteuid() == 0:
+        assert report["unprivileged_uid"]
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError):
+        Limits(timeout_s=0)
+    with pytest.raises(ValueError):
+        Limits(memory_mb=-1)
+
+
+def test_parallel_runs_do_not_interfere():
+    results: list[RunResult] = []
+    threads = [threading.Thread(target=lambda n=n: results.append(run(f"print({n} * 2)"))) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.stdout for r in results) == sorted(f"{n * 2}\n" for n in range(6))
+
+
+# --------------------------------------------------------------------------------------
+# Attacks (one test each)
+
+
+def test_infinite_loop(contained):
+    started = time.monotonic()
+    result = run("while True:\n    pass")
+    assert result.timed_out and result.exit_code is None and not result.ok
+    assert 1.0 <= result.wall_s < 2.0 and time.monotonic() - started < 3.0
+
+
+def test_children_that_outlive_the_parent(contained):
+    # Double fork + setsid: the busy grandchildren leave the program's session and
+    # process group; the program itself exits at once without printing the answer.
+    source = """
+        import os
+        for _ in range(3):
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    while True:
+                        pass
+                os._exit(0)
+    """
+    started = time.monotonic()
+    grade = grade_program(textwrap.dedent(source), [TestCase("", "42")], FAST)
+    assert grade.verdicts == [Verdict.WRONG_ANSWER] and not grade.passed
+    assert time.monotonic() - started < 1.0  # the run ends with the program, not at the timeout
+
+
+@needs_uid
+def test_fork_bomb(contained):
+    result = run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+    assert not result.ok
+
+
+def test_memory_bomb(contained):
+    result = run("x = []\nwhile True:\n    x.append(bytearray(1 << 20))", limits=Limits(timeout_s=5, memory_mb=256))
+    assert not result.ok and "MemoryError" in result.stderr
+
+
+def test_multi_gigabyte_stdout(contained):
+    started = time.monotonic()
+    result = run("import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(4096):\n    sys.stdout.write(chunk)")
+    assert result.output_limit_exceeded and not result.ok
+    assert len(result.stdout) == FAST.max_output_bytes
+    assert time.monotonic() - started < 5.0
+
+
+def test_writing_and_deleting_outside_the_temp_dir(contained, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    victim.chmod(0o666)
+    tmp_path.chmod(0o777)
+    escape = Path("/tmp") / f"thinktune-escape-{os.getpid()}"
+    source = f"""
+        import os
+        for attempt in (lambda: os.remove({str(victim)!r}),
+                        lambda: open({str(victim)!r}, "w").write("overwritten"),
+                        lambda: open({str(escape)!r}, "w").write("escaped")):
+            try:
+                attempt()
+            except OSError:
+                pass
+        print("done")
+    """
+    result = run(source)
+    assert result.stdout == "done\n"
+    assert victim.read_text() == "precious"
+    assert not escape.exists()
+
+
+def test_network_connection(contained):
+    if not isolation()["network_namespace"]:
+        pytest.skip("no network namespace here (needs root): programs share the host network")
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    with server:
+        result = run(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=0.5)\nprint('connected')")
+        with pytest.raises(TimeoutError):
+            server.accept()
+    assert not result.ok and "connected" not in result.stdout
+
+
+@needs_uid
+def test_signalling_the_evaluator(contained):
+    me = os.getpid()
+    source = f"""
+        import os, signal
+        for target in (os.getppid(), {me}, -1):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except OSError:
+                pass
+        for group in (os.getpgid(0), {os.getpgid(me)}):
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except OSError:
+                pass
+        raise SystemExit(1)
+    """
+    result = run(source)
+    assert not result.ok
+    os.kill(me, 0)  # still here (obviously, if this line runs)
+
+
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)"])
+def test_exit_zero_before_printing(contained, exit_call):
+    grade = grade_program(f"import os, sys\n{exit_call}\nprint(42)", [TestCase("", "42")], FAST)
+    assert grade.verdicts == [Verdict.WRONG_ANSWER]
+
+
+def test_deep_recursion(contained):
+    python_level = "def f(n):\n    return f(n + 1) + 1\nprint(f(0))"
+    c_level = "import sys\nsys.setrecursionlimit(10**9)\nx = []\nfor _ in range(10**6):\n    x = [x]\nprint(repr(x)[:5])"
+    for code in (python_level, c_level):  # RecursionError, then a segfault of the C stack
+        grade = grade_program(code, [TestCase("", "0")], Limits(timeout_s=4))
+        assert grade.verdicts == [Verdict.RUNTIME_ERROR], grade.first_failure
+
+
+def test_reading_stdin_past_eof(contained):
+    result = run("import sys\nprint(sys.stdin.read() + sys.stdin.read())\ninput()", "only line\n")
+    assert result.stdout == "only line\n\n"
+    assert not result.ok and "EOFError" in result.stderr and not result.timed_out
+
+
+def test_sleep_past_the_timeout(contained):
+    result = run("import time\nprint('started', flush=True)\ntime.sleep(30)")
+    assert result.timed_out and result.exit_code is None
+    assert result.wall_s < 2.0
+
+
+def test_closing_stdout(contained):
+    grade = grade_program("import os\nos.close(1)\nprint(42)", [TestCase("", "42")], FAST)
+    assert grade.verdicts == [Verdict.RUNTIME_ERROR]
+
+
+def test_huge_stderr(contained):
+    started = time.monotonic()
+    result = run("import sys\nchunk = 'e' * (1 << 20)\nfor _ in range(4096):\n    sys.stderr.write(chunk)")
+    assert not result.ok
+    assert len(result.stderr) <= sandbox._STDERR_KEEP
+    assert time.monotonic() - started < 5.0
+
+
+def test_crash_reports_its_signal(contained):
+    result = run("import ctypes\nctypes.string_at(0)")
+    assert result.exit_code == -signal.SIGSEGV and not result.ok

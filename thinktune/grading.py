@@ -1,0 +1,255 @@
+"""LiveCodeBench verdicts for model-written programs.
+
+The rules follow the official harness (``lcb_runner``), so our pass rates can be set
+beside published ones:
+
+- stdin problems: the program reads the test input on stdin. Outputs are compared after
+  stripping the whole text and then each line (interior blank lines count); the number
+  of lines must agree; a line that differs as text still matches when its
+  whitespace-separated tokens all parse as decimals and are equal (``0.5`` = ``0.50``,
+  ``1e-1`` = ``0.1``).
+- functional (LeetCode) problems: each input line is one JSON argument; the method
+  ``func_name`` of ``Solution()`` (or a top-level function of that name) is called and
+  its result must equal the JSON output (a tuple counts as a list).
+- Programs get the official harness's prelude: the standard modules it imports for
+  every program (``sys``, ``math``, ``collections``, ... also star-imported) and a
+  recursion limit of 50000. Code that relies on them passes there, so it passes here.
+- A run that exits non-zero is a runtime error even if its output was right; the
+  official harness, which runs code in-process, only differs for ``sys.exit(n)`` with
+  n != 0, which it ignores.
+
+Every test is its own sandboxed process (``thinktune.sandbox``); the per-test timeout is
+the sandbox's wall-clock limit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Literal
+
+from thinktune.sandbox import Limits, RunResult, run_python
+
+
+@dataclass(frozen=True)
+class TestCase:
+    input: str
+    output: str
+    testtype: Literal["stdin", "functional"] = "stdin"
+
+    __test__ = False  # not a pytest test class
+
+
+class Verdict(str, Enum):
+    PASSED = "passed"
+    WRONG_ANSWER = "wrong_answer"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    OUTPUT_LIMIT = "output_limit"
+    NO_CODE = "no_code"
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    passed: bool
+    verdicts: list[Verdict]  # one per test that was run
+    first_failure: str | None  # e.g. "test 3: expected '5' got '4'"
+
+
+# --------------------------------------------------------------------------------------
+# Output comparison
+
+
+def outputs_match(expected: str, actual: str) -> bool:
+    """LiveCodeBench's stdin comparison (see the module docstring)."""
+    expected_lines = _stripped_lines(expected)
+    actual_lines = _stripped_lines(actual)
+    if len(expected_lines) != len(actual_lines):
+        return False
+    return all(e == a or _same_decimals(e, a) for e, a in zip(expected_lines, actual_lines))
+
+
+def _stripped_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def _same_decimals(expected: str, actual: str) -> bool:
+    try:
+        return [Decimal(t) for t in expected.split()] == [Decimal(t) for t in actual.split()]
+    except (InvalidOperation, ValueError):  # not numbers, or a signalling NaN compared
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# Programs as run
+
+
+def _prelude() -> str:
+    """The imports the official harness puts before every program, in its order."""
+    star = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+            "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
+    plain = [m for m in star if m not in ("builtins", "typing")]
+    return ("".join(f"from {m} import *\n" for m in star)
+            + "".join(f"import {m}\n" for m in plain)
+            + "sys.setrecursionlimit(50000)\n")
+
+
+PRELUDE = _prelude()
+
+# The functional driver runs the solution as a module not named __main__ (so a test
+# block under ``if __name__ == "__main__"`` stays silent, as in the official harness),
+# calls the method on the JSON arguments from stdin, and prints the JSON result after a
+# per-run random marker, so whatever the solution prints itself is never taken for it.
+_DRIVER = """\
+import json as _tt_json, sys as _tt_sys
+_tt_module = {{"__name__": "solution", "__builtins__": __builtins__}}
+exec(compile({source!r}, "solution.py", "exec"), _tt_module)
+_tt_args = _tt_json.loads(_tt_sys.stdin.read())
+if "Solution" in _tt_module:
+    _tt_target = getattr(_tt_module["Solution"](), {func_name!r})
+else:
+    _tt_target = _tt_module[{func_name!r}]
+_tt_result = _tt_target(*_tt_args)
+
+def _tt_plain(value):
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return repr(value)
+
+_tt_sys.stdout.write("\\n{marker}\\n" + _tt_json.dumps(_tt_result, default=_tt_plain) + "\\n")
+"""
+
+
+def _functional_program(code: str, func_name: str, marker: str) -> str:
+    return _DRIVER.format(source=PRELUDE + code, func_name=func_name, marker=marker)
+
+
+def _functional_arguments(test_input: str) -> list[Any]:
+    try:
+        return [json.loads(line) for line in test_input.split("\n")]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"functional test input is not one JSON value per line: {test_input[:200]!r}") from exc
+
+
+# --------------------------------------------------------------------------------------
+# Grading
+
+
+def grade_program(
+    code: str | None,
+    tests: Sequence[TestCase],
+    limits: Limits,
+    *,
+    stop_at_first_failure: bool = True,
+    func_name: str | None = None,
+) -> GradeResult:
+    """Run ``code`` on each test in turn. Passed means every test passed."""
+    if code is None:
+        return GradeResult(False, [Verdict.NO_CODE], "no code block after the reasoning")
+    if not tests:
+        raise ValueError("a program needs at least one test to be graded")
+    verdicts: list[Verdict] = []
+    first_failure: str | None = None
+    for number, test in enumerate(tests, start=1):
+        verdict, why = _grade_test(code, test, limits, func_name)
+        verdicts.append(verdict)
+        if verdict is not Verdict.PASSED and first_failure is None:
+            first_failure = f"test {number}: {why}"
+            if stop_at_first_failure:
+                break
+    passed = len(verdicts) == len(tests) and all(v is Verdict.PASSED for v in verdicts)
+    return GradeResult(passed, verdicts, first_failure)
+
+
+def grade_many(
+    jobs: Sequence[tuple[str | None, Sequence[TestCase]] | tuple[str | None, Sequence[TestCase], str | None]],
+    limits: Limits,
+    *,
+    workers: int = 2,
+    stop_at_first_failure: bool = True,
+    progress: bool = False,
+) -> list[GradeResult]:
+    """``grade_program`` for each (code, tests[, func_name]) job, ``workers`` at a time;
+    results in job order. Threads suffice: each test runs in its own process."""
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    from tqdm.auto import tqdm
+
+    def grade(job: tuple) -> GradeResult:
+        code, tests, *rest = job
+        func_name = rest[0] if rest else None
+        return grade_program(code, tests, limits, stop_at_first_failure=stop_at_first_failure, func_name=func_name)
+
+    results: list[GradeResult | None] = [None] * len(jobs)
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(jobs), desc="grading", unit="program", disable=not progress) as bar:
+        futures = {pool.submit(grade, job): index for index, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
+    return results  # type: ignore[return-value]  # every slot is filled above
+
+
+def _grade_test(code: str, test: TestCase, limits: Limits, func_name: str | None) -> tuple[Verdict, str]:
+    """One test's verdict and, when it failed, a short reason."""
+    if test.testtype == "stdin":
+        return _grade_stdin(code, test, limits)
+    if test.testtype == "functional":
+        if not func_name:
+            raise ValueError("functional tests need func_name")
+        return _grade_functional(code, test, limits, func_name)
+    raise ValueError(f"unknown testtype {test.testtype!r}")
+
+
+def _grade_stdin(code: str, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
+    result = run_python(PRELUDE + code, test.input, limits)
+    if failure := _run_failure(result, limits):
+        return failure
+    if outputs_match(test.output, result.stdout):
+        return Verdict.PASSED, ""
+    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(result.stdout.strip())}"
+
+
+def _grade_functional(code: str, test: TestCase, limits: Limits, func_name: str) -> tuple[Verdict, str]:
+    arguments = _functional_arguments(test.input)
+    try:
+        expected = json.loads(test.output)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
+    marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
+    result = run_python(_functional_program(code, func_name, marker), json.dumps(arguments), limits)
+    if failure := _run_failure(result, limits):
+        return failure
+    at = result.stdout.rfind(marker)
+    if at == -1:
+        return Verdict.WRONG_ANSWER, "the solution returned no result (it exited early)"
+    try:
+        got = json.loads(result.stdout[at + len(marker):])
+    except json.JSONDecodeError:  # the solution printed after returning (atexit, threads)
+        return Verdict.WRONG_ANSWER, "output after the result"
+    if got == expected:
+        return Verdict.PASSED, ""
+    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(json.dumps(got))}"
+
+
+def _run_failure(result: RunResult, limits: Limits) -> tuple[Verdict, str] | None:
+    if result.timed_out:
+        return Verdict.TIMEOUT, f"timed out after {limits.timeout_s:g} s"
+    if result.output_limit_exceeded:
+        return Verdict.OUTPUT_LIMIT, f"more than {limits.max_output_bytes} bytes of output"
+    if result.exit_code != 0:
+        last_line = result.stderr.strip().rsplit("\n", 1)[-1]
+        return Verdict.RUNTIME_ERROR, f"exit code {result.exit_code}: {_clip(last_line)}"
+    return None
+
+
+def _clip(text: str, width: int = 80) -> str:
+    """A short repr for messages: long outputs keep their start and end."""
+    if len(text) > width:
+        text = f"{text[: width // 2]}...{text[-width // 2:]}"
+    return repr(text)
