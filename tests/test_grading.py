@@ -118,6 +118,18 @@ def test_official_prelude_is_available():
     assert grade.passed, grade.first_failure
 
 
+def test_future_imports_stay_first():
+    code = '"""Doc."""\nfrom __future__ import annotations\n\ndef f(x: list[int]) -> int:\n    return sum(x)\nprint(f([1, 2]), floor(2.5))'
+    assert grade_program(code, [TestCase("", "3 2")], FAST).passed
+
+
+def test_unparsable_programs_are_runtime_errors():
+    for code in ("def f(:\n", "print('\ud800')", "x = " + "-" * 100_000 + "1"):
+        grade = grade_program(code, [TestCase("", "1")], FAST)
+        assert grade.verdicts in ([Verdict.RUNTIME_ERROR], [Verdict.WRONG_ANSWER]), code[:20]
+        assert not grade.passed
+
+
 def test_main_guard_runs_for_stdin_programs():
     code = "def main():\n    print(int(input()) + 1)\n\nif __name__ == '__main__':\n    main()"
     assert grade_program(code, [TestCase("1", "2")], FAST).passed
@@ -169,6 +181,11 @@ def test_functional_values_compare_as_json():
     code = "class Solution:\n    def f(self, s, k):\n        return {'a': [s * k, 1.0, True]}"
     grade = grade_program(code, [functional('"ab"\n2', '{"a": ["abab", 1, true]}')], FAST, func_name="f")
     assert grade.passed, grade.first_failure
+
+
+def test_functional_solution_reading_stdin_does_not_see_the_arguments():
+    code = "import sys\nDATA = sys.stdin.read()\nclass Solution:\n    def f(self, x):\n        return [x, DATA]"
+    assert grade_program(code, [functional("5", '[5, ""]')], FAST, func_name="f").passed
 
 
 def test_functional_top_level_function():

@@ -296,3 +296,45 @@ def test_huge_stderr(contained):
 def test_crash_reports_its_signal(contained):
     result = run("import ctypes\nctypes.string_at(0)")
     assert result.exit_code == -signal.SIGSEGV and not result.ok
+
+
+# --------------------------------------------------------------------------------------
+# Options and weaker tiers
+
+
+def test_stdin_through_file_descriptor_and_dev_stdin():
+    source = "with open('/dev/stdin') as f, open('/dev/stdout', 'a') as out:\n    out.write(f.read().upper())"
+    assert run(source, "x\n").stdout == "X\n"
+    assert run("print(open(0).read().strip())", "y\n").stdout == "y\n"
+
+
+def test_network_option_keeps_the_host_network():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        result = run(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')",
+                     limits=Limits(timeout_s=2, network=True))
+    assert result.ok and result.stdout == "connected\n", result.stderr
+
+
+def test_plain_tier_still_contains_time_processes_and_temp_dir():
+    """Without root (no uid, no namespaces) the keeper still enforces the timeout, kills
+    escaped descendants and removes the temp dir. Benign programs only: they run as us."""
+    escape = """
+        import os, time
+        print(os.getcwd(), flush=True)
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                print(os.getpid(), flush=True)
+                while True:
+                    pass
+            os._exit(0)
+        time.sleep(0.3)
+    """
+    result = sandbox._run(textwrap.dedent(escape), "", FAST, sandbox._PLAIN)
+    workdir, escaped_pid = result.stdout.split()
+    assert result.ok and not os.path.exists(workdir)
+    assert not psutil.pid_exists(int(escaped_pid)) or psutil.Process(int(escaped_pid)).status() == psutil.STATUS_ZOMBIE
+    assert psutil.Process().children(recursive=True) == []
+    timed = sandbox._run("while True:\n    pass", "", FAST, sandbox._PLAIN)
+    assert timed.timed_out and timed.exit_code is None

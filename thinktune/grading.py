@@ -24,6 +24,7 @@ the sandbox's wall-clock limit.
 
 from __future__ import annotations
 
+import ast
 import json
 import secrets
 from collections.abc import Sequence
@@ -101,15 +102,36 @@ def _prelude() -> str:
 
 PRELUDE = _prelude()
 
-# The functional driver runs the solution as a module not named __main__ (so a test
-# block under ``if __name__ == "__main__"`` stays silent, as in the official harness),
-# calls the method on the JSON arguments from stdin, and prints the JSON result after a
-# per-run random marker, so whatever the solution prints itself is never taken for it.
+
+def with_prelude(code: str) -> str:
+    """``code`` with ``PRELUDE`` in front, after its ``from __future__`` imports if any
+    (those must open a module; the official harness turns such programs into syntax
+    errors, which would fail them for our harness's sake rather than their own)."""
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # fails in the sandbox, with its own message
+        return PRELUDE + code
+    future_end = 0
+    for node in body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            future_end = node.end_lineno or node.lineno
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            break  # only a docstring may come before a __future__ import
+    if not future_end:
+        return PRELUDE + code
+    lines = code.splitlines(keepends=True)
+    head = "".join(lines[:future_end])
+    return head + ("" if head.endswith("\n") else "\n") + PRELUDE + "".join(lines[future_end:])
+
+# The functional driver reads the JSON arguments from stdin, runs the solution as a
+# module not named __main__ (so a test block under ``if __name__ == "__main__"`` stays
+# silent, as in the official harness), calls the method, and prints the JSON result
+# after a per-run random marker, so whatever the solution prints is never taken for it.
 _DRIVER = """\
 import json as _tt_json, sys as _tt_sys
+_tt_args = _tt_json.loads(_tt_sys.stdin.read())
 _tt_module = {{"__name__": "solution", "__builtins__": __builtins__}}
 exec(compile({source!r}, "solution.py", "exec"), _tt_module)
-_tt_args = _tt_json.loads(_tt_sys.stdin.read())
 if "Solution" in _tt_module:
     _tt_target = getattr(_tt_module["Solution"](), {func_name!r})
 else:
@@ -125,8 +147,8 @@ _tt_sys.stdout.write("\\n{marker}\\n" + _tt_json.dumps(_tt_result, default=_tt_p
 """
 
 
-def _functional_program(code: str, func_name: str, marker: str) -> str:
-    return _DRIVER.format(source=PRELUDE + code, func_name=func_name, marker=marker)
+def _functional_program(program: str, func_name: str, marker: str) -> str:
+    return _DRIVER.format(source=program, func_name=func_name, marker=marker)
 
 
 def _functional_arguments(test_input: str) -> list[Any]:
@@ -153,10 +175,11 @@ def grade_program(
         return GradeResult(False, [Verdict.NO_CODE], "no code block after the reasoning")
     if not tests:
         raise ValueError("a program needs at least one test to be graded")
+    program = with_prelude(code)
     verdicts: list[Verdict] = []
     first_failure: str | None = None
     for number, test in enumerate(tests, start=1):
-        verdict, why = _grade_test(code, test, limits, func_name)
+        verdict, why = _grade_test(program, test, limits, func_name)
         verdicts.append(verdict)
         if verdict is not Verdict.PASSED and first_failure is None:
             first_failure = f"test {number}: {why}"
@@ -195,19 +218,19 @@ def grade_many(
     return results  # type: ignore[return-value]  # every slot is filled above
 
 
-def _grade_test(code: str, test: TestCase, limits: Limits, func_name: str | None) -> tuple[Verdict, str]:
-    """One test's verdict and, when it failed, a short reason."""
+def _grade_test(program: str, test: TestCase, limits: Limits, func_name: str | None) -> tuple[Verdict, str]:
+    """One test's verdict and, when it failed, a short reason (``program`` has its prelude)."""
     if test.testtype == "stdin":
-        return _grade_stdin(code, test, limits)
+        return _grade_stdin(program, test, limits)
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
-        return _grade_functional(code, test, limits, func_name)
+        return _grade_functional(program, test, limits, func_name)
     raise ValueError(f"unknown testtype {test.testtype!r}")
 
 
-def _grade_stdin(code: str, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
-    result = run_python(PRELUDE + code, test.input, limits)
+def _grade_stdin(program: str, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
+    result = run_python(program, test.input, limits)
     if failure := _run_failure(result, limits):
         return failure
     if outputs_match(test.output, result.stdout):
@@ -215,14 +238,14 @@ def _grade_stdin(code: str, test: TestCase, limits: Limits) -> tuple[Verdict, st
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(result.stdout.strip())}"
 
 
-def _grade_functional(code: str, test: TestCase, limits: Limits, func_name: str) -> tuple[Verdict, str]:
+def _grade_functional(program: str, test: TestCase, limits: Limits, func_name: str) -> tuple[Verdict, str]:
     arguments = _functional_arguments(test.input)
     try:
         expected = json.loads(test.output)
     except json.JSONDecodeError as exc:
         raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
     marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-    result = run_python(_functional_program(code, func_name, marker), json.dumps(arguments), limits)
+    result = run_python(_functional_program(program, func_name, marker), json.dumps(arguments), limits)
     if failure := _run_failure(result, limits):
         return failure
     at = result.stdout.rfind(marker)

@@ -96,8 +96,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What one run did. ``stdout`` holds at most ``max_output_bytes``; ``stderr`` is
-    diagnostics only and is kept to its first ``max_output_bytes`` without failing the run."""
+    """What one run did.
+
+    ``stdout`` holds at most ``max_output_bytes``; more fails the run. ``stderr`` is
+    diagnostics, as for a judge: only its last 64 KiB are kept (where the traceback is)
+    and its size never fails a run by itself (past ``max_file_bytes`` the write fails).
+    """
 
     exit_code: int | None  # None when killed for timeout; -N when killed by signal N
     stdout: str
@@ -192,7 +196,7 @@ def _probe(mode: _Mode) -> bool:
 # The evaluator waits this much longer than the timeout for the keeper's report: the
 # keeper enforces the timeout itself, this only guards against a stuck kernel.
 _KEEPER_GRACE_S = 10.0
-_STDERR_KEEP = 4 << 20
+_STDERR_KEEP = 64 << 10
 _SCRIPT = "main.py"
 
 
@@ -218,11 +222,11 @@ _PYTHON_ARGS = ("-s", "-P", _SCRIPT)
 
 
 def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
-    with _uid_slot(mode.drop_uid) as uid, _io_files(stdin) as (stdin_f, stdout_f, stderr_f):
+    with _uid_slot(mode.drop_uid) as uid, _io_files(stdin, uid) as (stdin_f, stdout_f, stderr_f):
         workdir = None if mode.namespaces else _host_workdir(source, uid)
         home = "/tmp" if mode.namespaces else workdir
         status_r, status_w = os.pipe()
-        plan = _Plan(source=source.encode(), limits=limits, mode=mode, uid=uid,
+        plan = _Plan(source=_encode(source), limits=limits, mode=mode, uid=uid,
                      status_fd=status_w, evaluator_pid=os.getpid(), overlays=_interpreter_overlays())
         try:
             try:
@@ -234,20 +238,24 @@ def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
                 )
             finally:
                 os.close(status_w)
-            report = _read_report(status_r, limits.timeout_s + _KEEPER_GRACE_S)
-            if report is None:
-                log.error("sandbox keeper %d gave no report; killing its session", keeper.pid)
+            line = _read_until_eof(status_r, limits.timeout_s + _KEEPER_GRACE_S)
+            if line is None:  # the kernel could not kill or reap the program in time
+                log.error("sandbox keeper %d is stuck; killing its session", keeper.pid)
                 _kill_group(keeper.pid)
             keeper.wait()
         finally:
             os.close(status_r)
             if workdir is not None:
                 _remove_tree(workdir)
-        if report is None:
+        if line is None:
             return RunResult(None, "", "", True, False, limits.timeout_s + _KEEPER_GRACE_S)
-        timed_out, exit_code, wall_s = report
-        stdout, stdout_over = _read_capped(stdout_f, limits.max_output_bytes)
-        stderr, _ = _read_capped(stderr_f, _STDERR_KEEP)
+        try:
+            flag, code, wall = line.split()
+            timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
+        except ValueError:
+            raise RuntimeError(f"sandbox keeper exited ({keeper.returncode}) with report {line!r}") from None
+        stdout, stdout_over = _read_head(stdout_f, limits.max_output_bytes)
+        stderr = _read_tail(stderr_f, _STDERR_KEEP)
         return RunResult(
             exit_code=None if timed_out else exit_code,
             stdout=stdout, stderr=stderr, timed_out=timed_out,
@@ -256,47 +264,59 @@ def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
 
 
 @contextmanager
-def _io_files(stdin: str) -> Iterator[tuple[IO[bytes], IO[bytes], IO[bytes]]]:
-    """Unlinked temp files (no path the program could find): stdin, stdout, stderr."""
+def _io_files(stdin: str, uid: int | None) -> Iterator[tuple[IO[bytes], IO[bytes], IO[bytes]]]:
+    """Unlinked temp files (no path the program could find): stdin, stdout, stderr.
+    Owned by the run's uid, so that reopening them (``open('/dev/stdin')``) works too."""
     with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
-        fin.write(stdin.encode())
+        if uid is not None:
+            for f in (fin, fout, ferr):
+                os.fchown(f.fileno(), uid, uid)
+        fin.write(_encode(stdin))
         fin.flush()
         fin.seek(0)
         yield fin, fout, ferr
 
 
-def _read_capped(f: IO[bytes], cap: int) -> tuple[str, bool]:
+def _read_head(f: IO[bytes], cap: int) -> tuple[str, bool]:
     """The first ``cap`` bytes of ``f`` as text, and whether it held more."""
     size = os.fstat(f.fileno()).st_size
     f.seek(0)
     return f.read(cap).decode("utf-8", errors="replace"), size > cap
 
 
-def _read_report(fd: int, timeout_s: float) -> tuple[bool, int, float] | None:
-    """The keeper's status line: (timed_out, exit_code, wall_s); None if it never came."""
+def _read_tail(f: IO[bytes], cap: int) -> str:
+    """The last ``cap`` bytes of ``f`` as text."""
+    size = os.fstat(f.fileno()).st_size
+    f.seek(max(0, size - cap))
+    return f.read(cap).decode("utf-8", errors="replace")
+
+
+def _encode(text: str) -> bytes:
+    """UTF-8, passing lone surrogates through: a program that is not valid UTF-8 fails to
+    compile in the sandbox instead of raising here."""
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def _read_until_eof(fd: int, timeout_s: float) -> bytes | None:
+    """Everything written to the pipe ``fd`` until its writer exits; None after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     chunks = []
     while (remaining := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            break
-        chunk = os.read(fd, 256)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    try:
-        timed_out, exit_code, wall_s = b"".join(chunks).split()
-        return timed_out == b"1", int(exit_code), float(wall_s)
-    except ValueError:
-        return None
+        if ready:
+            chunk = os.read(fd, 256)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    return None
 
 
 def _host_workdir(source: str, uid: int | None) -> str:
     """The run's temp dir when there is no private tmpfs: main.py, owned by the run's uid."""
     workdir = tempfile.mkdtemp(prefix="thinktune-run-")
     script = os.path.join(workdir, _SCRIPT)
-    with open(script, "w", encoding="utf-8") as f:
-        f.write(source)
+    with open(script, "wb") as f:
+        f.write(_encode(source))
     if uid is not None:
         os.chown(workdir, uid, uid)
         os.chmod(script, 0o444)
@@ -429,13 +449,10 @@ def _interpreter_overlays() -> tuple[_Overlay, ...]:
                 if not os.stat(ancestor).st_mode & stat.S_IXOTH:
                     by_blocker.setdefault(ancestor, set()).add(path)
                     break
-        overlays = []
-        for blocker, paths in sorted(by_blocker.items()):
-            # Keep only top-most paths: binding a parent already brings its children.
-            keep = sorted(p for p in paths if not any(p != q and p.startswith(q + os.sep) for q in paths))
-            overlays.append(_Overlay(blocker, tuple(keep)))
-        _overlays = tuple(o for o in overlays if not any(
-            o.blocker.startswith(other.blocker + os.sep) for other in overlays))
+        # Bind only top-most paths: a bound directory brings its subdirectories along.
+        _overlays = tuple(
+            _Overlay(blocker, tuple(sorted(p for p in paths if not any(p.startswith(q + os.sep) for q in paths))))
+            for blocker, paths in sorted(by_blocker.items()))
     return _overlays
 
 
@@ -447,12 +464,14 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+# mount_setattr's signature: the only system call made through syscall().
+_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t]
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWPID = 0x20000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 4096, 8192, 16384, 1 << 18
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -482,8 +501,6 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 def _prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, value, 0, 0, 0), f"prctl {option}")
 
-
-_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16
 
 
 # --------------------------------------------------------------------------------------
@@ -521,7 +538,7 @@ class _Plan:
             # Only the status pipe stays open: Popen's exec-error pipe must see EOF as
             # soon as the program has exec'd, and the program's files are not ours.
             os.closerange(0, self.status_fd)
-            os.closerange(self.status_fd + 1, _MAX_FD)
+            os.closerange(self.status_fd + 1, os.sysconf("SC_OPEN_MAX"))
             timed_out, exit_code = _supervise(pid, self.limits.timeout_s - (time.monotonic() - started))
             wall_s = time.monotonic() - started
             os.write(self.status_fd, f"{int(timed_out)} {exit_code} {wall_s:.6f}\n".encode())
@@ -529,7 +546,8 @@ class _Plan:
             os._exit(0)
 
     def _enter_sandbox(self) -> None:
-        """In the program's process, as the evaluator's user: isolate, limit, drop privileges."""
+        """In the program's process, still with the evaluator's privileges: isolate, limit,
+        then drop privileges for good."""
         os.setsid()
         if self.mode.namespaces:
             flags = _CLONE_NEWNS | _CLONE_NEWIPC | (0 if self.limits.network else _CLONE_NEWNET)
@@ -550,8 +568,9 @@ class _Plan:
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
         if self.mode.read_only_root:
             attr = _MountAttr(attr_set=_MOUNT_ATTR_RDONLY)
-            _check(_libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE,
-                                 ctypes.byref(attr), ctypes.sizeof(attr)), "mount_setattr")
+            ret = _libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE,
+                                ctypes.byref(attr), ctypes.sizeof(attr))
+            _check(ret, "mount_setattr")
         owner = f",uid={self.uid},gid={self.uid}" if self.uid is not None else ""
         scratch = 4 * self.limits.max_file_bytes
         _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={scratch},mode=0700{owner}")
