@@ -113,13 +113,15 @@ def test_stop_at_first_failure():
 
 def test_official_prelude_is_available():
     # The official harness imports these for every program and raises the recursion limit.
-    code = "print(sqrt(16), gcd(4, 6), Counter('aab')['a'])\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\nprint(depth(20000))"
+    code = ("print(sqrt(16), gcd(4, 6), Counter('aab')['a'])\n"
+            "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\nprint(depth(20000))")
     grade = grade_program(code, [TestCase("", "4.0 2 2\n20000")], FAST)
     assert grade.passed, grade.first_failure
 
 
 def test_future_imports_stay_first():
-    code = '"""Doc."""\nfrom __future__ import annotations\n\ndef f(x: list[int]) -> int:\n    return sum(x)\nprint(f([1, 2]), floor(2.5))'
+    code = ('"""Doc."""\nfrom __future__ import annotations\n\n'
+            "def f(x: list[int]) -> int:\n    return sum(x)\nprint(f([1, 2]), floor(2.5))")
     assert grade_program(code, [TestCase("", "3 2")], FAST).passed
 
 

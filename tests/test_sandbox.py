@@ -107,7 +107,8 @@ def test_unicode_round_trip():
 def test_minimal_environment_and_fresh_temp_dir():
     source = """
         import os, sys
-        print(sorted(k for k in os.environ if k.startswith("PYTHON") and k != "PYTHONHASHSEED" and k != "PYTHONDONTWRITEBYTECODE"))
+        ours = {"PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE"}
+        print(sorted(k for k in os.environ if k.startswith("PYTHON") and k not in ours))
         print(os.listdir("."))
         open("left-behind", "w").write("x")
         print(sys.flags.no_user_site, sys.flags.safe_path)
@@ -262,7 +263,7 @@ def test_exit_zero_before_printing(contained, exit_call):
 
 def test_deep_recursion(contained):
     python_level = "def f(n):\n    return f(n + 1) + 1\nprint(f(0))"
-    c_level = "import sys\nsys.setrecursionlimit(10**9)\nx = []\nfor _ in range(10**6):\n    x = [x]\nprint(repr(x)[:5])"
+    c_level = "import sys\nsys.setrecursionlimit(10**9)\nx = []\nfor _ in range(10**6):\n    x = [x]\nprint(str(x)[:5])"
     for code in (python_level, c_level):  # RecursionError, then a segfault of the C stack
         grade = grade_program(code, [TestCase("", "0")], Limits(timeout_s=4))
         assert grade.verdicts == [Verdict.RUNTIME_ERROR], grade.first_failure

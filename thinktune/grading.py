@@ -46,7 +46,7 @@ class TestCase:
     __test__ = False  # not a pytest test class
 
 
-class Verdict(str, Enum):
+class Verdict(str, Enum):  # noqa: UP042 (str mixin: records store the value)
     PASSED = "passed"
     WRONG_ANSWER = "wrong_answer"
     RUNTIME_ERROR = "runtime_error"
@@ -72,7 +72,7 @@ def outputs_match(expected: str, actual: str) -> bool:
     actual_lines = _stripped_lines(actual)
     if len(expected_lines) != len(actual_lines):
         return False
-    return all(e == a or _same_decimals(e, a) for e, a in zip(expected_lines, actual_lines))
+    return all(e == a or _same_decimals(e, a) for e, a in zip(expected_lines, actual_lines, strict=True))
 
 
 def _stripped_lines(text: str) -> list[str]:

@@ -64,7 +64,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -92,6 +92,8 @@ class Limits:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.max_open_files < 8:
             raise ValueError("max_open_files below 8 cannot start the interpreter")
+        if self.max_output_bytes > self.max_file_bytes:
+            raise ValueError("max_output_bytes above max_file_bytes could never be reached (stdout is a file)")
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,12 @@ def _selected_mode() -> _Mode:
         return _mode
 
 
-_PROBE = "import os, sys\nopen('probe', 'w').write(sys.stdin.read())\nprint(sys.version, sys.prefix, os.getuid() != 0, open('probe').read())\n"
+_PROBE = """\
+import os, sys
+with open("probe", "w") as f:
+    f.write(sys.stdin.read())
+print(sys.version, sys.prefix, os.getuid() != 0, open("probe").read())
+"""
 
 
 def _probe(mode: _Mode) -> bool:
@@ -224,7 +231,7 @@ _PYTHON_ARGS = ("-s", "-P", _SCRIPT)
 def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
     with _uid_slot(mode.drop_uid) as uid, _io_files(stdin, uid) as (stdin_f, stdout_f, stderr_f):
         workdir = None if mode.namespaces else _host_workdir(source, uid)
-        home = "/tmp" if mode.namespaces else workdir
+        home = workdir or "/tmp"
         status_r, status_w = os.pipe()
         plan = _Plan(source=_encode(source), limits=limits, mode=mode, uid=uid,
                      status_fd=status_w, evaluator_pid=os.getpid(), overlays=_interpreter_overlays())
@@ -300,7 +307,7 @@ def _encode(text: str) -> bytes:
 def _read_until_eof(fd: int, timeout_s: float) -> bytes | None:
     """Everything written to the pipe ``fd`` until its writer exits; None after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    chunks = []
+    chunks: list[bytes] = []
     while (remaining := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select([fd], [], [], remaining)
         if ready:
@@ -325,22 +332,18 @@ def _host_workdir(source: str, uid: int | None) -> str:
 
 def _remove_tree(path: str) -> None:
     """Remove a temp dir the program may have made unwritable (chmod 000 subdirs)."""
-    def make_writable_and_retry(func, p, _exc):  # noqa: ANN001 (shutil's callback)
-        try:
+    def make_writable_and_retry(func, p, _exc):  # type: ignore[no-untyped-def]  # shutil's callback
+        with suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)
             os.chmod(p, 0o700)
             func(p)
-        except OSError:
-            pass
 
     shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with suppress(OSError):
         os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 # --------------------------------------------------------------------------------------
@@ -375,10 +378,7 @@ def _candidate_uids() -> list[int]:
 
 def _lock_dir() -> Path:
     path = Path(tempfile.gettempdir()) / f"thinktune-sandbox-{os.geteuid()}"
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
+    path.mkdir(mode=0o700, exist_ok=True)
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
         raise RuntimeError(f"sandbox lock dir {path} is not a private directory of this user")
@@ -623,10 +623,8 @@ def _supervise(pid: int, timeout_s: float) -> tuple[bool, int]:
     timed_out = not _wait_exit(pid, timeout_s)
     # The program is still unreaped here, so its pid and process group cannot be reused.
     for kill in (os.killpg, os.kill):
-        try:
+        with suppress(OSError):
             kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
     _, status = os.waitpid(pid, 0)
     _kill_and_reap_descendants()
     return timed_out, os.waitstatus_to_exitcode(status)
@@ -660,10 +658,8 @@ def _kill_and_reap_descendants() -> None:
     me = os.getpid()
     while True:
         for child in _children(me):
-            try:
+            with suppress(OSError):
                 os.kill(child, signal.SIGKILL)
-            except OSError:
-                pass
         try:
             os.waitpid(-1, 0)
         except ChildProcessError:
