@@ -25,6 +25,7 @@ the sandbox's wall-clock limit.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import secrets
 from collections.abc import Sequence
@@ -119,9 +120,10 @@ def with_prelude(code: str) -> str:
             break  # only a docstring may come before a __future__ import
     if not future_end:
         return PRELUDE + code
-    lines = code.splitlines(keepends=True)
+    lines = io.StringIO(code, newline="").readlines()  # the line ends Python's tokenizer knows
     head = "".join(lines[:future_end])
-    return head + ("" if head.endswith("\n") else "\n") + PRELUDE + "".join(lines[future_end:])
+    return head + ("" if head.endswith(("\n", "\r")) else "\n") + PRELUDE + "".join(lines[future_end:])
+
 
 # The functional driver reads the JSON arguments from stdin, runs the solution as a
 # module not named __main__ (so a test block under ``if __name__ == "__main__"`` stays

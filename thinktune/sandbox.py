@@ -28,7 +28,8 @@ Isolation, strongest first; the first tier that passes a probe run is used (see
     per-run unprivileged uid/gid (60000 + slot, ``no_new_privs``), so it cannot signal
     the evaluator, write outside its tmpfs, or exceed its own process limit. Directories
     that uid cannot enter but the interpreter lives under (``/root`` for a pyenv Python)
-    are replaced by a tmpfs re-exposing only the interpreter, read-only.
+    are replaced by a tmpfs re-exposing only the interpreter, read-only. (Kernels before
+    5.12 lack mount_setattr: the same tier without the read-only tree.)
 ``uid``
     Root without namespaces (e.g. a container without CAP_SYS_ADMIN): per-run uid,
     host temp dir, no network isolation.
@@ -36,10 +37,15 @@ Isolation, strongest first; the first tier that passes a probe run is used (see
     Not root: rlimits, new session, temp dir and the keeper's cleanup only. The program
     runs as the evaluator's user and could signal it or write its files.
 
-Every tier sets rlimits (address space, CPU seconds, processes, file size, open files,
-no core dumps), feeds stdin from a file (reading past EOF just gets EOF), sends
-stdout/stderr to unlinked temp files capped by RLIMIT_FSIZE and reads them back with a
-cap, and gives the program a minimal environment.
+Every tier sets rlimits (address space, CPU seconds, file size, open files, no core
+dumps; processes where the run has its own uid), feeds stdin from a file (reading past
+EOF just gets EOF), sends stdout/stderr to unlinked temp files capped by RLIMIT_FSIZE and
+reads them back with a cap, and gives the program a minimal environment.
+
+Not covered: memory is capped per process (RLIMIT_AS), so a run may hold up to
+``max_processes`` x ``memory_mb`` plus its scratch tmpfs; CPU is not reserved, so a
+program hogging every core can slow (and time out) runs beside it; world-readable files
+(the repository and its data included) stay readable; the kernel itself is shared.
 """
 
 from __future__ import annotations
@@ -304,13 +310,20 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogatepass")
 
 
+def _readable_within(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout_s`` (poll: no FD_SETSIZE limit,
+    which a big evaluator process with many open files could pass)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, math.ceil(timeout_s * 1000))))
+
+
 def _read_until_eof(fd: int, timeout_s: float) -> bytes | None:
     """Everything written to the pipe ``fd`` until its writer exits; None after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     chunks: list[bytes] = []
     while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
+        if _readable_within(fd, remaining):
             chunk = os.read(fd, 256)
             if not chunk:
                 return b"".join(chunks)
@@ -502,7 +515,6 @@ def _prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, value, 0, 0, 0), f"prctl {option}")
 
 
-
 # --------------------------------------------------------------------------------------
 # The keeper and the program's own setup (both run in forked children of the evaluator)
 
@@ -638,8 +650,7 @@ def _wait_exit(pid: int, timeout_s: float) -> bool:
         pidfd = None
     if pidfd is not None:
         try:
-            ready, _, _ = select.select([pidfd], [], [], max(timeout_s, 0.0))
-            return bool(ready)
+            return _readable_within(pidfd, timeout_s)
         finally:
             os.close(pidfd)
     deadline = time.monotonic() + timeout_s
@@ -667,6 +678,7 @@ def _kill_and_reap_descendants() -> None:
 
 
 def _children(pid: int) -> list[int]:
+    """Pids of the children of the single-threaded process ``pid``."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
