@@ -59,7 +59,7 @@ def grade_answers(problems: list[Problem], answers: list[list], params: EvalPara
     """Per-problem records for generated answers (``answers[i]`` holds problem i's samples)."""
     samples = [(p, g) for p, gens in zip(problems, answers, strict=True) for g in gens]
     codes = [extract_code(g.text) for _, g in samples]
-    jobs = [(code, [TestCase(**t) for t in p.tests]) for code, (p, _) in zip(codes, samples)]
+    jobs = [(code, [TestCase(**t) for t in p.tests], p.func_name) for code, (p, _) in zip(codes, samples)]
     grades = grade_many(jobs, limits_from(params), workers=params.workers,
                         stop_at_first_failure=True, progress=True)
 
