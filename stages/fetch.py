@@ -11,7 +11,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from thinktune import codegen, livecodebench
+from thinktune import codegen, humaneval, livecodebench
 from thinktune.atomic import atomic_file, write_jsonl
 from thinktune.logs import get_logger
 from thinktune.modelsource import fetch_base_model
@@ -39,6 +39,11 @@ def fetch_training_data(data: DataParams, out_dir: Path) -> None:
 
 
 def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
+    if params.benchmark == "humaneval":
+        chosen = humaneval.load_problems(params.max_problems)
+        write_jsonl(out_file, (p.to_json() for p in chosen))
+        log.info("HumanEval: %d problems -> %s", len(chosen), out_file)
+        return
     if params.source == "hub":
         files = livecodebench.download_release(params.lcb_repo, params.lcb_release)
     elif params.source == "local":

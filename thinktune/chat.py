@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from thinktune import humaneval
 from thinktune.livecodebench import Problem
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -64,7 +65,9 @@ FUNCTIONAL_FORMAT = (
 
 
 def eval_prompt(problem: Problem) -> str:
-    """The user turn for one problem, in LiveCodeBench's layout."""
+    """The user turn for one problem, in LiveCodeBench's layout (HumanEval: its own)."""
+    if problem.platform == humaneval.PLATFORM:
+        return humaneval.prompt(problem)
     fmt = FUNCTIONAL_FORMAT.format(starter_code=problem.starter_code) if problem.is_functional else STDIN_FORMAT
     return (
         f"### Question:\n{problem.question_content.strip()}\n\n{fmt}\n\n"

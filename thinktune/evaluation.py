@@ -15,6 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from thinktune import humaneval
 from thinktune.atomic import read_jsonl, write_jsonl
 from thinktune.chat import eval_messages
 from thinktune.extract import extract_code, split_reasoning
@@ -59,7 +60,9 @@ def grade_answers(problems: list[Problem], answers: list[list], params: EvalPara
     """Per-problem records for generated answers (``answers[i]`` holds problem i's samples)."""
     samples = [(p, g) for p, gens in zip(problems, answers, strict=True) for g in gens]
     codes = [extract_code(g.text) for _, g in samples]
-    jobs = [(code, [TestCase(**t) for t in p.tests], p.func_name) for code, (p, _) in zip(codes, samples)]
+    programs = [humaneval.program_to_grade(p, code) if p.platform == humaneval.PLATFORM else code
+                for code, (p, _) in zip(codes, samples)]
+    jobs = [(program, [TestCase(**t) for t in p.tests], p.func_name) for program, (p, _) in zip(programs, samples)]
     grades = grade_many(jobs, limits_from(params), workers=params.workers,
                         stop_at_first_failure=True, progress=True)
 

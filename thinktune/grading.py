@@ -14,6 +14,8 @@ beside published ones:
 - Programs get the official harness's prelude: the standard modules it imports for
   every program (``sys``, ``math``, ``collections``, ... also star-imported) and a
   recursion limit of 50000. Code that relies on them passes there, so it passes here.
+- assertion (HumanEval) tests: the test code and its ``check(...)`` call run after the
+  program; exiting 0 passes, a failed assert is a wrong answer.
 - A run that exits non-zero is a runtime error even if its output was right; the
   official harness, which runs code in-process, only differs for ``sys.exit(n)`` with
   n != 0, which it ignores.
@@ -42,7 +44,7 @@ from thinktune.sandbox import Limits, RunResult, run_python
 class TestCase:
     input: str
     output: str
-    testtype: Literal["stdin", "functional"] = "stdin"
+    testtype: Literal["stdin", "functional", "assertion"] = "stdin"
 
     __test__ = False  # not a pytest test class
 
@@ -224,6 +226,8 @@ def _grade_test(program: str, test: TestCase, limits: Limits, func_name: str | N
     """One test's verdict and, when it failed, a short reason (``program`` has its prelude)."""
     if test.testtype == "stdin":
         return _grade_stdin(program, test, limits)
+    if test.testtype == "assertion":
+        return _grade_assertion(program, test, limits)
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
@@ -260,6 +264,16 @@ def _grade_functional(program: str, test: TestCase, limits: Limits, func_name: s
     if got == expected:
         return Verdict.PASSED, ""
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(json.dumps(got))}"
+
+
+def _grade_assertion(program: str, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
+    """HumanEval style: ``test.input`` is Python run after the program; passing is exiting 0."""
+    result = run_python(f"{program}\n\n{test.input}", "", limits)
+    if failure := _run_failure(result, limits):
+        if "AssertionError" in result.stderr.strip().rsplit("\n", 1)[-1]:
+            return Verdict.WRONG_ANSWER, failure[1]
+        return failure
+    return Verdict.PASSED, ""
 
 
 def _run_failure(result: RunResult, limits: Limits) -> tuple[Verdict, str] | None:

