@@ -34,6 +34,9 @@ log = get_logger("evaluation")
 # Bump when prompts, extraction or grading change what a cached record would say.
 RECORD_VERSION = 1
 
+# pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
+PASS_AT_K = (5, 10)
+
 
 def load_model(base_dir: Path, adapter_dir: Path | None, precision: str):
     """The base model, with the adapter merged in when given (merged: generation runs at base speed)."""
@@ -95,12 +98,16 @@ def grade_answers(problems: list[Problem], answers: list[list], params: EvalPara
 
 
 def summarize(records: list[dict], step: int) -> dict:
-    """The metrics of one checkpoint: Pass@1 with a 95% interval, solved/total, answer shape."""
+    """The metrics of one checkpoint: Pass@1 with a 95% interval, solved/total, answer shape.
+
+    ``solved`` counts problems with at least one passing sample; with n_samples > 1 the
+    unbiased pass@k for k in ``PASS_AT_K`` (k <= n) is added.
+    """
     total = len(records)
     pass_at_1 = mean_pass_at_k([(r["n_samples"], r["n_correct"]) for r in records], 1)
     low, high = wilson_interval(pass_at_1 * total, total)
     samples = [s for r in records for s in r["samples"]]
-    return {
+    summary = {
         "step": step,
         "pass_at_1": round(pass_at_1, 6),
         "solved": sum(r["n_correct"] > 0 for r in records),
@@ -111,6 +118,11 @@ def summarize(records: list[dict], step: int) -> dict:
         "hit_token_limit": sum(s["hit_token_limit"] for s in samples),
         "no_code": sum(s["code"] is None for s in samples),
     }
+    n_min = min((r["n_samples"] for r in records), default=0)
+    for k in PASS_AT_K:
+        if 1 < k <= n_min:
+            summary[f"pass_at_{k}"] = round(mean_pass_at_k([(r["n_samples"], r["n_correct"]) for r in records], k), 6)
+    return summary
 
 
 def _hash_files(paths: list[Path], digest) -> None:

@@ -1,0 +1,41 @@
+"""plot: Pass@1 against training step for Deep and Diverse, the base model as reference.
+
+Reads ``metrics/eval_{base,deep,diverse}.json``. Writes ``plots/pass_at_1.csv`` (every
+point: strategy, checkpoint, step, Pass@1, solved/total, 95% interval),
+``plots/curve/{deep,diverse}.csv`` (one curve each, for ``dvc plots show``) and
+``plots/pass_at_1.png`` (seaborn, styled by params ``plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from thinktune.logs import get_logger
+from thinktune.params import STRATEGIES, load_params
+from thinktune.plotting import TARGETS, curve_rows, draw_curve, write_curve_csv
+
+log = get_logger("plot")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    parser.add_argument("--out", type=Path, default=Path("plots"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+
+    evals = {t: json.loads((args.metrics / f"eval_{t}.json").read_text()) for t in TARGETS}
+    rows = curve_rows(evals)
+    write_curve_csv(rows, args.out / "pass_at_1.csv")
+    for strategy in STRATEGIES:
+        write_curve_csv([r for r in rows if r["strategy"] == strategy], args.out / "curve" / f"{strategy}.csv")
+    draw_curve(rows, params.plot, args.out / "pass_at_1.png")
+    log.info("%d points; curve in %s, figure in %s", len(rows), args.out / "pass_at_1.csv",
+             args.out / "pass_at_1.png")
+
+
+if __name__ == "__main__":
+    main()

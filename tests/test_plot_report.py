@@ -1,0 +1,120 @@
+"""plot and report stages on evaluation outputs built from known per-problem outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages import plot as plot_stage
+from stages import report as report_stage
+from thinktune.atomic import write_json, write_jsonl
+from thinktune.evaluation import summarize
+from thinktune.plotting import curve_rows, read_curve_csv
+from thinktune.reporting import answer_sentence, best, build_study, load_solved, points_of
+
+N = 10
+# Which of the 10 problems each model solves (greedy, one sample).
+OUTCOMES = {
+    "base": {"base": {0, 1}},
+    "deep": {"checkpoint-4": {0, 1, 2, 3}, "checkpoint-8": {0, 1, 2, 3, 4, 5, 6}, "checkpoint-12": {0}},
+    "diverse": {"checkpoint-4": {0, 1, 2}, "checkpoint-8": {0, 1, 2}, "checkpoint-12": {1, 2}},
+}
+
+
+def records(solved: set[int]) -> list[dict]:
+    return [{"question_id": f"q{i}", "difficulty": "easy", "n_samples": 1, "n_correct": int(i in solved),
+             "pass_at_1": float(i in solved),
+             "samples": [{"raw_output": "", "code": "print(1)", "reasoning_chars": 100 + i, "new_tokens": 50,
+                          "hit_token_limit": i == 9, "verdicts": [], "first_failure": None,
+                          "passed": i in solved}]} for i in range(N)]
+
+
+@pytest.fixture
+def workspace(tmp_path, repo_root) -> Path:
+    """metrics/ and results/ as eval_checkpoints writes them, plus params.yaml."""
+    for target, checkpoints in OUTCOMES.items():
+        table = {}
+        for name, solved in checkpoints.items():
+            recs = records(solved)
+            write_jsonl(tmp_path / "results" / target / f"{name}.jsonl", recs)
+            table[name] = summarize(recs, 0 if name == "base" else int(name.split("-")[1]))
+        write_json(tmp_path / "metrics" / f"eval_{target}.json",
+                   {"target": target, "benchmark": "livecodebench", "n_problems": N, "n_samples": 1,
+                    "checkpoints": table})
+    (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text())
+    return tmp_path
+
+
+def load_evals(root: Path) -> dict:
+    return {t: json.loads((root / "metrics" / f"eval_{t}.json").read_text()) for t in OUTCOMES}
+
+
+def test_curve_starts_each_strategy_at_the_base_model(workspace):
+    rows = curve_rows(load_evals(workspace))
+    deep = [(r["checkpoint"], r["step"], r["solved"]) for r in rows if r["strategy"] == "deep"]
+    assert deep == [("base", 0, 2), ("checkpoint-4", 4, 4), ("checkpoint-8", 8, 7), ("checkpoint-12", 12, 1)]
+    assert len(rows) == 8
+
+
+def test_curve_refuses_targets_measured_differently(workspace):
+    evals = load_evals(workspace)
+    evals["deep"]["n_problems"] = 41
+    with pytest.raises(ValueError, match="n_problems"):
+        curve_rows(evals)
+    del evals["base"]
+    with pytest.raises(ValueError, match="eval_checkpoints"):
+        curve_rows(evals)
+
+
+def test_study_table_notes_and_paired_tests(workspace):
+    evals = load_evals(workspace)
+    solved = {t: {c: load_solved(workspace / "results" / t / f"{c}.jsonl") for c in OUTCOMES[t]} for t in OUTCOMES}
+    study = build_study(evals, solved)
+    notes = {(r["strategy"], r["checkpoint"]): r["note"] for r in study["rows"]}
+    assert notes[("deep", "checkpoint-8")] == "best deep"
+    assert notes[("deep", "checkpoint-12")] == "final, below base"
+    assert notes[("diverse", "checkpoint-4")] == "best diverse"  # ties with step 8: the earlier wins
+    deep8 = next(r for r in study["rows"] if r["checkpoint"] == "checkpoint-8" and r["strategy"] == "deep")
+    assert deep8["vs_base"] == {"only_first": 5, "only_second": 0, "p_value": 0.0625}
+
+    s = study["summary"]
+    assert s["deep"] == {"best_step": 8, "best_pass_at_1": 0.7, "best_solved": 7, "final_step": 12,
+                         "final_pass_at_1": 0.1, "final_solved": 1, "drop_from_best": 0.6, "best_vs_base_p": 0.0625}
+    h2h = s["best_deep_vs_best_diverse"]
+    assert (h2h["leader"], h2h["deep_only"], h2h["diverse_only"], h2h["significant"]) == ("deep", 4, 0, False)
+    sentence = answer_sentence(s)
+    assert "Deep leads" in sentence and "7/10" in sentence and "not significant" in sentence
+
+
+def test_best_prefers_the_earlier_step_on_a_tie(workspace):
+    points = points_of(load_evals(workspace))
+    assert best(points["diverse"]).step == 4
+
+
+def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    plot_stage.main([])
+    png = workspace / "plots" / "pass_at_1.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_curve_csv(workspace / "plots" / "pass_at_1.csv") == curve_rows(load_evals(workspace))
+    assert [r["step"] for r in read_curve_csv(workspace / "plots" / "curve" / "diverse.csv")] == [0, 4, 8, 12]
+
+    report_stage.main([])
+    report = (workspace / "report" / "README.md").read_text()
+    assert "](../plots/pass_at_1.png)" in report
+    assert "| deep | checkpoint-8 | 8 | 70.0% | 7/10 |" in report
+    assert "| base | base | 0 | 20.0% | 2/10 |" in report
+    study = json.loads((workspace / "metrics" / "study.json").read_text())
+    assert study["base"] == {"pass_at_1": 0.2, "solved": 2}
+    assert not list(workspace.rglob(".*tmp-*"))  # no temporary files left behind
+
+
+def test_report_refuses_results_on_different_problems(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    recs = records({0})[:-1]
+    write_jsonl(workspace / "results" / "diverse" / "checkpoint-12.jsonl", recs)
+    with pytest.raises(ValueError, match="different problems"):
+        report_stage.main([])
+    assert not (workspace / "report" / "README.md").exists()

@@ -1,0 +1,211 @@
+"""The study's answer, from the eval metrics and the per-problem records.
+
+``build_study`` turns the Pass@1 of every checkpoint into the table (strategy, checkpoint,
+step, Pass@1, solved/total, 95% interval, paired test against the base model, note) and
+the headline numbers (best checkpoint of each strategy, final checkpoint, best Deep vs
+best Diverse). ``render_markdown`` writes that as report/README.md. Nothing here runs a
+model: every number is read from ``metrics/eval_<target>.json`` and ``results/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from thinktune.atomic import read_jsonl
+from thinktune.params import STRATEGIES
+from thinktune.stats import discordant, mcnemar_exact
+
+# Differences with a paired p-value below this are called significant in the text.
+ALPHA = 0.05
+
+# What the original study (1.5B, CodeGen-*-5K, 41 LiveCodeBench AtCoder problems) found,
+# printed beside our numbers for orientation; never used to compute anything.
+ORIGINAL_STUDY = {
+    "base": "7/41",
+    "deep": "best at step 400 (11/41), collapsing to 5/41 at step 700",
+    "diverse": "best at step 200 (10/41)",
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    strategy: str  # "base", "deep" or "diverse"
+    checkpoint: str
+    step: int
+    pass_at_1: float
+    solved: int
+    total: int
+    ci95_low: float
+    ci95_high: float
+    mean_reasoning_chars: float
+    hit_token_limit: int
+    no_code: int
+
+
+def load_solved(records_file: Path) -> dict[str, bool]:
+    """question_id -> whether any sample of the problem passed, from one results file."""
+    return {r["question_id"]: r["n_correct"] > 0 for r in read_jsonl(records_file)}
+
+
+def points_of(evals: dict[str, dict]) -> dict[str, list[Point]]:
+    """Checkpoints of each target, in step order."""
+    out = {}
+    for target in ("base", *STRATEGIES):
+        checkpoints = evals[target]["checkpoints"]
+        out[target] = sorted((Point(strategy=target, checkpoint=name, **{f: m[f] for f in _POINT_FIELDS})
+                              for name, m in checkpoints.items()), key=lambda p: p.step)
+        if not out[target]:
+            raise ValueError(f"metrics/eval_{target}.json has no checkpoints: re-run eval_checkpoints@{target}")
+    return out
+
+
+_POINT_FIELDS = ("step", "pass_at_1", "solved", "total", "ci95_low", "ci95_high", "mean_reasoning_chars",
+                 "hit_token_limit", "no_code")
+
+
+def best(points: list[Point]) -> Point:
+    """Highest Pass@1; the earliest step wins a tie (less training for the same score)."""
+    return max(points, key=lambda p: (p.pass_at_1, -p.step))
+
+
+def paired(solved: dict[str, dict[str, dict[str, bool]]], a: Point, b: Point) -> dict:
+    """McNemar's exact test of checkpoint a against b over the same problems."""
+    sa, sb = solved[a.strategy][a.checkpoint], solved[b.strategy][b.checkpoint]
+    if sa.keys() != sb.keys():
+        raise ValueError(f"{a.strategy}/{a.checkpoint} and {b.strategy}/{b.checkpoint} were graded on "
+                         "different problems; re-run eval_checkpoints for all targets")
+    ids = sorted(sa)
+    only_a, only_b = discordant([sa[i] for i in ids], [sb[i] for i in ids])
+    return {"only_first": only_a, "only_second": only_b, "p_value": round(mcnemar_exact(only_a, only_b), 4)}
+
+
+def build_study(evals: dict[str, dict], solved: dict[str, dict[str, dict[str, bool]]]) -> dict:
+    """Table rows and headline numbers. ``solved[target][checkpoint][question_id]``."""
+    points = points_of(evals)
+    base = points["base"][0]
+    rows = [_row(base, base, solved, note="reference: no fine-tuning")]
+    summary: dict = {"n_problems": base.total, "base": {"pass_at_1": base.pass_at_1, "solved": base.solved}}
+    for strategy in STRATEGIES:
+        top, final = best(points[strategy]), points[strategy][-1]
+        for point in points[strategy]:
+            notes = []
+            if point == top:
+                notes.append(f"best {strategy}")
+            if point == final:
+                notes.append("final")
+            if point.pass_at_1 < base.pass_at_1:
+                notes.append("below base")
+            rows.append(_row(point, base, solved, note=", ".join(notes)))
+        summary[strategy] = {
+            "best_step": top.step, "best_pass_at_1": top.pass_at_1, "best_solved": top.solved,
+            "final_step": final.step, "final_pass_at_1": final.pass_at_1, "final_solved": final.solved,
+            "drop_from_best": round(top.pass_at_1 - final.pass_at_1, 6),
+            "best_vs_base_p": paired(solved, top, base)["p_value"],
+        }
+    deep, diverse = best(points["deep"]), best(points["diverse"])
+    head_to_head = paired(solved, deep, diverse)
+    if deep.pass_at_1 == diverse.pass_at_1:
+        leader = "tie"
+    else:
+        leader = "deep" if deep.pass_at_1 > diverse.pass_at_1 else "diverse"
+    summary["best_deep_vs_best_diverse"] = {
+        "leader": leader, "significant": head_to_head["p_value"] < ALPHA,
+        "deep_only": head_to_head["only_first"], "diverse_only": head_to_head["only_second"],
+        "p_value": head_to_head["p_value"],
+    }
+    return {"rows": rows, "summary": summary}
+
+
+def _row(point: Point, base: Point, solved: dict, note: str) -> dict:
+    versus = None if point.strategy == "base" else paired(solved, point, base)
+    return {
+        "strategy": point.strategy, "checkpoint": point.checkpoint, "step": point.step,
+        "pass_at_1": point.pass_at_1, "solved": point.solved, "total": point.total,
+        "ci95_low": point.ci95_low, "ci95_high": point.ci95_high,
+        "vs_base": versus, "mean_reasoning_chars": point.mean_reasoning_chars,
+        "hit_token_limit": point.hit_token_limit, "no_code": point.no_code, "note": note,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _benchmark(context: dict) -> str:
+    if context["benchmark"] == "livecodebench":
+        return f"LiveCodeBench ({context['platform']}, {', '.join(context['difficulties'])})"
+    return context["benchmark"]
+
+
+def answer_sentence(summary: dict) -> str:
+    h2h = summary["best_deep_vs_best_diverse"]
+    deep, diverse, n = summary["deep"], summary["diverse"], summary["n_problems"]
+    scores = (f"best Deep checkpoint (step {deep['best_step']}) solves {deep['best_solved']}/{n}, "
+              f"best Diverse checkpoint (step {diverse['best_step']}) {diverse['best_solved']}/{n}, "
+              f"base model {summary['base']['solved']}/{n}")
+    if h2h["leader"] == "tie":
+        verdict = "Deep and Diverse tie"
+    else:
+        verdict = f"{h2h['leader'].capitalize()} leads"
+    strength = ("the difference is significant" if h2h["significant"] else
+                "the difference is not significant at this sample size")
+    return (f"{verdict}: {scores}. On the problems they disagree on, Deep alone solves {h2h['deep_only']} and "
+            f"Diverse alone {h2h['diverse_only']} (McNemar exact p = {h2h['p_value']:.3g}); "
+            f"{strength} (alpha = {ALPHA}).")
+
+
+def render_markdown(study: dict, context: dict, plot_path: str) -> str:
+    """report/README.md. ``context``: scale, model, benchmark, platform, difficulties, n_samples."""
+    s = study["summary"]
+    lines = [
+        "# Deep vs Diverse: results",
+        "",
+        "Generated by `dvc repro` (stage `report`) from `metrics/eval_*.json` and `results/`; do not edit.",
+        "",
+        f"- scale preset: `{context['scale']}`; base model: `{context['model']}`",
+        f"- benchmark: {_benchmark(context)}, {s['n_problems']} problems, "
+        f"{context['n_samples']} sample(s) per problem",
+        "",
+        "## Answer",
+        "",
+        answer_sentence(s),
+        "The best checkpoint of each strategy is picked on the same problems it is scored on, "
+        "so its score is optimistic; the final checkpoint is the unbiased figure.",
+        "",
+        f"![Pass@1 vs training step]({plot_path})",
+        "",
+        "## Every checkpoint",
+        "",
+        "| strategy | checkpoint | step | Pass@1 | solved | 95% interval | vs base: gained / lost (p) | note |",
+        "|---|---|---:|---:|---:|---|---|---|",
+    ]
+    for r in study["rows"]:
+        versus = "—" if r["vs_base"] is None else (
+            f"+{r['vs_base']['only_first']} / −{r['vs_base']['only_second']} (p = {r['vs_base']['p_value']:.3g})")
+        lines.append(f"| {r['strategy']} | {r['checkpoint']} | {r['step']} | {_pct(r['pass_at_1'])} | "
+                     f"{r['solved']}/{r['total']} | {_pct(r['ci95_low'])}–{_pct(r['ci95_high'])} | {versus} | "
+                     f"{r['note']} |")
+    lines += [
+        "",
+        "## What the answers look like",
+        "",
+        "| strategy | checkpoint | mean reasoning (chars) | hit token limit | no code block |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in study["rows"]:
+        lines.append(f"| {r['strategy']} | {r['checkpoint']} | {r['mean_reasoning_chars']:.0f} | "
+                     f"{r['hit_token_limit']} | {r['no_code']} |")
+    lines += [
+        "",
+        "## For orientation: the original study",
+        "",
+        "Qwen2.5-Coder-1.5B-Instruct on CodeGen-Deep-5K / -Diverse-5K, 41 LiveCodeBench AtCoder easy+medium "
+        f"problems: base {ORIGINAL_STUDY['base']}; Deep {ORIGINAL_STUDY['deep']}; "
+        f"Diverse {ORIGINAL_STUDY['diverse']}. Numbers above come from this run's scale preset "
+        f"(`{context['scale']}`); run `dvc exp run -S scale=paper` on a GPU for the full study.",
+        "",
+        "Per-problem records (raw answers, graded code, verdict per test): `results/<target>/<checkpoint>.jsonl`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""The statistics the study reports: pass@k, intervals, paired tests.
+
+With a few dozen problems a difference of two or three solved problems is noise, so
+every Pass@1 comes with a 95% interval and checkpoints are compared problem by problem
+(McNemar's exact test on the problems one solves and the other does not).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= correct <= samples, got correct={c}, samples={n}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {n}: raise eval.n_samples")
+    if n - c < k:
+        return 1.0
+    # C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k / i), stable for large n.
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def mean_pass_at_k(samples_and_correct: Iterable[tuple[int, int]], k: int) -> float:
+    """pass@k averaged over problems, each given as (samples, correct)."""
+    values = [pass_at_k(n, c, k) for n, c in samples_and_correct]
+    if not values:
+        raise ValueError("pass@k of no problems")
+    return sum(values) / len(values)
+
+
+def wilson_interval(successes: float, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% by default); (0, 1) for no data."""
+    if total <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= total:
+        raise ValueError(f"successes {successes} outside [0, {total}]")
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts.
+
+    ``only_a``: problems A solves and B does not; ``only_b``: the reverse. Under "A and B
+    are equally good" each discordant problem is a fair coin, so the p-value is a
+    two-sided binomial test of ``only_a`` out of ``only_a + only_b`` at 1/2.
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(0, min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def discordant(solved_a: Sequence[bool], solved_b: Sequence[bool]) -> tuple[int, int]:
+    """(solved by A only, solved by B only) over the same problems in the same order."""
+    if len(solved_a) != len(solved_b):
+        raise ValueError(f"paired comparison needs the same problems: {len(solved_a)} vs {len(solved_b)}")
+    only_a = sum(a and not b for a, b in zip(solved_a, solved_b, strict=True))
+    only_b = sum(b and not a for a, b in zip(solved_a, solved_b, strict=True))
+    return only_a, only_b
