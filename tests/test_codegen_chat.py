@@ -58,9 +58,19 @@ def test_eval_prompt_for_stdin_and_functional():
     base = dict(question_id="q", question_title="t", question_content="Do it.", platform="atcoder",
                 contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
                 public_tests=[], private_tests=[])
-    stdin = chat.eval_prompt(Problem(starter_code="", **base))
+    stdin = chat.eval_prompt(Problem(starter_code="", **base), "livecodebench")
     assert stdin.startswith("### Question:\nDo it.") and "stdin" in stdin and "# YOUR CODE HERE" in stdin
-    functional = chat.eval_prompt(Problem(starter_code="class Solution:\n    def f(self):", **base))
+    functional = chat.eval_prompt(Problem(starter_code="class Solution:\n    def f(self):", **base), "livecodebench")
     assert "class Solution" in functional and "# YOUR CODE HERE" not in functional
     messages = chat.eval_messages("SYS", Problem(starter_code="", **base))
     assert messages[0] == {"role": "system", "content": "SYS"} and messages[1]["role"] == "user"
+
+
+def test_study_prompt_is_the_training_user_turn_plus_the_io_convention():
+    base = dict(question_id="q", question_title="t", question_content="Do it.\n", platform="atcoder",
+                contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
+                public_tests=[], private_tests=[])
+    stdin = chat.eval_prompt(Problem(starter_code="", **base))
+    assert stdin == "Do it.\n\n" + chat.STUDY_STDIN and "YOUR CODE HERE" not in stdin
+    functional = chat.eval_prompt(Problem(starter_code="class Solution:\n    def f(self):\n        ", **base))
+    assert functional.startswith("Do it.\n\n") and functional.endswith("def f(self):\n```")

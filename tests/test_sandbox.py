@@ -8,9 +8,14 @@ sessions on the machine cannot be mistaken for leftovers.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -339,3 +344,24 @@ def test_plain_tier_still_contains_time_processes_and_temp_dir():
     assert psutil.Process().children(recursive=True) == []
     timed = sandbox._run("while True:\n    pass", "", FAST, sandbox._PLAIN)
     assert timed.timed_out and timed.exit_code is None
+
+
+def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
+    """A checkout (and its .venv) under /tmp must not lose isolation because the run's
+    scratch tmpfs covers /tmp: the interpreter is bound back into the run's view."""
+    if not isolation()["pid_namespace"]:
+        pytest.skip("namespaces unavailable here")
+    venv = Path(tempfile.mkdtemp(prefix="thinktune-venv-", dir="/tmp"))
+    venv.chmod(0o755)  # as a clone's directory is
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--clear", str(venv)], check=True)
+        probe = (f"import json, sys; sys.path.insert(0, {str(repo_root)!r})\n"
+                 "from thinktune.sandbox import isolation_report, run_python\n"
+                 "result = run_python('import sys; print(sys.prefix)')\n"
+                 "print(json.dumps([isolation_report(), result.stdout, result.exit_code]))")
+        done = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
+        report, stdout, exit_code = json.loads(done.stdout)
+        assert report == isolation()
+        assert (stdout.strip(), exit_code) == (str(venv), 0)
+    finally:
+        shutil.rmtree(venv)

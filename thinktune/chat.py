@@ -6,14 +6,22 @@ Training turn (one CodeGen row)::
     user:      the problem statement
     assistant: <think>\\n{reasoning}\\n</think>\\n\\n```python\\n{code}\\n```
 
-Evaluation turn: the same system prompt and a LiveCodeBench-style user prompt (the
-question, then the required answer format), so the fine-tuned model is asked in the
-form it was trained on and the base model in the form LiveCodeBench uses.
+Evaluation turn: the same system prompt and a user turn in one of two styles
+(``eval.prompt_style``):
+
+- ``study`` (default): the problem statement as the user turn, as in training, then one
+  sentence on the input/output convention (stdin/stdout, or the starter code to complete).
+  The fine-tuned models are asked in the form they were trained on.
+- ``livecodebench``: LiveCodeBench's own template (``### Question:``, ``### Format:`` with
+  a ``# YOUR CODE HERE`` code block, ``### Answer:``), for comparison with published numbers.
+  Measured on the default's 0.5B model: it answers that template by repeating the empty
+  ``# YOUR CODE HERE`` block (0/12 on the sample), hence not the default.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from thinktune import humaneval
 from thinktune.livecodebench import Problem
@@ -64,10 +72,21 @@ FUNCTIONAL_FORMAT = (
 )
 
 
-def eval_prompt(problem: Problem) -> str:
-    """The user turn for one problem, in LiveCodeBench's layout (HumanEval: its own)."""
+STUDY_STDIN = ("Write a Python program that reads the input from standard input and prints the answer "
+               "to standard output.")
+STUDY_FUNCTIONAL = "Complete this starter code and give the whole solution:\n```python\n{starter_code}\n```"
+
+PromptStyle = Literal["study", "livecodebench"]
+
+
+def eval_prompt(problem: Problem, style: PromptStyle = "study") -> str:
+    """The user turn for one problem (HumanEval: its own, whatever the style)."""
     if problem.platform == humaneval.PLATFORM:
         return humaneval.prompt(problem)
+    if style == "study":
+        fmt = (STUDY_FUNCTIONAL.format(starter_code=problem.starter_code.rstrip()) if problem.is_functional
+               else STUDY_STDIN)
+        return f"{problem.question_content.strip()}\n\n{fmt}"
     fmt = FUNCTIONAL_FORMAT.format(starter_code=problem.starter_code) if problem.is_functional else STDIN_FORMAT
     return (
         f"### Question:\n{problem.question_content.strip()}\n\n{fmt}\n\n"
@@ -75,10 +94,10 @@ def eval_prompt(problem: Problem) -> str:
     )
 
 
-def eval_messages(system_prompt: str, problem: Problem) -> list[dict]:
+def eval_messages(system_prompt: str, problem: Problem, style: PromptStyle = "study") -> list[dict]:
     return [
         {"role": "system", "content": system_prompt},
-        {"role": "user", "content": eval_prompt(problem)},
+        {"role": "user", "content": eval_prompt(problem, style)},
     ]
 
 

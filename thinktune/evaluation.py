@@ -31,8 +31,12 @@ from thinktune.stats import mean_pass_at_k, wilson_interval
 
 log = get_logger("evaluation")
 
-# Bump when prompts, extraction or grading change what a cached record would say.
-RECORD_VERSION = 1
+# Bump when the record format changes. The code that decides a record's content (prompt,
+# generation, extraction, grading, sandbox) is hashed into the cache key as well, so a
+# change there never reuses answers graded the old way.
+RECORD_VERSION = 2
+_RECORD_CODE = [Path(__file__).parent / f"{name}.py" for name in (
+    "chat", "generation", "extract", "grading", "sandbox", "humaneval", "evaluation")]
 
 # pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
 PASS_AT_K = (5, 10)
@@ -139,6 +143,7 @@ def fingerprint(base_dir: Path, adapter_dir: Path | None, problems_file: Path, p
     digest = hashlib.sha256(f"v{RECORD_VERSION}".encode())
     digest.update(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     digest.update(system_prompt.encode())
+    _hash_files(_RECORD_CODE, digest)
     _hash_files([problems_file, *base_dir.glob("*.json"), *base_dir.glob("*.safetensors")], digest)
     if adapter_dir is not None:
         _hash_files([adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"], digest)
@@ -163,7 +168,7 @@ def evaluate_checkpoint(
 
     log.info("%s: loading %s%s", label, base_dir, f" + {adapter_dir}" if adapter_dir else "")
     model, tokenizer = load_model(base_dir, adapter_dir, params.precision)
-    chats = [eval_messages(system_prompt, p) for p in problems]
+    chats = [eval_messages(system_prompt, p, params.prompt_style) for p in problems]
     settings = DecodingSettings(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                                 top_p=params.top_p, n_samples=params.n_samples,
                                 batch_size=params.batch_size)

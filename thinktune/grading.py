@@ -12,8 +12,9 @@ beside published ones:
   ``func_name`` of ``Solution()`` (or a top-level function of that name) is called and
   its result must equal the JSON output (a tuple counts as a list).
 - Programs get the official harness's prelude: the standard modules it imports for
-  every program (``sys``, ``math``, ``collections``, ... also star-imported) and a
-  recursion limit of 50000. Code that relies on them passes there, so it passes here.
+  every program (``sys``, ``math``, ``collections``, ... also star-imported), a
+  recursion limit of 50000 and int/str conversions of up to 50000 digits. Code that
+  relies on them passes there, so it passes here.
 - assertion (HumanEval) tests: the test code and its ``check(...)`` call run after the
   program; exiting 0 passes, a failed assert is a wrong answer.
 - A run that exits non-zero is a runtime error even if its output was right; the
@@ -100,7 +101,10 @@ def _prelude() -> str:
     plain = [m for m in star if m not in ("builtins", "typing")]
     return ("".join(f"from {m} import *\n" for m in star)
             + "".join(f"import {m}\n" for m in plain)
-            + "sys.setrecursionlimit(50000)\n")
+            + "sys.setrecursionlimit(50000)\n"
+            # the official metrics module sets this in the grading process, which every
+            # program inherits: integers of up to 50000 digits convert to and from str
+            + "sys.set_int_max_str_digits(50000)\n")
 
 
 PRELUDE = _prelude()

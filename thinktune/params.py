@@ -126,6 +126,7 @@ class EvalParams(_Section):
     n_samples: PositiveInt
     temperature: Annotated[float, Field(ge=0)]
     top_p: Annotated[float, Field(gt=0, le=1)]
+    prompt_style: Literal["study", "livecodebench"] = "study"  # see thinktune/chat.py
     max_new_tokens: PositiveInt
     batch_size: PositiveInt
     timeout_s: PositiveFloat

@@ -240,7 +240,8 @@ def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
         home = workdir or "/tmp"
         status_r, status_w = os.pipe()
         plan = _Plan(source=_encode(source), limits=limits, mode=mode, uid=uid,
-                     status_fd=status_w, evaluator_pid=os.getpid(), overlays=_interpreter_overlays())
+                     status_fd=status_w, evaluator_pid=os.getpid(), overlays=_interpreter_overlays(),
+                     scratch_keep=_interpreter_paths_in_scratch())
         try:
             try:
                 keeper = subprocess.Popen(
@@ -451,9 +452,7 @@ def _interpreter_overlays() -> tuple[_Overlay, ...]:
     """
     global _overlays
     if _overlays is None:
-        needed = {os.path.realpath(p) for p in (
-            os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)),
-            sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+        needed = _interpreter_paths()
         by_blocker: dict[str, set[str]] = {}
         for path in needed:
             parts = Path(path).parts
@@ -462,11 +461,25 @@ def _interpreter_overlays() -> tuple[_Overlay, ...]:
                 if not os.stat(ancestor).st_mode & stat.S_IXOTH:
                     by_blocker.setdefault(ancestor, set()).add(path)
                     break
-        # Bind only top-most paths: a bound directory brings its subdirectories along.
-        _overlays = tuple(
-            _Overlay(blocker, tuple(sorted(p for p in paths if not any(p.startswith(q + os.sep) for q in paths))))
-            for blocker, paths in sorted(by_blocker.items()))
+        _overlays = tuple(_Overlay(blocker, _topmost(paths)) for blocker, paths in sorted(by_blocker.items()))
     return _overlays
+
+
+def _interpreter_paths() -> set[str]:
+    return {os.path.realpath(p) for p in (
+        os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)),
+        sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+
+
+def _topmost(paths: set[str]) -> tuple[str, ...]:
+    """The paths not below another one (binding a directory brings its subdirectories)."""
+    return tuple(sorted(p for p in paths if not any(p.startswith(q + os.sep) for q in paths)))
+
+
+def _interpreter_paths_in_scratch() -> tuple[str, ...]:
+    """Interpreter directories under /tmp (a virtualenv in a checkout there), which the
+    run's scratch tmpfs would hide; the run binds them back, read-only like the rest."""
+    return _topmost({p for p in _interpreter_paths() if p.startswith("/tmp" + os.sep)})
 
 
 # --------------------------------------------------------------------------------------
@@ -530,6 +543,7 @@ class _Plan:
     status_fd: int
     evaluator_pid: int
     overlays: tuple[_Overlay, ...]
+    scratch_keep: tuple[str, ...]
 
     def keeper(self) -> None:
         """Popen's preexec_fn: become the keeper, fork the program, never return (except
@@ -585,7 +599,14 @@ class _Plan:
             _check(ret, "mount_setattr")
         owner = f",uid={self.uid},gid={self.uid}" if self.uid is not None else ""
         scratch = 4 * self.limits.max_file_bytes
+        # An interpreter (a virtualenv) under /tmp would vanish under the scratch tmpfs:
+        # hold it by a file descriptor, mount the tmpfs, bind it back at the same path.
+        held = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in self.scratch_keep]
         _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={scratch},mode=0700{owner}")
+        for path, fd in held:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+            os.close(fd)
         for alias in ("/var/tmp", "/dev/shm"):
             if os.path.isdir(alias):
                 _mount("/tmp", alias, None, _MS_BIND)

@@ -1,0 +1,219 @@
+"""Programs with known verdicts: the corpus on which our grader is checked against itself
+(tests/test_grading_corpus.py, in CI) and against LiveCodeBench's official grader
+(benchmarks/lcb_equivalence.py, which installs it).
+
+Each case is one program and the tests it is graded on. ``passed`` is the verdict both
+graders must give. ``official`` is set only where the official harness is known to give
+the other verdict, with ``why``: those differences come from the official harness running
+programs *inside* its own Python process (stdout captured by swapping ``sys.stdout``,
+stdin by a patched ``StringIO``, top-level code wrapped into a function), where ours runs
+each program as a real process, as a contest judge does. README.md ("Grading") lists them.
+"""
+
+from __future__ import annotations
+
+from decimal import Context
+from textwrap import dedent
+
+
+def stdin(inp: str, out: str) -> dict:
+    return {"input": inp, "output": out, "testtype": "stdin"}
+
+
+def functional(args: list[str], out: str) -> dict:
+    return {"input": "\n".join(args), "output": out, "testtype": "functional"}
+
+
+SUM = [stdin("1 2\n", "3\n"), stdin("10 20\n", "30\n"), stdin("-5 5\n", "0\n")]
+COUNT_UP = [stdin("3\n", "1\n2\n3\n"), stdin("1\n", "1\n")]
+HALF = [stdin("1 2\n", "0.5\n")]
+YES = [stdin("4\n", "Yes\n"), stdin("3\n", "No\n")]
+GRID = [stdin("2 3\n", "1 2 3\n4 5 6\n")]
+WORDS = [stdin("2\n", "a b\n")]
+# 2**20000 has 6021 digits, past Python's default int/str limit (4300) that the official
+# grader raises to 50000; computed in Decimal so this module leaves that limit alone
+BIG = [stdin("20000\n", format(Context(prec=7000).power(2, 20000), "f") + "\n")]
+TWO_SUM = [functional(["[2, 7, 11, 15]", "9"], "[0, 1]"), functional(["[3, 2, 4]", "6"], "[1, 2]")]
+AVERAGE = [functional(["[1, 2, 3]"], "2.0"), functional(["[2, 4]"], "3.0")]
+
+A_B = "a, b = map(int, input().split())\n"
+
+
+def case(name: str, program: str, tests: list[dict], passed: bool, *, func_name: str | None = None,
+         official: bool | None = None, why: str = "") -> dict:
+    return {"name": name, "program": dedent(program).strip("\n") + "\n", "tests": tests, "func_name": func_name,
+            "passed": passed, "official": passed if official is None else official, "why": why}
+
+
+CASES = [
+    # ---- correct and wrong answers
+    case("sum_correct", A_B + "print(a + b)", SUM, True),
+    case("sum_wrong", A_B + "print(a - b)", SUM, False),
+    case("sum_wrong_only_on_last_test", A_B + "print(abs(a + b) if a > 0 else 1)", SUM, False),
+    case("sum_no_output", A_B, SUM, False),
+    case("sum_syntax_error", "a, b = map(int, input().split()\nprint(a + b)", SUM, False),
+    case("sum_name_error", "print(a + b)", SUM, False),
+    # ---- presentation variants the official comparison accepts
+    case("trailing_spaces", A_B + "print(str(a + b) + '   ')", SUM, True),
+    case("leading_spaces", A_B + "print('  ' + str(a + b))", SUM, True),
+    case("leading_blank_lines", A_B + "print('\\n\\n' + str(a + b))", SUM, True),
+    case("trailing_blank_lines", A_B + "print(a + b)\nprint()\nprint()", SUM, True),
+    case("crlf_line_end", "import sys\n" + A_B + "sys.stdout.write(f'{a + b}\\r\\n')", SUM, True),
+    case("no_final_newline", "import sys\n" + A_B + "sys.stdout.write(str(a + b))", SUM, True),
+    case("integer_printed_as_float", A_B + "print(float(a + b))", SUM, True),
+    case("integer_with_plus_sign", A_B + "print('+' + str(a + b) if a + b > 0 else a + b)", SUM, True),
+    case("float_trailing_zeros", "print('0.50')", HALF, True),
+    case("float_without_leading_zero", "print('.5')", HALF, True),
+    case("float_in_exponent_form", "print('5e-1')", HALF, True),
+    case("float_many_digits", "print(f'{1/2:.10f}')", HALF, True),
+    case("numbers_with_extra_inner_spaces", "print('1  2 3')\nprint('4\\t5 6')", GRID, True),
+    case("count_up_correct", "n = int(input())\nfor i in range(1, n + 1):\n    print(i)", COUNT_UP, True),
+    case("print_with_end_space", "n = int(input())\nfor i in range(1, n + 1):\n    print(i, end=' \\n')",
+         COUNT_UP, True),
+    # ---- presentation variants it rejects
+    case("float_close_but_not_equal", "print('0.49999999')", HALF, False),
+    case("float_as_fraction", "print('1/2')", HALF, False),
+    case("wrong_case", "n = int(input())\nprint('YES' if n % 2 == 0 else 'NO')", YES, False),
+    case("right_case", "n = int(input())\nprint('Yes' if n % 2 == 0 else 'No')", YES, True),
+    case("words_with_extra_inner_space", "print('a  b')", WORDS, False),
+    case("extra_line", A_B + "print(a + b)\nprint('done')", SUM, False),
+    case("interior_blank_line", "n = int(input())\nprint('1')\nprint()\nprint('2\\n3')", COUNT_UP[:1], False),
+    case("lines_joined_on_one_line", "n = int(input())\nprint(*range(1, n + 1))", COUNT_UP, False),
+    # ---- ways of reading input
+    case("sys_stdin_read", "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)", SUM, True),
+    case("sys_stdin_readline", "import sys\na, b = map(int, sys.stdin.readline().split())\nprint(a + b)",
+         SUM, True),
+    case("for_line_in_stdin", "import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))",
+         SUM, True),
+    case("open_fd_0", "a, b = map(int, open(0).read().split())\nprint(a + b)", SUM, True),
+    case("reading_past_eof", A_B + "c = input()\nprint(a + b)", SUM, False),
+    case("sys_stdin_buffer", "import sys\na, b = map(int, sys.stdin.buffer.read().split())\nprint(a + b)",
+         SUM, True, official=False,
+         why="the official harness replaces sys.stdin with a StringIO, which has no .buffer: "
+             "AttributeError, graded a runtime error"),
+    # ---- program structure
+    case("main_guard", "def main():\n    " + A_B + "    print(a + b)\n\nif __name__ == '__main__':\n    main()",
+         SUM, True),
+    case("prelude_names_without_import", A_B + "print(gcd(a, b) * 0 + sum(Counter([a, b]).values()) * 0 + a + b)",
+         SUM, True),
+    case("global_statement", """
+        total = 0
+        def add(x):
+            global total
+            total += x
+        a, b = map(int, input().split())
+        add(a)
+        add(b)
+        print(total)
+        """, SUM, True, official=False,
+         why="the official harness wraps top-level code in a function, so `total` becomes a local of "
+             "that function and `global total` finds no module global: NameError"),
+    case("deep_recursion_within_limit", """
+        def depth(n):
+            return 0 if n == 0 else 1 + depth(n - 1)
+        a, b = map(int, input().split())
+        print(depth(20000) - 20000 + a + b)
+        """, SUM, True),
+    case("recursion_past_limit", """
+        def depth(n):
+            return 0 if n == 0 else 1 + depth(n - 1)
+        print(depth(10 ** 6))
+        """, SUM, False),
+    case("int_with_20000_digits", "n = int(input())\nprint(2 ** n)", BIG, True),
+    # ---- exits, errors, limits
+    case("sys_exit_0_after_output", "import sys\n" + A_B + "print(a + b)\nsys.exit(0)", SUM, True),
+    case("exit_builtin_after_output", A_B + "print(a + b)\nexit()", SUM, True),
+    case("sys_exit_0_before_output", "import sys\nsys.exit(0)\nprint(3)", SUM, False),
+    case("runtime_error_after_output", A_B + "print(a + b)\nraise ValueError('late')", SUM, False),
+    case("sys_exit_1_after_output", "import sys\n" + A_B + "print(a + b)\nsys.exit(1)", SUM, False, official=True,
+         why="the official harness catches SystemExit whatever its code and grades the output; "
+             "a judge (and ours) counts a non-zero exit status as a runtime error"),
+    case("quit_after_output", A_B + "print(a + b)\nquit()", SUM, True, official=False,
+         why="the official harness sets builtins.quit to None: TypeError, graded a runtime error"),
+    case("os_write_to_fd_1", "import os\n" + A_B + "os.write(1, f'{a + b}\\n'.encode())", SUM, True,
+         official=False,
+         why="the official harness captures output by swapping sys.stdout; bytes written to file "
+             "descriptor 1 bypass it, so it sees no output"),
+    case("stderr_noise", "import sys\n" + A_B + "print('debug', file=sys.stderr)\nprint(a + b)", SUM, True),
+    case("infinite_loop", "while True:\n    pass", SUM, False),
+    case("sleep_past_timeout", "import time\ntime.sleep(30)\nprint(3)", SUM, False),
+    case("memory_bomb", "x = [0] * (10 ** 11)\nprint(3)", SUM, False),
+    case("output_flood", "import sys\nfor _ in range(1000):\n    sys.stdout.write('x' * 65536)", SUM, False),
+    # ---- functional (LeetCode) problems
+    case("functional_correct", """
+        class Solution:
+            def twoSum(self, nums: List[int], target: int) -> List[int]:
+                seen = {}
+                for i, x in enumerate(nums):
+                    if target - x in seen:
+                        return [seen[target - x], i]
+                    seen[x] = i
+        """, TWO_SUM, True, func_name="twoSum"),
+    case("functional_wrong", """
+        class Solution:
+            def twoSum(self, nums, target):
+                return [0, 1]
+        """, TWO_SUM, False, func_name="twoSum"),
+    case("functional_tuple_for_list", """
+        class Solution:
+            def twoSum(self, nums, target):
+                for i in range(len(nums)):
+                    for j in range(i + 1, len(nums)):
+                        if nums[i] + nums[j] == target:
+                            return (i, j)
+        """, TWO_SUM, True, func_name="twoSum"),
+    case("functional_prints_while_solving", """
+        class Solution:
+            def twoSum(self, nums, target):
+                print("searching", nums)
+                for i in range(len(nums)):
+                    for j in range(i + 1, len(nums)):
+                        if nums[i] + nums[j] == target:
+                            return [i, j]
+        """, TWO_SUM, True, func_name="twoSum"),
+    case("functional_helper_outside_class", """
+        def find(nums, target):
+            index = {x: i for i, x in enumerate(nums)}
+            for i, x in enumerate(nums):
+                j = index.get(target - x)
+                if j is not None and j != i:
+                    return [i, j]
+
+        class Solution:
+            def twoSum(self, nums, target):
+                return find(nums, target)
+        """, TWO_SUM, True, func_name="twoSum"),
+    case("functional_runtime_error", """
+        class Solution:
+            def twoSum(self, nums, target):
+                return [nums.index(target)]
+        """, TWO_SUM, False, func_name="twoSum"),
+    case("functional_timeout", """
+        class Solution:
+            def twoSum(self, nums, target):
+                while True:
+                    pass
+        """, TWO_SUM, False, func_name="twoSum"),
+    case("functional_wrong_method_name", """
+        class Solution:
+            def two_sum(self, nums, target):
+                return [0, 1]
+        """, TWO_SUM, False, func_name="twoSum"),
+    case("functional_int_for_float", """
+        class Solution:
+            def average(self, nums):
+                return sum(nums) // len(nums)
+        """, AVERAGE, True, func_name="average"),
+    case("functional_float_result", """
+        class Solution:
+            def average(self, nums):
+                return sum(nums) / len(nums)
+        """, AVERAGE, True, func_name="average"),
+    case("functional_prelude_names", """
+        class Solution:
+            def average(self, nums: List[int]) -> float:
+                return fsum(nums) / len(nums)
+        """, AVERAGE, True, func_name="average"),
+]
+
+KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in CASES if c["official"] != c["passed"]}
