@@ -75,11 +75,17 @@ def sandbox_files() -> list[str]:
     return found
 
 
+def leftover_processes() -> list[psutil.Process]:
+    """Our descendants, except the fork server (one long-lived interpreter) itself."""
+    server = sandbox._fork_server._proc
+    return [p for p in psutil.Process().children(recursive=True) if server is None or p.pid != server.pid]
+
+
 @pytest.fixture
 def contained():
     """After the test: no process or file of the run left behind, and the sandbox still works."""
     yield
-    assert psutil.Process().children(recursive=True) == []
+    assert leftover_processes() == []
     assert sandbox_processes() == []
     assert sandbox_files() == []
     after = run_python("print(input()[::-1])", "olleh", FAST)
@@ -341,7 +347,7 @@ def test_plain_tier_still_contains_time_processes_and_temp_dir():
     workdir, escaped_pid = result.stdout.split()
     assert result.ok and not os.path.exists(workdir)
     assert not psutil.pid_exists(int(escaped_pid)) or psutil.Process(int(escaped_pid)).status() == psutil.STATUS_ZOMBIE
-    assert psutil.Process().children(recursive=True) == []
+    assert leftover_processes() == []
     timed = sandbox._run("while True:\n    pass", "", FAST, sandbox._PLAIN)
     assert timed.timed_out and timed.exit_code is None
 
@@ -365,3 +371,56 @@ def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
         assert (stdout.strip(), exit_code) == (str(venv), 0)
     finally:
         shutil.rmtree(venv)
+
+
+# --------------------------------------------------------------------------------------
+# The fork server: programs behave as under `python main.py`
+
+ENDINGS = {
+    "plain": "print('out')",
+    "uncaught_exception": "print('before')\nraise KeyError('k')",
+    "syntax_error": "def f(:\n    pass",
+    "sys_exit_code": "import sys\nprint('x')\nsys.exit(7)",
+    "sys_exit_message": "import sys\nsys.exit('bye')",
+    "exit_builtin": "print(1)\nexit()",
+    "atexit_handler": "import atexit\natexit.register(print, 'from atexit')\nprint('main')",
+    "non_daemon_thread": ("import threading, time\n"
+                          "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\nprint('main')"),
+    "closed_stdout": "import sys\nprint(1)\nsys.stdout.close()",
+    "no_final_newline": "import sys\nsys.stdout.write('partial')",
+    "exception_in_atexit": "import atexit\natexit.register(lambda: 1 / 0)\nprint('ok')",
+    "name_and_argv": "import sys\nprint(__name__, sys.argv)",
+    "unicode_source": "print('café ✓')",
+    "coding_cookie": "# -*- coding: latin-1 -*-\nprint('ok')",
+}
+
+
+@pytest.mark.parametrize("name", ENDINGS)
+def test_programs_end_as_under_a_fresh_interpreter(name, tmp_path):
+    source = ENDINGS[name]
+    script = tmp_path / "main.py"
+    script.write_text(source, encoding="utf-8")
+    fresh = subprocess.run([sys.executable, "-s", "-P", "main.py"], cwd=tmp_path, capture_output=True, text=True,
+                           env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
+    ours = run_python(source, "", FAST)
+    assert ours.exit_code == fresh.returncode
+    assert ours.stdout == fresh.stdout
+    assert ours.stderr.strip().rsplit("\n", 1)[-1] == fresh.stderr.strip().rsplit("\n", 1)[-1]
+
+
+def test_each_run_gets_fresh_random_state():
+    outputs = {run("import random\nprint(random.random())").stdout for _ in range(3)}
+    assert len(outputs) == 3
+
+
+def test_fork_server_is_restarted_when_it_dies():
+    assert run("print(1)").stdout == "1\n"
+    sandbox._fork_server._proc.kill()
+    sandbox._fork_server._proc.wait()
+    assert run("print(2)").stdout == "2\n"
+
+
+def test_program_cannot_reach_the_evaluator_through_the_fork_server():
+    """No file descriptor of the fork server's socket survives into the program."""
+    result = run("import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))")
+    assert result.ok and set(eval(result.stdout)) <= {0, 1, 2, 3}  # 3: the listdir handle itself

@@ -7,14 +7,21 @@ it raises only when the evaluator itself is misconfigured.
 
 Process layout of one run::
 
-    evaluator ──Popen──► keeper ──fork──► program (``python main.py``)
+    evaluator ──request──► fork server ──fork──► keeper ──fork──► program (``main.py``)
 
-The *keeper* is a short-lived copy of the evaluator (a ``preexec_fn`` that never
-returns). It is a child subreaper in a new session: every process the program starts
-stays below it, even after a double fork and ``setsid``. It enforces the wall-clock
-timeout, SIGKILLs the program and then every remaining descendant, reaps them all (so
-no zombie is left to count against a process limit), and writes one status line to the
-evaluator through a pipe. The evaluator itself never waits on untrusted processes.
+The *fork server* is one interpreter per evaluator process, started on first use with
+the modules graded programs import (the LiveCodeBench prelude) already loaded; forking
+it costs a millisecond where starting an interpreter and importing them costs tens, and
+every test is still its own process. The evaluator sends it the run (source, limits) and
+the run's stdin/stdout/stderr files and status pipe (file descriptors over a Unix socket).
+The *keeper* it forks is a child subreaper in a new session: every process the program
+starts stays below it, even after a double fork and ``setsid``. It enforces the
+wall-clock timeout, SIGKILLs the program and then every remaining descendant, reaps them
+all (so no zombie is left to count against a process limit), and writes one status line
+to the evaluator through the pipe. The program isolates itself (below), drops its
+privileges, then runs ``main.py`` as ``__main__`` in the interpreter it inherited, exiting
+as ``python main.py`` would (traceback and status 1 on an uncaught exception, atexit
+handlers, buffered output flushed). The evaluator itself never waits on untrusted processes.
 
 Isolation, strongest first; the first tier that passes a probe run is used (see
 ``isolation_report``):
@@ -51,6 +58,7 @@ program hogging every core can slow (and time out) runs beside it; world-readabl
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import grp
@@ -58,11 +66,13 @@ import itertools
 import logging
 import math
 import os
+import pickle
 import pwd
 import resource
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -229,9 +239,12 @@ def _program_env(home: str) -> dict[str, str]:
     }
 
 
-# -s: no user site; -P: the script's directory is not put on sys.path. (-I would also
-# ignore PYTHONHASHSEED; the environment is fully ours, so -E adds nothing here.)
-_PYTHON_ARGS = ("-s", "-P", _SCRIPT)
+# The fork server's interpreter flags, which its programs inherit: -s: no user site;
+# -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED;
+# the environment is fully ours, so -E adds nothing here.)
+_PYTHON_ARGS = ("-s", "-P")
+# Written to the run's stderr when the sandbox itself could not be set up.
+_SETUP_FAILED = "thinktune-sandbox-setup-failed:"
 
 
 def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
@@ -239,37 +252,34 @@ def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
         workdir = None if mode.namespaces else _host_workdir(source, uid)
         home = workdir or "/tmp"
         status_r, status_w = os.pipe()
-        plan = _Plan(source=_encode(source), limits=limits, mode=mode, uid=uid,
-                     status_fd=status_w, evaluator_pid=os.getpid(), overlays=_interpreter_overlays(),
-                     scratch_keep=_interpreter_paths_in_scratch())
+        plan = _Plan(source=_encode(source), limits=limits, mode=mode, uid=uid, status_fd=-1, parent_pid=-1,
+                     overlays=_interpreter_overlays(), scratch_keep=_interpreter_paths_in_scratch(),
+                     cwd=workdir or "/", env=_program_env(home))
         try:
             try:
-                keeper = subprocess.Popen(
-                    [sys.executable, *_PYTHON_ARGS],
-                    stdin=stdin_f, stdout=stdout_f, stderr=stderr_f,
-                    cwd=workdir or "/", env=_program_env(home),
-                    start_new_session=True, pass_fds=(status_w,), preexec_fn=plan.keeper,
-                )
+                keeper_pid = _fork_server.submit(plan, (stdin_f.fileno(), stdout_f.fileno(), stderr_f.fileno(),
+                                                        status_w))
             finally:
                 os.close(status_w)
             line = _read_until_eof(status_r, limits.timeout_s + _KEEPER_GRACE_S)
             if line is None:  # the kernel could not kill or reap the program in time
-                log.error("sandbox keeper %d is stuck; killing its session", keeper.pid)
-                _kill_group(keeper.pid)
-            keeper.wait()
+                log.error("sandbox keeper %d is stuck; killing its session", keeper_pid)
+                _kill_group(keeper_pid)
         finally:
             os.close(status_r)
             if workdir is not None:
                 _remove_tree(workdir)
         if line is None:
             return RunResult(None, "", "", True, False, limits.timeout_s + _KEEPER_GRACE_S)
+        stderr = _read_tail(stderr_f, _STDERR_KEEP)
+        if _SETUP_FAILED in stderr:
+            raise RuntimeError(f"sandbox setup failed: {stderr.split(_SETUP_FAILED, 1)[1].strip()[-2000:]}")
         try:
             flag, code, wall = line.split()
             timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
         except ValueError:
-            raise RuntimeError(f"sandbox keeper exited ({keeper.returncode}) with report {line!r}") from None
+            raise RuntimeError(f"sandbox keeper {keeper_pid} ended with report {line!r}") from None
         stdout, stdout_over = _read_head(stdout_f, limits.max_output_bytes)
-        stderr = _read_tail(stderr_f, _STDERR_KEEP)
         return RunResult(
             exit_code=None if timed_out else exit_code,
             stdout=stdout, stderr=stderr, timed_out=timed_out,
@@ -358,6 +368,192 @@ def _remove_tree(path: str) -> None:
 def _kill_group(pgid: int) -> None:
     with suppress(OSError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------
+# The fork server
+
+# What graded programs import (the official LiveCodeBench prelude, thinktune.grading),
+# loaded once in the fork server instead of once per test.
+_PRELOAD = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+            "statistics", "itertools", "functools", "operator", "io", "json", "typing", "decimal", "fractions")
+
+_BOOT = """\
+import sys
+sys.path.insert(0, {root!r})
+from thinktune.sandbox import _run_main, _serve
+_source = _serve({fd})
+del sys.path[0]
+_run_main(_source)
+"""
+
+
+class _ForkServer:
+    """The evaluator's handle on its fork server: started on first use, restarted if it died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+
+    def submit(self, plan: _Plan, fds: tuple[int, int, int, int]) -> int:
+        """Start one run: (stdin, stdout, stderr, status pipe) go to its keeper. Returns the keeper's pid."""
+        payload = pickle.dumps(plan)
+        with self._lock:
+            for attempt in range(2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self._start()
+                try:
+                    socket.send_fds(self._sock, [len(payload).to_bytes(8, "big")], list(fds))
+                    self._sock.sendall(payload)
+                    reply = _recv_exact(self._sock, 16)
+                    return int(reply)
+                except (OSError, ValueError) as exc:
+                    log.warning("sandbox fork server failed (%s); restarting it", exc)
+                    self._stop()
+            raise RuntimeError("the sandbox fork server does not answer")
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = str(Path(__file__).resolve().parent.parent)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, *_PYTHON_ARGS, "-c", _BOOT.format(root=root, fd=theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
+                pass_fds=(theirs.fileno(),), env=_program_env("/tmp"), cwd="/",
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+
+    def _stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._proc is not None:
+            with suppress(OSError):
+                self._proc.kill()
+            self._proc.wait()
+        self._proc = self._sock = None
+
+
+_fork_server = _ForkServer()
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _serve(fd: int) -> bytes:
+    """The fork server's loop (in its own interpreter). Returns only in a program process,
+    with the source to run; the fork server itself exits when the evaluator goes away."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    for name in _PRELOAD:
+        __import__(name)
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+    while True:
+        try:
+            header, fds, _, _ = socket.recv_fds(sock, 8, 4)
+            if not header:
+                os._exit(0)
+            if len(header) < 8:
+                header += _recv_exact(sock, 8 - len(header))
+            plan: _Plan = pickle.loads(_recv_exact(sock, int.from_bytes(header, "big")))
+        except (OSError, ValueError, EOFError):
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            return _keeper_or_program(plan, fds)
+        for received in fds:
+            os.close(received)
+        sock.sendall(str(pid).encode().ljust(16))
+
+
+def _run_main(source: bytes) -> None:
+    """Run ``source`` as ``python main.py`` would, then end the process as it would: status
+    from ``SystemExit`` (1 and a traceback on an uncaught exception), non-daemon threads
+    joined, atexit handlers run, standard streams flushed (120 if stdout cannot be).
+    Only the teardown of every module is skipped: it has no visible effect and would cost
+    more than starting a new interpreter."""
+    import atexit
+    import threading
+    import traceback
+    import types
+
+    for name in [n for n in sys.modules if n == "thinktune" or n.startswith("thinktune.")]:
+        del sys.modules[name]  # the program sees the modules a fresh interpreter would have, plus the prelude's
+    main = types.ModuleType("__main__")
+    main.__file__ = "main.py"
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    sys.argv = ["main.py"]
+    try:
+        exec(compile(source, "main.py", "exec"), main.__dict__)
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:  # noqa: BLE001 - reported as the interpreter would
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        status = 1
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # what interpreter exit does first
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:  # noqa: BLE001
+        traceback.print_exception(type(exc), exc)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException:  # noqa: BLE001 - e.g. a full disk; the interpreter's status for it
+            status = 120 if stream is sys.stdout else status
+    os._exit(status & 0xFF)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    with suppress(BaseException):
+        print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _keeper_or_program(plan: _Plan, fds: list[int]) -> bytes:
+    """In a fork of the fork server: run the keeper; in the program, return its source."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        stdin_fd, stdout_fd, stderr_fd, status_fd = fds
+        for fd, target in ((stdin_fd, 0), (stdout_fd, 1), (stderr_fd, 2)):
+            os.dup2(fd, target)
+        for fd in (stdin_fd, stdout_fd, stderr_fd):
+            if fd > 2:
+                os.close(fd)
+        os.chdir(plan.cwd)
+        plan = dataclasses.replace(plan, status_fd=status_fd, parent_pid=os.getppid())
+        plan.keeper()  # returns only in the program, isolated and unprivileged
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.environ.clear()
+        os.environ.update(plan.env)
+        import random
+
+        random.seed()  # a fresh interpreter's random state, not the fork server's
+        return plan.source  # compiled from bytes: source encoding as `python main.py` reads it
+    except BaseException as exc:  # noqa: BLE001 - reported to the evaluator, then gone
+        with suppress(OSError):
+            os.write(2, f"\n{_SETUP_FAILED} {type(exc).__name__}: {exc}\n".encode())
+        os._exit(126)
 
 
 # --------------------------------------------------------------------------------------
@@ -540,17 +736,20 @@ class _Plan:
     limits: Limits
     mode: _Mode
     uid: int | None
-    status_fd: int
-    evaluator_pid: int
+    status_fd: int  # the keeper's end of the status pipe (set in the fork server)
+    parent_pid: int  # the fork server's pid (set there)
     overlays: tuple[_Overlay, ...]
     scratch_keep: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
 
     def keeper(self) -> None:
-        """Popen's preexec_fn: become the keeper, fork the program, never return (except
-        in the program, which returns here to let Popen exec the interpreter)."""
-        # Die with the evaluator, and adopt every orphan the program leaves behind.
+        """In a fresh fork of the fork server: become the keeper, fork the program, never
+        return (except in the program, which returns here to run ``main.py``)."""
+        # Die with the fork server (which dies with the evaluator), and adopt every
+        # orphan the program leaves behind.
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != self.evaluator_pid:
+        if os.getppid() != self.parent_pid:
             os._exit(1)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         if self.mode.namespaces:
@@ -558,11 +757,10 @@ class _Plan:
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            self._enter_sandbox()  # an exception here reaches the evaluator through Popen
+            self._enter_sandbox()  # an exception here is reported by the fork server's child
             return
         try:
-            # Only the status pipe stays open: Popen's exec-error pipe must see EOF as
-            # soon as the program has exec'd, and the program's files are not ours.
+            # Only the status pipe stays open: the program's files are not ours.
             os.closerange(0, self.status_fd)
             os.closerange(self.status_fd + 1, os.sysconf("SC_OPEN_MAX"))
             timed_out, exit_code = _supervise(pid, self.limits.timeout_s - (time.monotonic() - started))
