@@ -11,21 +11,25 @@ same tests; programs that time out are left out (they measure the timeout, not t
 Ours isolates every test in its own sandboxed process (thinktune.sandbox) and grades
 ``--workers`` programs at a time; the official ``codegen_metrics`` forks one process per
 program (``--workers`` at a time) and runs all that program's tests inside it. Prints
-tests/s for each and the ratio ours/official.
+tests/s for each and the ratio ours/official, and the latency of one sandboxed run of an
+empty program (with the grading prelude), one at a time, beside a fresh interpreter
+running the same program without any isolation.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from benchmarks import _official
 from benchmarks.lcb_equivalence import load_corpus
 from thinktune import livecodebench
-from thinktune.grading import TestCase, grade_many
-from thinktune.sandbox import Limits, isolation_report
+from thinktune.grading import TestCase, grade_many, with_prelude
+from thinktune.sandbox import Limits, isolation_report, run_python
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,6 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ours:     {ours_s:7.2f} s  {ours_rate:7.1f} tests/s  (one sandboxed process per test)")
     print(f"official: {official_s:7.2f} s  {official_rate:7.1f} tests/s  (one process per program)")
     print(f"ratio ours/official: {ours_rate / official_rate:.2f}")
+
+    runs, program = 50, with_prelude("pass")
+    started = time.perf_counter()
+    for _ in range(runs):
+        run_python(program, "", Limits(timeout_s=float(args.timeout)))
+    print(f"one sandboxed run of an empty program, serially: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
+    started = time.perf_counter()
+    for _ in range(runs):
+        subprocess.run([sys.executable, "-s", "-P", "-c", program], check=True)
+    print(f"for scale, a fresh interpreter running it, no isolation: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
 
 
 if __name__ == "__main__":
