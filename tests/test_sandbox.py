@@ -424,3 +424,20 @@ def test_program_cannot_reach_the_evaluator_through_the_fork_server():
     """No file descriptor of the fork server's socket survives into the program."""
     result = run("import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))")
     assert result.ok and set(eval(result.stdout)) <= {0, 1, 2, 3}  # 3: the listdir handle itself
+
+
+def test_a_forked_evaluator_gets_its_own_fork_server():
+    assert run("print(1)").ok
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            ok = run("print(2)").stdout == "2\n" and sandbox._fork_server._owner == os.getpid()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.close(write)
+    assert run("print(3)").stdout == "3\n"

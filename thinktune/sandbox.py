@@ -396,11 +396,14 @@ class _ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
+        self._owner = os.getpid()
 
     def submit(self, plan: _Plan, fds: tuple[int, int, int, int]) -> int:
         """Start one run: (stdin, stdout, stderr, status pipe) go to its keeper. Returns the keeper's pid."""
         payload = pickle.dumps(plan)
         with self._lock:
+            if self._owner != os.getpid():  # a fork of the evaluator: its parent's server is not ours
+                self._proc, self._sock, self._owner = None, None, os.getpid()
             for attempt in range(2):
                 if self._proc is None or self._proc.poll() is not None:
                     self._start()
