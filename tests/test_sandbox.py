@@ -76,9 +76,15 @@ def sandbox_files() -> list[str]:
 
 
 def leftover_processes() -> list[psutil.Process]:
-    """Our descendants, except the fork server (one long-lived interpreter) itself."""
+    """Our descendants, except the fork server (one long-lived interpreter) itself. A
+    keeper exits right after reporting and the kernel reaps it: allow it a moment."""
     server = sandbox._fork_server._proc
-    return [p for p in psutil.Process().children(recursive=True) if server is None or p.pid != server.pid]
+    deadline = time.monotonic() + 2.0
+    while True:
+        left = [p for p in psutil.Process().children(recursive=True) if server is None or p.pid != server.pid]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -441,3 +447,19 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
     os.close(read)
     os.close(write)
     assert run("print(3)").stdout == "3\n"
+
+
+def test_a_program_cannot_fake_a_sandbox_setup_failure():
+    """Only the status pipe (closed before the program runs) can report a setup failure."""
+    result = run("import os, sys\nsys.stderr.write('setup-failed nope\\n')\nprint('setup-failed nope')\nos._exit(126)")
+    assert result.exit_code == 126 and not result.ok
+
+
+def test_a_setup_failure_is_reported_as_an_evaluator_error(monkeypatch):
+    """A run the sandbox cannot set up (here: its working directory is gone) raises in the
+    evaluator instead of being graded as the program's failure."""
+    monkeypatch.setattr(sandbox, "_host_workdir", lambda source, uid: "/nonexistent/thinktune-run")
+    with pytest.raises(RuntimeError, match="setup failed: FileNotFoundError"):
+        sandbox._run("print(1)", "", FAST, sandbox._PLAIN)
+    monkeypatch.undo()
+    assert run("print(1)").ok

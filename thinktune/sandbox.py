@@ -244,8 +244,9 @@ def _program_env(home: str) -> dict[str, str]:
 # -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED;
 # the environment is fully ours, so -E adds nothing here.)
 _PYTHON_ARGS = ("-s", "-P")
-# Written to the run's stderr when the sandbox itself could not be set up.
-_SETUP_FAILED = "thinktune-sandbox-setup-failed:"
+# Written to the status pipe (which the program never holds) when the sandbox itself
+# could not be set up, so a program cannot fake it.
+_SETUP_FAILED = b"setup-failed "
 
 
 def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
@@ -272,9 +273,10 @@ def _run(source: str, stdin: str, limits: Limits, mode: _Mode) -> RunResult:
                 _remove_tree(workdir)
         if line is None:
             return RunResult(None, "", "", True, False, limits.timeout_s + _KEEPER_GRACE_S)
+        if line.startswith(_SETUP_FAILED):
+            reason = line[len(_SETUP_FAILED):].split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            raise RuntimeError(f"sandbox setup failed: {reason}")
         stderr = _read_tail(stderr_f, _STDERR_KEEP)
-        if _SETUP_FAILED in stderr:
-            raise RuntimeError(f"sandbox setup failed: {stderr.split(_SETUP_FAILED, 1)[1].strip()[-2000:]}")
         try:
             flag, code, wall = line.split()
             timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
@@ -555,8 +557,9 @@ def _keeper_or_program(plan: _Plan, fds: list[int]) -> bytes:
         random.seed()  # a fresh interpreter's random state, not the fork server's
         return plan.source  # compiled from bytes: source encoding as `python main.py` reads it
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator, then gone
+        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         with suppress(OSError):
-            os.write(2, f"\n{_SETUP_FAILED} {type(exc).__name__}: {exc}\n".encode())
+            os.write(fds[3], _SETUP_FAILED + reason.encode() + b"\n")
         os._exit(126)
 
 
