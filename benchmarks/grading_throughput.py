@@ -19,25 +19,19 @@ running the same program without any isolation.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from benchmarks import _official
+from benchmarks import REPO, _official, load_file
 from benchmarks.lcb_equivalence import load_corpus
 from thinktune import livecodebench
 from thinktune.grading import TestCase, grade_many, with_prelude
 from thinktune.sandbox import Limits, isolation_report, run_python
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def sample_references() -> list[dict]:
-    spec = importlib.util.spec_from_file_location("sample_build", REPO / "data" / "sample" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_file("data/sample/build.py")
     problems = {p.question_id: p for p in livecodebench.load_rows([REPO / "data/sample/livecodebench_sample.jsonl"])}
     return [{"name": spec["question_id"], "program": build.dedent(spec["reference"]),
              "tests": problems[spec["question_id"]].tests, "func_name": spec.get("func_name")}
@@ -62,10 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workload: {len(cases)} programs, {n_tests} tests; {args.workers} workers; "
           f"sandbox isolation: {', '.join(k for k, v in isolation.items() if v) or 'none'}")
 
+    limits = Limits(timeout_s=float(args.timeout))
     jobs = [(c["program"], [TestCase(**t) for t in c["tests"]], c["func_name"]) for c in cases]
-    grade_many(jobs[:4], Limits(timeout_s=float(args.timeout)), workers=args.workers)  # warm up
+    grade_many(jobs[:4], limits, workers=args.workers)  # warm up
     started = time.perf_counter()
-    ours = grade_many(jobs, Limits(timeout_s=float(args.timeout)), workers=args.workers, progress=True)
+    ours = grade_many(jobs, limits, workers=args.workers, progress=True)
     ours_s = time.perf_counter() - started
 
     official = _official.run_codegen_metrics(cases, [c["program"] for c in cases], timeout=args.timeout,
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     runs, program = 50, with_prelude("pass")
     started = time.perf_counter()
     for _ in range(runs):
-        run_python(program, "", Limits(timeout_s=float(args.timeout)))
+        run_python(program, "", limits)
     print(f"one sandboxed run of an empty program, serially: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
     started = time.perf_counter()
     for _ in range(runs):

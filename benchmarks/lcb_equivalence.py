@@ -20,24 +20,17 @@ disagreement (or our grader misses a corpus label), so it can gate a change to g
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import sys
 from pathlib import Path
 
-from benchmarks import _official
+from benchmarks import _official, load_file
 from thinktune.atomic import read_jsonl
 from thinktune.grading import TestCase, grade_many
 from thinktune.sandbox import Limits
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def load_corpus() -> list[dict]:
-    spec = importlib.util.spec_from_file_location("grading_corpus", REPO / "tests" / "grading_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CASES
+    return load_file("tests/grading_corpus.py").CASES
 
 
 def model_programs(results_dir: Path, problems_file: Path) -> list[dict]:
