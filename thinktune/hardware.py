@@ -43,3 +43,43 @@ def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def processor_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's best guess."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_environment(requested_precision: str) -> dict:
+    """What a result depends on beyond params: the resolved precision, the device and its
+    name, and the versions of the numeric libraries. Stages write it beside their results,
+    since the same commit gives different numbers in bf16 and in fp32."""
+    import importlib.metadata as metadata
+
+    import torch
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    on_gpu = torch.cuda.is_available()
+    return {
+        "precision": resolve_precision(requested_precision),
+        "precision_requested": requested_precision,
+        "device": device(),
+        "device_name": torch.cuda.get_device_name(0) if on_gpu else processor_name(),
+        "device_count": torch.cuda.device_count() if on_gpu else 1,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+        **{name: version(name) for name in ("transformers", "peft", "trl", "accelerate")},
+    }
