@@ -66,14 +66,22 @@ class ModelParams(_Section):
 
 
 class DataParams(_Section):
-    source: Literal["sample", "hub"]
+    source: Literal["sample", "hub", "local"]
     sample_dir: str
+    local_dir: str | None = Field(None, description="with source local: a folder holding deep_file and diverse_file")
     deep_repo: str
     diverse_repo: str
     deep_file: str
     diverse_file: str
     splits: list[str] = Field(min_length=1, description="values of the rows' `split` field to keep")
     max_rows: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _local_needs_dir(self) -> DataParams:
+        if self.source == "local" and not self.local_dir:
+            raise ValueError("source 'local' needs data.local_dir (a folder holding data.deep_file and "
+                             "data.diverse_file, e.g. copied from the hub on another machine)")
+        return self
 
 
 class FormatParams(_Section):
