@@ -1,0 +1,513 @@
+"""The evaluator's side: isolation tiers, the fork server handle, ``Program`` and ``run_python``.
+
+The evaluator never waits on untrusted processes and never holds anything of theirs but
+memfds: per program a zygote (through the fork server), per run three memfds (stdin,
+stdout, stderr) sent to it and one report line back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import itertools
+import json
+import logging
+import math
+import os
+import pickle
+import pwd
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from thinktune.sandbox import forkserver, keeper
+from thinktune.sandbox.limits import Limits, RunResult, SandboxError
+
+log = logging.getLogger("thinktune.sandbox")
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    drop_uid: bool  # programs run as a per-program unprivileged uid
+    contained: bool  # namespaces, allowlist root, seccomp, memory cgroup, init
+
+
+CONTAINED = Tier("contained", drop_uid=True, contained=True)
+UID_ONLY = Tier("uid", drop_uid=True, contained=False)
+PLAIN = Tier("plain", drop_uid=False, contained=False)
+
+# What a weaker tier cannot promise, logged when it is the one in use.
+GAPS = {
+    "uid": ("sandbox tier 'uid' (root, but no namespaces here): programs run as their own uid under "
+            "rlimits, yet see the host's file system (every world-readable file, the repository and its "
+            "data included), the host network and Unix sockets and the other processes; no seccomp "
+            "filter, no memory cgroup, no private /tmp"),
+    "plain": ("sandbox tier 'plain' (not root): programs run as the evaluator's own user under rlimits "
+              "and the timeout only: they can read and write whatever it can (results included), signal "
+              "it, use the network and read the expected outputs on disk; grade untrusted code as root"),
+}
+
+# The evaluator waits this much longer than the timeout for a run's report: the zygote
+# enforces the timeout itself, this only guards against a lost or stuck keeper.
+_KEEPER_GRACE_S = 10.0
+_BOOT_TIMEOUT_S = 60.0
+_STDERR_KEEP = 64 << 10
+# The fork server's interpreter flags, which its programs inherit: -s: no user site;
+# -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED.)
+_PYTHON_ARGS = ("-s", "-P")
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _program_env() -> dict[str, str]:
+    """A minimal environment. PYTHONHASHSEED=0 makes set/dict-of-str orders, and so the
+    graded output of programs that print them, identical from run to run. (HOME and
+    TMPDIR: the run's working directory, set in the program's process.)"""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+class _LostKeeper(Exception):
+    """A zygote (or the fork server) went away without reporting: retried once."""
+
+
+# --------------------------------------------------------------------------------------
+# The fork server
+
+
+class _ForkServer:
+    """The evaluator's handle on its fork server of one tier: started on first use,
+    restarted if it died; a forked evaluator starts its own."""
+
+    def __init__(self, tier: Tier) -> None:
+        self.tier = tier
+        self.features: dict = {}
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._owner = os.getpid()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def spawn(self, plan: keeper.Plan, source_fd: int, conn_fd: int) -> int:
+        """Fork a zygote for one program; returns its pid."""
+        payload = pickle.dumps(plan)
+        with self._lock:
+            if self._owner != os.getpid():
+                self._proc, self._sock, self._owner = None, None, os.getpid()
+            for attempt in range(2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self._start()
+                try:
+                    socket.send_fds(self._sock, [len(payload).to_bytes(8, "big")], [source_fd, conn_fd])
+                    self._sock.sendall(payload)
+                    return int(_recv_exact(self._sock, 16))
+                except (OSError, ValueError) as exc:
+                    log.warning("sandbox fork server (%s) failed: %s; %s", self.tier.name, exc,
+                                "restarting it" if attempt == 0 else "giving up")
+                    self.stop()
+            raise _LostKeeper("the sandbox fork server does not answer")
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {**_program_env(), "PYTHONPATH": _REPO_ROOT}
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, *_PYTHON_ARGS, "-c", forkserver.BOOT, str(theirs.fileno()), self.tier.name],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
+                pass_fds=(theirs.fileno(),), env=env, cwd="/",
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+        line = _read_line(ours, _BOOT_TIMEOUT_S)
+        if not line or not line.startswith(forkserver.READY):
+            self.stop()
+            reason = line[len(keeper.SETUP_FAILED):].decode(errors="replace") if line else "no answer"
+            raise SandboxError(f"sandbox tier {self.tier.name!r} cannot be set up: {reason}")
+        self.features = json.loads(line[len(forkserver.READY):])
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._proc is not None:
+            with suppress(OSError):
+                self._proc.kill()
+            self._proc.wait()
+        self._proc = self._sock = None
+
+
+_servers: dict[str, _ForkServer] = {}
+_servers_lock = threading.Lock()
+
+
+def _server(tier: Tier) -> _ForkServer:
+    with _servers_lock:
+        if tier.name not in _servers:
+            _servers[tier.name] = _ForkServer(tier)
+        return _servers[tier.name]
+
+
+# --------------------------------------------------------------------------------------
+# Programs
+
+
+class Program:
+    """One program, ready to run on many inputs: compiled once by its zygote, every run
+    forked from it and isolated from every other run. Use as a context manager (or call
+    ``close``); ``run`` may be called from one thread at a time."""
+
+    def __init__(self, source: str, limits: Limits = Limits(), *, _tier: Tier | None = None) -> None:  # noqa: B008
+        if not isinstance(source, str):
+            raise TypeError("source must be str")
+        self._source = _encode(source)
+        self._limits = limits
+        self._tier = _tier or selected_tier()
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        self._uid = self._stack.enter_context(_uid_slot(self._tier.drop_uid))
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with suppress(Exception):
+            self.close()
+
+    def close(self) -> None:
+        """End the zygote (it sees the connection close) and free the program's uid."""
+        self._drop_zygote(kill=False)
+        self._stack.close()
+
+    def run(self, stdin: str = "") -> RunResult:
+        """Run the program with ``stdin`` as its standard input. Raises ``SandboxError``
+        only when the sandbox itself fails (a keeper lost twice, a refused setup)."""
+        if not isinstance(stdin, str):
+            raise TypeError("stdin must be str")
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    if self._sock is None:
+                        self._start_zygote()
+                    return self._run_once(_encode(stdin))
+                except _LostKeeper as exc:
+                    self._drop_zygote(kill=True)
+                    if attempt:
+                        raise SandboxError(f"sandbox keeper lost twice, last: {exc}") from None
+                    log.warning("sandbox keeper lost (%s); running the test again with a new one", exc)
+        raise AssertionError("unreachable")
+
+    def _start_zygote(self) -> None:
+        plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env())
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        source = _memfd("source", self._source)
+        try:
+            self._pid = _server(self._tier).spawn(plan, source, theirs.fileno())
+        except _LostKeeper:
+            ours.close()
+            raise
+        finally:
+            os.close(source)
+            theirs.close()
+        self._sock = ours
+        line = _read_line(ours, _BOOT_TIMEOUT_S)
+        if line and line.startswith(keeper.SETUP_FAILED):
+            self._drop_zygote(kill=True)
+            raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
+        if line is None or line.strip() != forkserver.READY.strip():
+            raise _LostKeeper(f"zygote {self._pid} did not start ({line!r})")
+
+    def _run_once(self, stdin: bytes) -> RunResult:
+        limits = self._limits
+        fds = [_memfd("stdin", stdin), _memfd("stdout"), _memfd("stderr")]
+        try:
+            try:
+                socket.send_fds(self._sock, [b"R"], fds)
+            except OSError as exc:
+                raise _LostKeeper(f"zygote {self._pid}: {exc}") from None
+            line = _read_line(self._sock, limits.timeout_s + _KEEPER_GRACE_S)
+            if line is None:
+                raise _LostKeeper(f"zygote {self._pid} is stuck")
+            if line.startswith(keeper.SETUP_FAILED):
+                raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
+            try:
+                tag, flag, code, wall = line.split()
+                if tag != b"ok":
+                    raise ValueError
+                timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
+            except ValueError:
+                raise _LostKeeper(f"zygote {self._pid} ended with report {line!r}") from None
+            stdout, stdout_over = _read_head(fds[1], limits.max_output_bytes)
+            return RunResult(
+                exit_code=None if timed_out else exit_code,
+                stdout=stdout, stderr=_read_tail(fds[2], _STDERR_KEEP), timed_out=timed_out,
+                output_limit_exceeded=stdout_over, wall_s=wall_s,
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _drop_zygote(self, kill: bool) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if kill and self._pid is not None:
+            with suppress(OSError):
+                os.killpg(self._pid, signal.SIGKILL)
+        self._pid = None
+
+
+def run_python(source: str, stdin: str = "", limits: Limits = Limits()) -> RunResult:  # noqa: B008
+    """Run ``source`` as ``main.py`` with ``stdin`` as its standard input, isolated."""
+    if not isinstance(source, str) or not isinstance(stdin, str):
+        raise TypeError("source and stdin must be str")
+    with Program(source, limits) as program:
+        return program.run(stdin)
+
+
+# --------------------------------------------------------------------------------------
+# Tiers
+
+
+_tier_lock = threading.Lock()
+_tier: Tier | None = None
+
+
+def selected_tier() -> Tier:
+    """The strongest tier whose probe run behaves; probed once per process."""
+    global _tier
+    with _tier_lock:
+        if _tier is None:
+            candidates = [CONTAINED, UID_ONLY] if os.geteuid() == 0 else []
+            _tier = next((t for t in candidates if _probe(t)), PLAIN)
+            _log_tier(_tier)
+        return _tier
+
+
+def isolation_report() -> dict[str, bool]:
+    """Which isolation features runs get on this machine (probed once), for logs and the README."""
+    tier = selected_tier()
+    features = _server(tier).features if tier.contained else {}
+    contained = tier.contained
+    return {
+        "rlimits": True,
+        "new_session": True,
+        "subreaper_cleanup": True,
+        "no_new_privs": True,
+        "unprivileged_uid": tier.drop_uid,
+        "pid_namespace": contained,
+        "init_process": contained,
+        "network_namespace": contained,
+        "ipc_namespace": contained,
+        "mount_namespace": contained,
+        "allowlist_root": contained,
+        "private_tmp": contained,
+        "seccomp": bool(features.get("seccomp")),
+        "memory_cgroup": bool(features.get("memory_cgroup")),
+    }
+
+
+def _log_tier(tier: Tier) -> None:
+    log.info("sandbox tier: %s", tier.name)
+    if tier.name in GAPS:
+        log.warning(GAPS[tier.name])
+    if tier.contained:
+        for note in _server(tier).features.get("notes", []):
+            log.warning("sandbox tier 'contained' without one layer here: %s", note)
+
+
+_PROBE = """\
+import os, sys
+with open("probe", "w") as f:
+    f.write(sys.stdin.read())
+print(sys.version, sys.prefix, os.getuid() != 0, open("probe").read())
+"""
+
+
+def _probe(tier: Tier) -> bool:
+    """True when a trivial program runs correctly (same interpreter, uid, stdin, cwd) in ``tier``."""
+    expected = f"{sys.version} {sys.prefix} {tier.drop_uid or os.getuid() != 0} ok\n"
+    try:
+        with Program(_PROBE, Limits(timeout_s=20), _tier=tier) as program:
+            result = program.run("ok")
+    except (OSError, SandboxError) as exc:
+        log.info("sandbox tier %s unavailable: %s", tier.name, exc)
+        return False
+    if result.ok and result.stdout == expected:
+        return True
+    log.info("sandbox tier %s unavailable: probe gave %r / %r", tier.name, result.stdout, result.stderr[-500:])
+    return False
+
+
+# --------------------------------------------------------------------------------------
+# Per-program uids
+
+# Programs that overlap (threads, or several evaluator processes) each get their own uid,
+# so RLIMIT_NPROC is per program and one program's fork bomb cannot starve another.
+_UID_BASE = 60000
+_UID_SLOTS = 512
+_slot_counter = itertools.count()
+_free_uids: list[int] | None = None
+
+
+def _uid_is_unused(uid: int) -> bool:
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+            return False
+        except KeyError:
+            pass
+    return True
+
+
+def _candidate_uids() -> list[int]:
+    global _free_uids
+    if _free_uids is None:
+        _free_uids = [u for u in range(_UID_BASE, _UID_BASE + _UID_SLOTS) if _uid_is_unused(u)]
+    return _free_uids
+
+
+def _lock_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"thinktune-sandbox-{os.geteuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise SandboxError(f"sandbox lock dir {path} is not a private directory of this user")
+    return path
+
+
+@contextmanager
+def _uid_slot(drop_uid: bool) -> Iterator[int | None]:
+    """An unprivileged uid no other program (in any process) is using, held by a file lock."""
+    if not drop_uid:
+        yield None
+        return
+    uids = _candidate_uids()
+    if not uids:
+        raise SandboxError(f"no free uid in {_UID_BASE}..{_UID_BASE + _UID_SLOTS - 1}")
+    lock_dir = _lock_dir()
+    start = next(_slot_counter)
+    fd = -1
+    for attempt in range(len(uids) + 1):
+        uid = uids[(start + attempt) % len(uids)]
+        fd = os.open(lock_dir / f"uid-{uid}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            # After a full lap every slot is busy: wait for one.
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if attempt < len(uids) else 0))
+            break
+        except BlockingIOError:
+            os.close(fd)
+    try:
+        yield uid
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def _encode(text: str) -> bytes:
+    """UTF-8, passing lone surrogates through: a program that is not valid UTF-8 fails to
+    compile in the sandbox instead of raising here."""
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def _memfd(name: str, data: bytes = b"") -> int:
+    """An anonymous file (no path anyone could find), holding ``data``, offset 0."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_head(fd: int, cap: int) -> tuple[str, bool]:
+    """The first ``cap`` bytes of ``fd`` as text, and whether it held more."""
+    size = os.fstat(fd).st_size
+    return _pread_all(fd, min(size, cap), 0).decode("utf-8", errors="replace"), size > cap
+
+
+def _read_tail(fd: int, cap: int) -> str:
+    """The last ``cap`` bytes of ``fd`` as text."""
+    size = os.fstat(fd).st_size
+    start = max(0, size - cap)
+    return _pread_all(fd, size - start, start).decode("utf-8", errors="replace")
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_line(sock: socket.socket, timeout_s: float) -> bytes | None:
+    """One report line (without its newline): b"" at end of file, None after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(max(1, math.ceil(remaining * 1000))):
+            if deadline - time.monotonic() <= 0:
+                return None
+            continue
+        try:
+            chunk = sock.recv(4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks).rstrip(b"\n") if chunks else b""
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)[:-1]
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
