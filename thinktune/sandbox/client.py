@@ -50,13 +50,14 @@ PLAIN = Tier("plain", drop_uid=False, contained=False)
 
 # What a weaker tier cannot promise, logged when it is the one in use.
 GAPS = {
-    "uid": ("sandbox tier 'uid' (root, but no namespaces here): programs run as their own uid under "
-            "rlimits, yet see the host's file system (every world-readable file, the repository and its "
-            "data included), the host network and Unix sockets and the other processes; no seccomp "
-            "filter, no memory cgroup, no private /tmp"),
-    "plain": ("sandbox tier 'plain' (not root): programs run as the evaluator's own user under rlimits "
-              "and the timeout only: they can read and write whatever it can (results included), signal "
-              "it, use the network and read the expected outputs on disk; grade untrusted code as root"),
+    "uid": ("sandbox tier 'uid' (root, but no namespaces here) cannot promise isolation: programs run as "
+            "their own uid under rlimits, but see the host's file system (every world-readable file, the "
+            "repository and its data included), the host network and Unix sockets and the other "
+            "processes; no seccomp filter, no memory cgroup, no private /tmp"),
+    "plain": ("sandbox tier 'plain' (not root) cannot promise isolation: programs run as the evaluator's "
+              "own user under rlimits and the timeout only: they can read and write its file system "
+              "(results and expected outputs included), signal it and use the network; grade untrusted "
+              "code as root"),
 }
 
 # The evaluator waits this much longer than the timeout for a run's report: the zygote
@@ -132,10 +133,15 @@ class _ForkServer:
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {**_program_env(), "PYTHONPATH": _REPO_ROOT}
+        # The interpreter is found on PATH, so that no command line a program can read
+        # (/proc/1/cmdline is its zygote's) names the checkout.
+        interpreter = os.path.dirname(sys.executable)
+        env = {**_program_env(), "PATH": f"{interpreter}:{_program_env()['PATH']}", "PYTHONPATH": _REPO_ROOT}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, *_PYTHON_ARGS, "-c", forkserver.BOOT, str(theirs.fileno()), self.tier.name],
+                [os.path.basename(sys.executable), *_PYTHON_ARGS, "-c", forkserver.BOOT, str(theirs.fileno()),
+                 self.tier.name],
+                executable=sys.executable,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
                 pass_fds=(theirs.fileno(),), env=env, cwd="/",
             )

@@ -276,6 +276,7 @@ def run_main(start: Start) -> None:
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
     sys.argv = [SCRIPT]
+    interrupted = False
     try:
         # compiled from bytes: the source encoding as `python main.py` reads it; no
         # __future__ flags of this module leak in (dont_inherit)
@@ -288,6 +289,7 @@ def run_main(start: Start) -> None:
     except BaseException as exc:  # noqa: BLE001 - reported as the interpreter would
         traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
         status = 1
+        interrupted = isinstance(exc, KeyboardInterrupt)
     try:
         threading._shutdown()  # type: ignore[attr-defined]  # what interpreter exit does first
         atexit._run_exitfuncs()
@@ -301,6 +303,12 @@ def run_main(start: Start) -> None:
                 stream.flush()
         except BaseException:  # noqa: BLE001 - e.g. a full disk; the interpreter's status for it
             status = 120 if stream is sys.stdout else status
+    if interrupted:  # an uncaught KeyboardInterrupt ends the interpreter by SIGINT, for its parent to see
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        status = 130
     os._exit(status & 0xFF)
 
 
