@@ -351,6 +351,8 @@ SYSCALLS = {  # name: (x86_64, aarch64, arguments)
     "ptrace(PTRACE_TRACEME)": (101, 117, (0, 0, 0, 0)),
     "setns": (308, 268, (0, 0)),
     "mount": (165, 40, (0, 0, 0, 0, 0)),
+    "shmget (System V IPC)": (29, 194, (0, 4096, 0o1600)),
+    "mq_open": (240, 180, (0, 0, 0, 0)),
 }
 
 

@@ -86,6 +86,8 @@ def _setup(contained: bool) -> tuple[_Shared, dict]:
         else:
             features["notes"].append(f"no memory cgroup per run: {why}")
         pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        if bpf is not None:  # the filter denies System V IPC and message queues: one empty namespace for all
+            kernel.unshare(kernel.CLONE_NEWIPC)
         plan = root.plan()
         root.enter(plan)
         sys.executable = sys._base_executable = plan.interpreter  # type: ignore[attr-defined]

@@ -9,9 +9,9 @@ timeout; when the program exits (or at the timeout) it collects the program's st
 kills and reaps every process left (as pid 1 of the namespace, or as their subreaper in
 the weaker tiers), unmounts /tmp and reports. The program is an ordinary process, not
 pid 1: a signal it sends itself, ``os.abort()`` or a crash ends it with the host's
-status. In its own process the program takes a new IPC namespace, drops to its own uid,
-rlimits, no_new_privs and the seccomp filter, then runs ``main.py`` as ``python main.py``
-would (``run_main``).
+status. In its own process the program drops to its own uid, rlimits, no_new_privs and
+the seccomp filter (or, without one, takes a new IPC namespace), then runs ``main.py`` as
+``python main.py`` would (``run_main``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _program(seccomp_bpf: bytes | None, plan: Plan, source: bytes, code: CodeTyp
         # its children first, never the zygote (raising one's own score needs no privilege).
         with suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
-        if plan.contained:
+        if plan.contained and seccomp_bpf is None:  # else the filter denies what an IPC namespace holds
             kernel.unshare(kernel.CLONE_NEWIPC)
         os.chdir(cwd)
         set_rlimits(plan.limits, own_uid=plan.uid is not None)

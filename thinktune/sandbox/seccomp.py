@@ -5,7 +5,10 @@ each is a way out of (or around) the other layers: keyrings outlive the run (the
 to the uid, and uids are reused), user namespaces and mounts rebuild privileges, ptrace
 and process_vm_* reach other processes, io_uring, perf_event_open, bpf and userfaultfd
 are large kernel attack surfaces, Unix/packet/vsock/netlink sockets reach things the
-network namespace does not cover. Denied calls fail with EPERM (clone3, whose flags the
+network namespace does not cover. System V IPC and POSIX message queues outlive the
+process that made them (in its IPC namespace): denying them lets every run share one
+empty IPC namespace instead of paying for a new one (POSIX semaphores and shared memory,
+files in the run's /tmp, still work: multiprocessing needs them). Denied calls fail with EPERM (clone3, whose flags the
 filter cannot read, with ENOSYS: the C library then falls back to clone, whose
 namespace flags are checked); everything else is allowed.
 
@@ -30,6 +33,9 @@ DENIED = (
     "ptrace", "process_vm_readv", "process_vm_writev",  # other processes
     "io_uring_setup", "io_uring_enter", "io_uring_register",
     "perf_event_open", "bpf", "userfaultfd",
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl",  # System V IPC
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",  # POSIX queues
     "name_to_handle_at", "open_by_handle_at", "kexec_load", "kexec_file_load",
     "init_module", "finit_module", "delete_module", "acct", "swapon", "swapoff", "reboot", "quotactl",
 )
