@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import pwd
 import select
 import signal
@@ -114,7 +113,7 @@ class _ForkServer:
 
     def spawn(self, plan: keeper.Plan, source_fd: int, conn_fd: int) -> int:
         """Fork a zygote for one program; returns its pid."""
-        payload = pickle.dumps(plan)
+        payload = plan.to_json()
         with self._lock:
             if self._owner != os.getpid():
                 self._proc, self._sock, self._owner = None, None, os.getpid()

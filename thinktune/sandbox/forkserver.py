@@ -25,7 +25,6 @@ import gc
 import itertools
 import json
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -66,7 +65,7 @@ def main() -> keeper.Start:
 class _Shared:
     """What the fork server set up once, for every zygote."""
 
-    seccomp_bpf: bytes | None
+    seccomp: kernel.SeccompFilter | None
     cgroup_parent: cgroup.Parent | None
     pidns_fd: int  # the fork server's PID namespace (-1: no namespaces), reset before each new one
 
@@ -92,12 +91,16 @@ def _setup(contained: bool) -> tuple[_Shared, dict]:
         root.enter(plan)
         sys.executable = sys._base_executable = plan.interpreter  # type: ignore[attr-defined]
         features.update(seccomp=bpf is not None, memory_cgroup=parent is not None)
-    # The path this package was imported from is no business of the programs.
+    # The path this package was imported from is no business of the programs, nor are its
+    # modules (they stay loaded for the fork server's own use).
     extra = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
     sys.path[:] = [p for p in sys.path if p not in extra]
     os.environ.pop("PYTHONPATH", None)
+    for name in [n for n in sys.modules if n.split(".")[0] in ("thinktune", "pyseccomp")]:
+        del sys.modules[name]
+    shared = _Shared(None if bpf is None else kernel.SeccompFilter(bpf), parent, pidns_fd)
     gc.freeze()  # what is loaded now stays shared with every fork: the collector never touches it
-    return _Shared(bpf, parent, pidns_fd), features
+    return shared, features
 
 
 def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
@@ -123,8 +126,8 @@ def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
                 break
             if len(header) < 8:
                 header += _recv_exact(sock, 8 - len(header))
-            plan: keeper.Plan = pickle.loads(_recv_exact(sock, int.from_bytes(header, "big")))
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError):
+            plan = keeper.Plan.from_json(_recv_exact(sock, int.from_bytes(header, "big")))
+        except (OSError, ValueError, TypeError, EOFError):
             break
         if len(fds) != 2:
             break
@@ -133,7 +136,7 @@ def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
             kernel.unshare(kernel.CLONE_NEWPID)
         memory_cgroup = cgroup.name(os.getpid(), number)
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])  # reaped only once recorded
-        pid = os.fork()
+        pid = kernel.fork()
         if pid == 0:
             sock.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
@@ -157,6 +160,8 @@ def _zygote(shared: _Shared, plan: keeper.Plan, memory_cgroup: str, source_fd: i
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         source = _read_memfd(source_fd)
         os.close(source_fd)
+        os.environ.clear()  # every run of the program inherits its environment from here
+        os.environ.update(plan.env)
         if plan.contained:
             # One mount and network namespace per program, shared by its runs one after the
             # other: a run leaves nothing in them (its /tmp is unmounted, its processes are
@@ -179,7 +184,7 @@ def _zygote(shared: _Shared, plan: keeper.Plan, memory_cgroup: str, source_fd: i
         if message != b"R" or len(stdio) != 3:
             os._exit(0)  # end of file (the evaluator is done or gone), or not our protocol
         try:
-            report = keeper.run(shared.seccomp_bpf, plan, source, code, stdio, conn.fileno())
+            report = keeper.run(shared.seccomp, plan, source, code, stdio, conn.fileno())
         except keeper.EvaluatorGone:
             os._exit(0)
         if isinstance(report, keeper.Start):

@@ -16,6 +16,8 @@ the seccomp filter (or, without one, takes a new IPC namespace), then runs ``mai
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import select
 import shutil
@@ -37,12 +39,21 @@ SETUP_FAILED = b"setup-failed "
 
 @dataclass(frozen=True)
 class Plan:
-    """A program's settings, sent by the evaluator to the fork server (no source in it)."""
+    """A program's settings, sent by the evaluator to the fork server (no source in it).
+    As JSON: unpickling would import modules, and the fork server's root has none to import."""
 
     limits: Limits
     contained: bool  # namespaces, allowlist root, seccomp, memory cgroup
     uid: int | None  # the program's own unprivileged uid (None: the evaluator's)
     env: dict[str, str]
+
+    def to_json(self) -> bytes:
+        return json.dumps({**dataclasses.asdict(self), "limits": dataclasses.asdict(self.limits)}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Plan:
+        fields = json.loads(data)
+        return cls(**{**fields, "limits": Limits(**fields["limits"])})
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class EvaluatorGone(Exception):
     """The evaluator closed the zygote's connection during a run: stop."""
 
 
-def run(seccomp_bpf: bytes | None, plan: Plan, source: bytes, code: CodeType | None, stdio: list[int],
+def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: CodeType | None, stdio: list[int],
         conn: int) -> bytes | Start:
     """In the zygote: one run with ``stdio`` (stdin, stdout, stderr). Returns the report
     line for the evaluator, or a ``Start`` in the program's process."""
@@ -77,10 +88,10 @@ def run(seccomp_bpf: bytes | None, plan: Plan, source: bytes, code: CodeType | N
         return SETUP_FAILED + _reason(exc)
     started = time.monotonic()
     zygote = os.getpid()
-    pid = os.fork()
+    pid = kernel.fork()
     if pid == 0:
         os.close(setup_r)
-        return _program(seccomp_bpf, plan, source, code, stdio, setup_w, cwd, zygote)
+        return _program(seccomp, plan, source, code, stdio, setup_w, cwd, zygote)
     os.close(setup_w)
     try:
         timed_out, gone, status = _supervise(pid, plan.limits.timeout_s, conn)
@@ -147,22 +158,25 @@ def _kill_and_reap_the_rest() -> None:
             return
 
 
-def _program(seccomp_bpf: bytes | None, plan: Plan, source: bytes, code: CodeType | None, stdio: list[int],
-             setup_w: int, cwd: str, zygote: int) -> Start:
-    """In the program's process, still privileged: isolate, limit, drop privileges for good."""
+def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: CodeType | None,
+             stdio: list[int], setup_w: int, cwd: str, zygote: int) -> Start:
+    """In the program's process, still privileged: isolate, limit, drop privileges for good.
+    (Few Python objects touched on the way: each page written costs a copy after a fork.)"""
     try:
-        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote is single-threaded
-        if os.getppid() != zygote:
-            os._exit(1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if not plan.contained:  # in the contained tier the program dies with its namespace's init
+            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != zygote:
+                os._exit(1)
         os.setsid()
         for fd, target in zip(stdio, (0, 1, 2), strict=True):
             os.dup2(fd, target)
         # The OOM killer (of the run's memory cgroup, or of the host) picks the program and
         # its children first, never the zygote (raising one's own score needs no privilege).
-        with suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
-        if plan.contained and seccomp_bpf is None:  # else the filter denies what an IPC namespace holds
+        with suppress(OSError):
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, b"1000")
+            os.close(fd)
+        if plan.contained and seccomp is None:  # else the filter denies what an IPC namespace holds
             kernel.unshare(kernel.CLONE_NEWIPC)
         os.chdir(cwd)
         set_rlimits(plan.limits, own_uid=plan.uid is not None)
@@ -171,14 +185,12 @@ def _program(seccomp_bpf: bytes | None, plan: Plan, source: bytes, code: CodeTyp
             os.setresgid(plan.uid, plan.uid, plan.uid)
             os.setresuid(plan.uid, plan.uid, plan.uid)
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
-        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # after setresuid, which clears it
-        if plan.contained and seccomp_bpf is not None:
-            kernel.install_seccomp(seccomp_bpf)
+        if not plan.contained:
+            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # again: setresuid clears it
+            os.environ["HOME"] = os.environ["TMPDIR"] = cwd  # the run's host temp dir
+        if plan.contained and seccomp is not None:
+            seccomp.install()
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the setup pipe and the zygote's socket among them
-        os.environ.clear()
-        os.environ.update(plan.env)
-        if not plan.contained:  # the run's host temp dir
-            os.environ["HOME"] = os.environ["TMPDIR"] = cwd
         import random
 
         random.seed()  # a fresh interpreter's random state, not the zygote's
@@ -269,8 +281,6 @@ def run_main(start: Start) -> None:
     import traceback
     import types
 
-    for name in [n for n in sys.modules if n.split(".")[0] in ("thinktune", "pyseccomp")]:
-        del sys.modules[name]  # the program sees the modules a fresh interpreter would have, plus the prelude's
     main = types.ModuleType("__main__")
     main.__file__ = SCRIPT
     main.__builtins__ = __builtins__
