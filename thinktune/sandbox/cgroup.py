@@ -3,8 +3,8 @@
 RLIMIT_AS caps each process; a run of many processes (or one filling its tmpfs, or the
 kernel memory its files cost) needs a cap on the whole run. The fork server opens its own
 memory cgroup once (cgroup v1's memory controller, or cgroup v2 where the memory
-controller is delegated to it); each zygote makes a child ``thinktune-<pid>`` with the cap,
-joins it, and every run of its program inherits it. The fork server names the cgroup
+controller is delegated to it); each zygote makes a child cgroup and joins it, ahead of
+its program, then caps it for the program, and every run of the program inherits it. The fork server names the cgroup
 (``thinktune-<fork server pid>-<n>``: the zygote is pid 1 of its own namespace) and
 removes it when it reaps the zygote. Where no writable memory cgroup exists (a container without
 delegation), ``open_parent`` says why and the runs keep the per-process caps only.
@@ -86,9 +86,14 @@ def name(server_pid: int, number: int) -> str:
     return f"{PREFIX}{server_pid}-{number}"
 
 
-def create_and_join(parent: Parent, name: str, limit_bytes: int) -> None:
-    """In the zygote: a child cgroup capped at ``limit_bytes`` (swap included), joined."""
+def create_and_join(parent: Parent, name: str) -> None:
+    """In a zygote, ahead of its program: a child cgroup, joined (its cap comes with the program)."""
     os.mkdir(name, dir_fd=parent.fd)
+    _write(parent, f"{name}/cgroup.procs", "0")
+
+
+def set_limit(parent: Parent, name: str, limit_bytes: int) -> None:
+    """The program's cap on the cgroup: ``limit_bytes`` of memory, swap included."""
     files = (("memory.limit_in_bytes", "memory.memsw.limit_in_bytes") if parent.version == 1
              else ("memory.max", "memory.swap.max"))
     _write(parent, f"{name}/{files[0]}", str(limit_bytes))
@@ -96,7 +101,6 @@ def create_and_join(parent: Parent, name: str, limit_bytes: int) -> None:
         _write(parent, f"{name}/{files[1]}", str(limit_bytes) if parent.version == 1 else "0")
     except FileNotFoundError:  # no swap accounting: nothing to cap
         pass
-    _write(parent, f"{name}/cgroup.procs", "0")
 
 
 def remove(parent: Parent, name: str) -> None:

@@ -24,7 +24,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,10 +180,13 @@ def _server(tier: Tier) -> _ForkServer:
 # Programs
 
 
+_END = object()
+
+
 class Program:
     """One program, ready to run on many inputs: compiled once by its zygote, every run
     forked from it and isolated from every other run. Use as a context manager (or call
-    ``close``); ``run`` may be called from one thread at a time."""
+    ``close``), from one thread at a time."""
 
     def __init__(self, source: str, limits: Limits = Limits(), *, _tier: Tier | None = None) -> None:  # noqa: B008
         if not isinstance(source, str):
@@ -190,11 +194,12 @@ class Program:
         self._source = _encode(source)
         self._limits = limits
         self._tier = _tier or selected_tier()
-        self._lock = threading.Lock()
         self._stack = ExitStack()
         self._uid = self._stack.enter_context(_uid_slot(self._tier.drop_uid))
         self._sock: socket.socket | None = None
         self._pid: int | None = None
+        self._ready = False
+        self._buffer = b""
 
     def __enter__(self) -> Self:
         return self
@@ -214,20 +219,56 @@ class Program:
     def run(self, stdin: str = "") -> RunResult:
         """Run the program with ``stdin`` as its standard input. Raises ``SandboxError``
         only when the sandbox itself fails (a keeper lost twice, a refused setup)."""
-        if not isinstance(stdin, str):
-            raise TypeError("stdin must be str")
-        with self._lock:
-            for attempt in range(2):
+        runs = self.runs([stdin])
+        try:
+            return next(runs)
+        finally:
+            runs.close()
+
+    def runs(self, stdins: Iterable[str]) -> Iterator[RunResult]:
+        """The program's result on each stdin in turn. The next run is queued to the zygote
+        before this one's result is read, so the zygote never waits for the evaluator;
+        leaving the loop early (a failed test) ends the zygote with its queued run when
+        the generator is closed (the next run starts a new one)."""
+        inputs = iter(stdins)
+        pending: deque[tuple[bytes, list[int]]] = deque()  # sent, not yet reported
+        exhausted, lost_once = False, False
+        try:
+            while True:
                 try:
-                    if self._sock is None:
-                        self._start_zygote()
-                    return self._run_once(_encode(stdin))
+                    for data, fds in pending:  # after a lost keeper: send again to the new one
+                        if not fds:
+                            fds.extend(self._send(data))
+                    while not exhausted and len(pending) < 2:
+                        stdin = next(inputs, _END)
+                        if stdin is _END:
+                            exhausted = True
+                        elif not isinstance(stdin, str):
+                            raise TypeError("stdin must be str")
+                        else:
+                            pending.append((_encode(stdin), []))
+                            pending[-1][1].extend(self._send(pending[-1][0]))
+                    if not pending:
+                        return
+                    result = self._receive(pending[0][1])
                 except _LostKeeper as exc:
                     self._drop_zygote(kill=True)
-                    if attempt:
+                    if lost_once:
                         raise SandboxError(f"sandbox keeper lost twice, last: {exc}") from None
+                    lost_once = True
                     log.warning("sandbox keeper lost (%s); running the test again with a new one", exc)
-        raise AssertionError("unreachable")
+                    for _, fds in pending:  # sent to the lost zygote
+                        _close_all(fds)
+                        fds.clear()
+                    continue
+                _close_all(pending.popleft()[1])
+                lost_once = False
+                yield result
+        finally:
+            if pending:  # the zygote sees the end of the connection and drops the queued runs
+                self._drop_zygote(kill=False)
+                for _, fds in pending:
+                    _close_all(fds)
 
     def _start_zygote(self) -> None:
         plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env())
@@ -241,43 +282,72 @@ class Program:
         finally:
             os.close(source)
             theirs.close()
-        self._sock = ours
-        line = _read_line(ours, _BOOT_TIMEOUT_S)
-        if line and line.startswith(keeper.SETUP_FAILED):
-            self._drop_zygote(kill=True)
-            raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
-        if line is None or line.strip() != forkserver.READY.strip():
-            raise _LostKeeper(f"zygote {self._pid} did not start ({line!r})")
+        self._sock, self._ready, self._buffer = ours, False, b""
 
-    def _run_once(self, stdin: bytes) -> RunResult:
-        limits = self._limits
+    def _send(self, stdin: bytes) -> list[int]:
+        """Queue one run: its stdin, stdout and stderr memfds go to the zygote."""
+        if self._sock is None:
+            self._start_zygote()
         fds = [_memfd("stdin", stdin), _memfd("stdout"), _memfd("stderr")]
         try:
-            try:
-                socket.send_fds(self._sock, [b"R"], fds)
-            except OSError as exc:
-                raise _LostKeeper(f"zygote {self._pid}: {exc}") from None
-            line = _read_line(self._sock, limits.timeout_s + _KEEPER_GRACE_S)
-            if line is None:
-                raise _LostKeeper(f"zygote {self._pid} is stuck")
-            if line.startswith(keeper.SETUP_FAILED):
+            socket.send_fds(self._sock, [b"R"], fds)
+        except OSError as exc:
+            _close_all(fds)
+            raise _LostKeeper(f"zygote {self._pid}: {exc}") from None
+        return fds
+
+    def _receive(self, fds: list[int]) -> RunResult:
+        """The report of the oldest queued run, with its outputs."""
+        limits = self._limits
+        if not self._ready:
+            line = self._next_line(_BOOT_TIMEOUT_S)
+            if line and line.startswith(keeper.SETUP_FAILED):
+                self._drop_zygote(kill=True)
                 raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
+            if line is None or line.strip() != forkserver.READY.strip():
+                raise _LostKeeper(f"zygote {self._pid} did not start ({line!r})")
+            self._ready = True
+        line = self._next_line(limits.timeout_s + _KEEPER_GRACE_S)
+        if line is None:
+            raise _LostKeeper(f"zygote {self._pid} is stuck")
+        if line.startswith(keeper.SETUP_FAILED):
+            self._drop_zygote(kill=True)
+            raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
+        try:
+            tag, flag, code, wall = line.split()
+            if tag != b"ok":
+                raise ValueError
+            timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
+        except ValueError:
+            raise _LostKeeper(f"zygote {self._pid} ended with report {line!r}") from None
+        stdout, stdout_over = _read_head(fds[1], limits.max_output_bytes)
+        return RunResult(
+            exit_code=None if timed_out else exit_code,
+            stdout=stdout, stderr=_read_tail(fds[2], _STDERR_KEEP), timed_out=timed_out,
+            output_limit_exceeded=stdout_over, wall_s=wall_s,
+        )
+
+    def _next_line(self, timeout_s: float) -> bytes | None:
+        """The zygote's next line: None after ``timeout_s``, b"" at end of file."""
+        assert self._sock is not None
+        deadline = time.monotonic() + timeout_s
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not poller.poll(max(1, math.ceil(remaining * 1000))):
+                continue
             try:
-                tag, flag, code, wall = line.split()
-                if tag != b"ok":
-                    raise ValueError
-                timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
-            except ValueError:
-                raise _LostKeeper(f"zygote {self._pid} ended with report {line!r}") from None
-            stdout, stdout_over = _read_head(fds[1], limits.max_output_bytes)
-            return RunResult(
-                exit_code=None if timed_out else exit_code,
-                stdout=stdout, stderr=_read_tail(fds[2], _STDERR_KEEP), timed_out=timed_out,
-                output_limit_exceeded=stdout_over, wall_s=wall_s,
-            )
-        finally:
-            for fd in fds:
-                os.close(fd)
+                chunk = self._sock.recv(4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
 
     def _drop_zygote(self, kill: bool) -> None:
         if self._sock is not None:
@@ -286,7 +356,7 @@ class Program:
         if kill and self._pid is not None:
             with suppress(OSError):
                 os.killpg(self._pid, signal.SIGKILL)
-        self._pid = None
+        self._pid, self._ready, self._buffer = None, False, b""
 
 
 def run_python(source: str, stdin: str = "", limits: Limits = Limits()) -> RunResult:  # noqa: B008
@@ -457,6 +527,11 @@ def _memfd(name: str, data: bytes = b"") -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _read_head(fd: int, cap: int) -> tuple[str, bool]:

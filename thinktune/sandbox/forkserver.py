@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from types import CodeType
 
@@ -104,8 +105,13 @@ def _setup(contained: bool) -> tuple[_Shared, dict]:
 
 
 def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
+    """Fork a zygote per request. One is always forked ahead (a *spare*: its namespaces and
+    memory cgroup set up, waiting for a program), so a request only hands it the program,
+    and the next spare is forked while the evaluator goes on."""
     parent = shared.cgroup_parent
+    contained = shared.pidns_fd >= 0
     cgroups: dict[int, str] = {}  # zygote pid -> its memory cgroup
+    numbers = itertools.count()
 
     def reap(_signum: int, _frame: object) -> None:
         while True:
@@ -118,73 +124,111 @@ def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
             if parent is not None and pid in cgroups:
                 cgroup.remove(parent, cgroups.pop(pid))
 
+    def fork_zygote(network: bool) -> tuple[int, socket.socket] | keeper.Start:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if contained:  # the zygote is pid 1 of a new PID namespace: its program's
+            kernel.setns(shared.pidns_fd, kernel.CLONE_NEWPID)
+            kernel.unshare(kernel.CLONE_NEWPID)
+        memory_cgroup = cgroup.name(os.getpid(), next(numbers))
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])  # reaped only once recorded
+        pid = kernel.fork()
+        if pid == 0:
+            for other in (sock, ours, *(s for _, s in spares)):
+                other.close()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+            return _zygote(shared, memory_cgroup, network, theirs)
+        cgroups[pid] = memory_cgroup
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+        theirs.close()
+        return pid, ours
+
     signal.signal(signal.SIGCHLD, reap)
-    for number in itertools.count():
+    spares: list[tuple[int, socket.socket]] = []
+    while True:
+        if not spares:
+            spare = fork_zygote(network=False)
+            if isinstance(spare, keeper.Start):
+                return spare
+            spares.append(spare)
         try:
             header, fds, _, _ = socket.recv_fds(sock, 8, 2)
             if not header:
                 break
             if len(header) < 8:
                 header += _recv_exact(sock, 8 - len(header))
-            plan = keeper.Plan.from_json(_recv_exact(sock, int.from_bytes(header, "big")))
+            payload = _recv_exact(sock, int.from_bytes(header, "big"))
+            plan = keeper.Plan.from_json(payload)
         except (OSError, ValueError, TypeError, EOFError):
             break
         if len(fds) != 2:
             break
-        if shared.pidns_fd >= 0:  # the zygote is pid 1 of a new PID namespace: its program's
-            kernel.setns(shared.pidns_fd, kernel.CLONE_NEWPID)
-            kernel.unshare(kernel.CLONE_NEWPID)
-        memory_cgroup = cgroup.name(os.getpid(), number)
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])  # reaped only once recorded
-        pid = kernel.fork()
-        if pid == 0:
-            sock.close()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
-            return _zygote(shared, plan, memory_cgroup, *fds)
-        cgroups[pid] = memory_cgroup
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
-        for fd in fds:
-            os.close(fd)
+        network = contained and plan.limits.network  # the spare has a network namespace of its own
+        zygote = spares.pop() if not network else fork_zygote(network=True)
+        if isinstance(zygote, keeper.Start):
+            return zygote
+        pid, to_zygote = zygote
+        try:
+            socket.send_fds(to_zygote, [len(payload).to_bytes(8, "big")], fds)
+            to_zygote.sendall(payload)
+        except OSError:  # the spare died: the evaluator sees its connection close, and retries
+            pass
+        finally:
+            to_zygote.close()
+            for fd in fds:
+                os.close(fd)
         sock.sendall(str(pid).encode().ljust(16))
     if parent is not None:
         cgroup.sweep(parent)
     os._exit(0)
 
 
-def _zygote(shared: _Shared, plan: keeper.Plan, memory_cgroup: str, source_fd: int, conn_fd: int) -> keeper.Start:
-    """Serve one program's runs until the evaluator closes the connection."""
-    conn = socket.socket(fileno=conn_fd)
+def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.socket) -> keeper.Start:
+    """Set up, wait for a program, then serve its runs until the evaluator closes the connection."""
+    failure: BaseException | None = None
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
+        if shared.pidns_fd >= 0:
+            # One mount and network namespace per program, shared by its runs one after the
+            # other: a run leaves nothing in them (its /tmp is unmounted, its processes are
+            # killed, no interface is up, and the filter denies Unix sockets).
+            kernel.unshare(kernel.CLONE_NEWNS | (0 if network else kernel.CLONE_NEWNET))
+            root.mount_proc()
+            if shared.cgroup_parent is not None:
+                cgroup.create_and_join(shared.cgroup_parent, memory_cgroup)
+    except BaseException as exc:  # noqa: BLE001 - reported once there is an evaluator to tell
+        failure = exc
+    try:
+        header, fds, _, _ = socket.recv_fds(server, 8, 2)
+        plan = keeper.Plan.from_json(_recv_exact(server, int.from_bytes(header, "big")))
+        source_fd, conn_fd = fds
+    except (OSError, ValueError, TypeError, EOFError):
+        os._exit(0)  # the fork server is gone
+    server.close()
+    conn = socket.socket(fileno=conn_fd)
+    try:
+        if failure is not None:
+            raise failure
         source = _read_memfd(source_fd)
         os.close(source_fd)
         os.environ.clear()  # every run of the program inherits its environment from here
         os.environ.update(plan.env)
-        if plan.contained:
-            # One mount and network namespace per program, shared by its runs one after the
-            # other: a run leaves nothing in them (its /tmp is unmounted, its processes are
-            # killed, no interface is up, and the filter denies Unix sockets).
-            kernel.unshare(kernel.CLONE_NEWNS | (0 if plan.limits.network else kernel.CLONE_NEWNET))
-            root.mount_proc()
-            if shared.cgroup_parent is not None:
-                cgroup.create_and_join(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
-                                       + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
+        if shared.pidns_fd >= 0 and shared.cgroup_parent is not None:
+            cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
+                             + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
         code = _compile(source, plan.limits)
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator
         conn.sendall(keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
     conn.sendall(READY + b"\n")
+    queued: deque[list[int]] = deque()  # requests read ahead during a run
     while True:
-        try:
-            message, stdio, _, _ = socket.recv_fds(conn, 1, 3)
-        except OSError:
-            os._exit(0)
-        if message != b"R" or len(stdio) != 3:
+        stdio = queued.popleft() if queued else keeper.receive_request(conn)
+        if stdio is None:
             os._exit(0)  # end of file (the evaluator is done or gone), or not our protocol
         try:
-            report = keeper.run(shared.seccomp, plan, source, code, stdio, conn.fileno())
+            report = keeper.run(shared.seccomp, plan, source, code, stdio, conn, queued)
         except keeper.EvaluatorGone:
             os._exit(0)
         if isinstance(report, keeper.Start):

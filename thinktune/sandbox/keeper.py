@@ -22,9 +22,11 @@ import os
 import select
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
+from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
 from types import CodeType
@@ -69,9 +71,10 @@ class EvaluatorGone(Exception):
 
 
 def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: CodeType | None, stdio: list[int],
-        conn: int) -> bytes | Start:
+        conn: socket.socket, queued: deque[list[int]]) -> bytes | Start:
     """In the zygote: one run with ``stdio`` (stdin, stdout, stderr). Returns the report
-    line for the evaluator, or a ``Start`` in the program's process."""
+    line for the evaluator, or a ``Start`` in the program's process. Requests that arrive
+    meanwhile go to ``queued``."""
     setup_r, setup_w = os.pipe()
     try:
         if plan.contained:
@@ -94,7 +97,7 @@ def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: C
         return _program(seccomp, plan, source, code, stdio, setup_w, cwd, zygote)
     os.close(setup_w)
     try:
-        timed_out, gone, status = _supervise(pid, plan.limits.timeout_s, conn)
+        timed_out, gone, status = _supervise(pid, plan.limits.timeout_s, conn, queued)
         wall_s = time.monotonic() - started
         setup = _read_all(setup_r)
     finally:
@@ -112,13 +115,14 @@ def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: C
     return f"ok 0 {os.waitstatus_to_exitcode(status)} {wall_s:.6f}".encode()
 
 
-def _supervise(pid: int, timeout_s: float, conn: int) -> tuple[bool, bool, int]:
-    """Wait for the program (at most ``timeout_s``), watching the evaluator's connection;
-    then kill and reap everything of the run. Returns (timed_out, evaluator_gone, wait status)."""
+def _supervise(pid: int, timeout_s: float, conn: socket.socket, queued: deque[list[int]]) -> tuple[bool, bool, int]:
+    """Wait for the program (at most ``timeout_s``), reading ahead the evaluator's next
+    requests into ``queued`` so that the end of its connection is seen at once; then kill
+    and reap everything of the run. Returns (timed_out, evaluator_gone, wait status)."""
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
-    poller.register(conn, select.POLLIN)
+    poller.register(conn.fileno(), select.POLLIN)
     deadline = time.monotonic() + timeout_s
     timed_out = gone = False
     try:
@@ -127,8 +131,13 @@ def _supervise(pid: int, timeout_s: float, conn: int) -> tuple[bool, bool, int]:
             events = dict(poller.poll(int(remaining * 1000) + 1)) if remaining > 0 else {}
             if pidfd in events:
                 break
-            if conn in events or remaining <= 0:  # the evaluator sends nothing during a run: gone
-                gone = conn in events
+            if conn.fileno() in events:
+                request = receive_request(conn, wait=False)
+                if request:
+                    queued.append(request)
+                    continue
+                gone = request is None  # end of file: the evaluator is done (or gone)
+            if gone or remaining <= 0:
                 timed_out = not gone
                 with suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -138,6 +147,22 @@ def _supervise(pid: int, timeout_s: float, conn: int) -> tuple[bool, bool, int]:
     _, status = os.waitpid(pid, 0)
     _kill_and_reap_the_rest()
     return timed_out, gone, status
+
+
+def receive_request(conn: socket.socket, wait: bool = True) -> list[int] | None:
+    """One run request from the evaluator: its stdin, stdout and stderr. None at end of file
+    (or anything but a request); [] when ``wait`` is False and none is there yet."""
+    try:
+        message, fds, _, _ = socket.recv_fds(conn, 1, 3, 0 if wait else socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return []
+    except OSError:
+        return None
+    if message != b"R" or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return fds
 
 
 def _kill_and_reap_the_rest() -> None:
