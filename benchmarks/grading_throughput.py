@@ -32,8 +32,8 @@ import psutil
 from benchmarks import REPO, _official, load_file
 from benchmarks.lcb_equivalence import load_corpus
 from thinktune import livecodebench
-from thinktune.grading import TestCase, grade_many, with_prelude
-from thinktune.sandbox import Limits, Program, isolation_report, run_python
+from thinktune.grading import PRELUDE, TestCase, grade_many
+from thinktune.sandbox import Limits, Program, isolation_report
 
 
 def sample_references() -> list[dict]:
@@ -86,12 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ratio ours/official: {ours_rate / official_rate:.2f} (tests/s), {official_cpu / ours_cpu:.2f} (CPU per test)")
     print(f"load average: {load:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)")
 
-    runs, program = 50, with_prelude("pass")
+    runs = 50
     started = time.perf_counter()
     for _ in range(runs):
-        run_python(program, "", limits)
+        with Program("pass", limits, preamble=PRELUDE) as sandboxed:
+            sandboxed.run()
     print(f"one sandboxed run of an empty program, serially: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
-    with Program(program, limits) as sandboxed:
+    with Program("pass", limits, preamble=PRELUDE) as sandboxed:
         sandboxed.run()
         started = time.perf_counter()
         for _ in range(runs):
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"one more run of an open program (its zygote ready): {1000 * (time.perf_counter() - started) / runs:.1f} ms")
     started = time.perf_counter()
     for _ in range(runs):
-        subprocess.run([sys.executable, "-s", "-P", "-c", program], check=True)
+        subprocess.run([sys.executable, "-s", "-P", "-c", PRELUDE + "pass"], check=True)
     print(f"for scale, a fresh interpreter running it, no isolation: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
 
 

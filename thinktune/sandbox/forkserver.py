@@ -210,10 +210,11 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
     try:
         if failure is not None:
             raise failure
-        source = _read_memfd(source_fd)
+        preamble, source = _split(_read_memfd(source_fd))
         os.close(source_fd)
         os.environ.clear()  # every run of the program inherits its environment from here
         os.environ.update(plan.env)
+        main = keeper.main_module(preamble)
         if shared.pidns_fd >= 0 and shared.cgroup_parent is not None:
             cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
                              + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
@@ -228,7 +229,7 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
         if stdio is None:
             os._exit(0)  # end of file (the evaluator is done or gone), or not our protocol
         try:
-            report = keeper.run(shared.seccomp, plan, source, code, stdio, conn, queued)
+            report = keeper.run(shared.seccomp, plan, source, code, main, stdio, conn, queued)
         except keeper.EvaluatorGone:
             os._exit(0)
         if isinstance(report, keeper.Start):
@@ -260,6 +261,12 @@ def _compile(source: bytes, limits: Limits) -> CodeType | None:
         return None
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _split(program: bytes) -> tuple[str, bytes]:
+    """The memfd's content: the preamble's length (8 bytes), the preamble, the source."""
+    size = int.from_bytes(program[:8], "big")
+    return program[8:8 + size].decode(), program[8 + size:]
 
 
 def _read_memfd(fd: int) -> bytes:

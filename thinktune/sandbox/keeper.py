@@ -20,16 +20,14 @@ import dataclasses
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
-from types import CodeType
+from types import CodeType, ModuleType
 
 from thinktune.sandbox import kernel, root
 from thinktune.sandbox.limits import Limits, set_rlimits
@@ -64,14 +62,28 @@ class Start:
 
     source: bytes
     code: CodeType | None  # compiled by the zygote, or None: the program compiles (and reports) itself
+    main: ModuleType  # ``__main__``, holding what the preamble defined (run once, by the zygote)
+
+
+def main_module(preamble: str) -> ModuleType:
+    """In the zygote: the programs' ``__main__`` with the trusted ``preamble`` (the grader's
+    imports) already run in it. Every run gets this module as it is after a fork, so the
+    preamble's names cost a run nothing (binding them anew would touch, and copy, every
+    page they live on)."""
+    main = ModuleType("__main__")
+    main.__file__ = SCRIPT
+    main.__builtins__ = __builtins__
+    if preamble:
+        exec(compile(preamble, "<preamble>", "exec", dont_inherit=True), main.__dict__)  # noqa: S102 - trusted
+    return main
 
 
 class EvaluatorGone(Exception):
     """The evaluator closed the zygote's connection during a run: stop."""
 
 
-def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: CodeType | None, stdio: list[int],
-        conn: socket.socket, queued: deque[list[int]]) -> bytes | Start:
+def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: CodeType | None, main: ModuleType,
+        stdio: list[int], conn: socket.socket, queued: deque[list[int]]) -> bytes | Start:
     """In the zygote: one run with ``stdio`` (stdin, stdout, stderr). Returns the report
     line for the evaluator, or a ``Start`` in the program's process. Requests that arrive
     meanwhile go to ``queued``."""
@@ -94,7 +106,7 @@ def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: C
     pid = kernel.fork()
     if pid == 0:
         os.close(setup_r)
-        return _program(seccomp, plan, source, code, stdio, setup_w, cwd, zygote)
+        return _program(seccomp, plan, Start(source, code, main), stdio, setup_w, cwd, zygote)
     os.close(setup_w)
     try:
         timed_out, gone, status = _supervise(pid, plan.limits.timeout_s, conn, queued)
@@ -183,8 +195,8 @@ def _kill_and_reap_the_rest() -> None:
             return
 
 
-def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: CodeType | None,
-             stdio: list[int], setup_w: int, cwd: str, zygote: int) -> Start:
+def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, start: Start, stdio: list[int], setup_w: int,
+             cwd: str, zygote: int) -> Start:
     """In the program's process, still privileged: isolate, limit, drop privileges for good.
     (Few Python objects touched on the way: each page written costs a copy after a fork.)"""
     try:
@@ -219,7 +231,7 @@ def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, co
         import random
 
         random.seed()  # a fresh interpreter's random state, not the zygote's
-        return Start(source, code)
+        return start
     except BaseException as exc:  # noqa: BLE001
         _fail(setup_w, exc)
 
@@ -246,6 +258,8 @@ def _write_script(directory: str, source: bytes) -> None:
 
 def _host_workdir(source: bytes, uid: int | None) -> str:
     """The run's temp dir on the host (tiers without a private /tmp): main.py, owned by the run's uid."""
+    import tempfile  # the weaker tiers only: the contained tier's fork server never loads it
+
     workdir = tempfile.mkdtemp(prefix="thinktune-run-")
     _write_script(workdir, source)
     if uid is not None:
@@ -260,6 +274,8 @@ def _remove_tree(path: str) -> None:
             os.chmod(os.path.dirname(p), 0o700)
             os.chmod(p, 0o700)
             func(p)
+
+    import shutil
 
     shutil.rmtree(path, onerror=make_writable_and_retry)
 
@@ -304,11 +320,8 @@ def run_main(start: Start) -> None:
     import atexit
     import threading
     import traceback
-    import types
 
-    main = types.ModuleType("__main__")
-    main.__file__ = SCRIPT
-    main.__builtins__ = __builtins__
+    main = start.main
     sys.modules["__main__"] = main
     sys.argv = [SCRIPT]
     interrupted = False
