@@ -25,7 +25,17 @@ import psutil
 import pytest
 
 from thinktune.grading import TestCase, Verdict, grade_program
-from thinktune.sandbox import Limits, RunResult, SandboxError, client, isolation_report, run_python
+from thinktune.sandbox import (
+    Limits,
+    Program,
+    RunResult,
+    SandboxError,
+    client,
+    isolation_report,
+    run_python,
+    tiers,
+    uids,
+)
 
 FAST = Limits(timeout_s=1.0)
 TEST_UID_BASE = 62000
@@ -34,14 +44,14 @@ SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 @pytest.fixture(scope="module", autouse=True)
 def private_uid_range():
-    saved = client._UID_BASE, client._free_uids
-    client._UID_BASE, client._free_uids = TEST_UID_BASE, None
+    saved = uids.UID_BASE, uids._free_uids
+    uids.UID_BASE, uids._free_uids = TEST_UID_BASE, None
     yield
-    client._UID_BASE, client._free_uids = saved
+    uids.UID_BASE, uids._free_uids = saved
 
 
 def sandbox_uids() -> range:
-    return range(TEST_UID_BASE, TEST_UID_BASE + client._UID_SLOTS)
+    return range(TEST_UID_BASE, TEST_UID_BASE + uids.UID_SLOTS)
 
 
 def isolation() -> dict[str, bool]:
@@ -105,7 +115,7 @@ def run(source: str, stdin: str = "", limits: Limits = FAST) -> RunResult:
     return run_python(textwrap.dedent(source), stdin, limits)
 
 
-def run_in_tier(tier: client.Tier, source: str, stdin: str = "", limits: Limits = FAST) -> RunResult:
+def run_in_tier(tier: tiers.Tier, source: str, stdin: str = "", limits: Limits = FAST) -> RunResult:
     with client.Program(source, limits, _tier=tier) as program:
         return program.run(stdin)
 
@@ -358,12 +368,12 @@ def test_plain_tier_still_contains_time_processes_and_temp_dir():
             os._exit(0)
         time.sleep(0.3)
     """
-    result = run_in_tier(client.PLAIN, textwrap.dedent(escape))
+    result = run_in_tier(tiers.PLAIN, textwrap.dedent(escape))
     workdir, escaped_pid = result.stdout.split()
     assert result.ok and not os.path.exists(workdir)
     assert not psutil.pid_exists(int(escaped_pid)) or psutil.Process(int(escaped_pid)).status() == psutil.STATUS_ZOMBIE
     assert leftover_processes() == []
-    timed = run_in_tier(client.PLAIN, "while True:\n    pass")
+    timed = run_in_tier(tiers.PLAIN, "while True:\n    pass")
     assert timed.timed_out and timed.exit_code is None
 
 
@@ -433,7 +443,7 @@ def test_each_run_gets_fresh_random_state():
 
 def test_fork_server_is_restarted_when_it_dies():
     assert run("print(1)").stdout == "1\n"
-    server = client._server(client.selected_tier())
+    server = client._server(tiers.selected_tier())
     server._proc.kill()
     server._proc.wait()
     assert run("print(2)").stdout == "2\n"
@@ -451,7 +461,7 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = run("print(2)").stdout == "2\n" and client._server(client.selected_tier())._owner == os.getpid()
+            ok = run("print(2)").stdout == "2\n" and client._server(tiers.selected_tier())._owner == os.getpid()
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)
@@ -474,3 +484,24 @@ def test_a_setup_failure_is_reported_as_an_evaluator_error():
     with pytest.raises(SandboxError, match="setup failed"):
         run("print(1)", limits=Limits(timeout_s=1.0, max_open_files=1 << 31))
     assert run("print(1)").ok
+
+
+def test_a_preamble_runs_once_and_every_run_starts_from_it():
+    preamble = "import collections\nseen = []\nseen.append('preamble')\n"
+    source = "seen.append('run')\nprint(seen, collections.__name__, __name__)"
+    with Program(source, FAST, preamble=preamble) as program:
+        outputs = [program.run().stdout for _ in range(3)]
+    assert outputs == ["['preamble', 'run'] collections __main__\n"] * 3
+
+
+def test_program_runs_queue_the_next_test_and_stop_when_left(contained):
+    """The next test is queued while one runs; leaving the loop (a failed test) stops the
+    queued one at once instead of letting it run to its timeout."""
+    with Program("import sys, time\nword = input()\nif word != 'first':\n    time.sleep(30)\nprint(word)",
+                 Limits(timeout_s=20)) as program:
+        started = time.monotonic()
+        results = program.runs(["first", "second", "third"])
+        assert next(results).stdout == "first\n"
+        results.close()
+        assert program.run("first").stdout == "first\n"  # a new zygote
+    assert time.monotonic() - started < 5.0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from thinktune.sandbox import Limits, Program, SandboxError, client, isolation_report, run_python
+from thinktune.sandbox import Limits, Program, SandboxError, client, isolation_report, run_python, tiers, uids
 from thinktune.sandbox.limits import SCRATCH_INODES
 
 FAST = Limits(timeout_s=2.0)
@@ -37,10 +37,10 @@ contained = pytest.mark.skipif(not isolation_report()["allowlist_root"],
 
 @pytest.fixture(scope="module", autouse=True)
 def private_uid_range():
-    saved = client._UID_BASE, client._free_uids
-    client._UID_BASE, client._free_uids = TEST_UID_BASE, None
+    saved = uids.UID_BASE, uids._free_uids
+    uids.UID_BASE, uids._free_uids = TEST_UID_BASE, None
     yield
-    client._UID_BASE, client._free_uids = saved
+    uids.UID_BASE, uids._free_uids = saved
 
 
 def run(source: str, stdin: str = "", limits: Limits = FAST):
@@ -248,7 +248,7 @@ def test_6_keyrings_cannot_carry_anything_to_a_later_run():
     assert stored.stdout == found.stdout == "-1 EPERM\n"
     with open("/proc/key-users") as f:  # no keyring was created for any sandbox uid
         owners = {int(line.split(":")[0]) for line in f if line.strip()}
-    assert not owners & set(range(TEST_UID_BASE, TEST_UID_BASE + client._UID_SLOTS))
+    assert not owners & set(range(TEST_UID_BASE, TEST_UID_BASE + uids.UID_SLOTS))
 
 
 # --------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_6_keyrings_cannot_carry_anything_to_a_later_run():
 
 
 def test_7_the_fork_server_outlives_the_thread_that_started_it():
-    server = client._server(client.selected_tier())
+    server = client._server(tiers.selected_tier())
     server.stop()
     results = []
     starter = threading.Thread(target=lambda: results.append(run("print(1)")))
@@ -380,9 +380,9 @@ def test_9_the_syscall_filter_denies(name):
 # Weaker tiers say what they cannot promise
 
 
-@pytest.mark.parametrize("tier", [client.UID_ONLY, client.PLAIN])
+@pytest.mark.parametrize("tier", [tiers.UID_ONLY, tiers.PLAIN])
 def test_weaker_tiers_log_what_they_cannot_promise(tier, caplog):
     with caplog.at_level(logging.WARNING, logger="thinktune.sandbox"):
-        client._log_tier(tier)
+        tiers.log_tier(tier)
     assert f"sandbox tier '{tier.name}'" in caplog.text and "cannot promise" in caplog.text
     assert "file system" in caplog.text and "network" in caplog.text

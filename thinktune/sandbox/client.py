@@ -1,4 +1,4 @@
-"""The evaluator's side: isolation tiers, the fork server handle, ``Program`` and ``run_python``.
+"""The evaluator's side: the fork server handle, ``Program`` and ``run_python``.
 
 The evaluator never waits on untrusted processes and never holds anything of theirs but
 memfds: per program a zygote (through the fork server), per run three memfds (stdin,
@@ -7,58 +7,30 @@ stdout, stderr) sent to it and one report line back.
 
 from __future__ import annotations
 
-import fcntl
-import grp
-import itertools
 import json
 import logging
 import math
 import os
-import pwd
 import select
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Self
 
 from thinktune.sandbox import forkserver, keeper
 from thinktune.sandbox.limits import Limits, RunResult, SandboxError
+from thinktune.sandbox.tiers import Tier, selected_tier
+from thinktune.sandbox.uids import uid_slot
 
 log = logging.getLogger("thinktune.sandbox")
 
-
-@dataclass(frozen=True)
-class Tier:
-    name: str
-    drop_uid: bool  # programs run as a per-program unprivileged uid
-    contained: bool  # namespaces, allowlist root, seccomp, memory cgroup, init
-
-
-CONTAINED = Tier("contained", drop_uid=True, contained=True)
-UID_ONLY = Tier("uid", drop_uid=True, contained=False)
-PLAIN = Tier("plain", drop_uid=False, contained=False)
-
-# What a weaker tier cannot promise, logged when it is the one in use.
-GAPS = {
-    "uid": ("sandbox tier 'uid' (root, but no namespaces here) cannot promise isolation: programs run as "
-            "their own uid under rlimits, but see the host's file system (every world-readable file, the "
-            "repository and its data included), the host network and Unix sockets and the other "
-            "processes; no seccomp filter, no memory cgroup, no private /tmp"),
-    "plain": ("sandbox tier 'plain' (not root) cannot promise isolation: programs run as the evaluator's "
-              "own user under rlimits and the timeout only: they can read and write its file system "
-              "(results and expected outputs included), signal it and use the network; grade untrusted "
-              "code as root"),
-}
 
 # The evaluator waits this much longer than the timeout for a run's report: the zygote
 # enforces the timeout itself, this only guards against a lost or stuck keeper.
@@ -176,6 +148,11 @@ def _server(tier: Tier) -> _ForkServer:
         return _servers[tier.name]
 
 
+def fork_server_features(tier: Tier) -> dict:
+    """What the tier's fork server could set up (seccomp, memory cgroup, notes on what not)."""
+    return _server(tier).features
+
+
 # --------------------------------------------------------------------------------------
 # Programs
 
@@ -199,7 +176,7 @@ class Program:
         self._limits = limits
         self._tier = _tier or selected_tier()
         self._stack = ExitStack()
-        self._uid = self._stack.enter_context(_uid_slot(self._tier.drop_uid))
+        self._uid = self._stack.enter_context(uid_slot(self._tier.drop_uid))
         self._sock: socket.socket | None = None
         self._pid: int | None = None
         self._ready = False
@@ -369,144 +346,6 @@ def run_python(source: str, stdin: str = "", limits: Limits = Limits()) -> RunRe
         raise TypeError("source and stdin must be str")
     with Program(source, limits) as program:
         return program.run(stdin)
-
-
-# --------------------------------------------------------------------------------------
-# Tiers
-
-
-_tier_lock = threading.Lock()
-_tier: Tier | None = None
-
-
-def selected_tier() -> Tier:
-    """The strongest tier whose probe run behaves; probed once per process."""
-    global _tier
-    with _tier_lock:
-        if _tier is None:
-            candidates = [CONTAINED, UID_ONLY] if os.geteuid() == 0 else []
-            _tier = next((t for t in candidates if _probe(t)), PLAIN)
-            _log_tier(_tier)
-        return _tier
-
-
-def isolation_report() -> dict[str, bool]:
-    """Which isolation features runs get on this machine (probed once), for logs and the README."""
-    tier = selected_tier()
-    features = _server(tier).features if tier.contained else {}
-    contained = tier.contained
-    return {
-        "rlimits": True,
-        "new_session": True,
-        "subreaper_cleanup": True,
-        "no_new_privs": True,
-        "unprivileged_uid": tier.drop_uid,
-        "pid_namespace": contained,
-        "init_process": contained,
-        "network_namespace": contained,
-        "ipc_namespace": contained,
-        "mount_namespace": contained,
-        "allowlist_root": contained,
-        "private_tmp": contained,
-        "seccomp": bool(features.get("seccomp")),
-        "memory_cgroup": bool(features.get("memory_cgroup")),
-    }
-
-
-def _log_tier(tier: Tier) -> None:
-    log.info("sandbox tier: %s", tier.name)
-    if tier.name in GAPS:
-        log.warning(GAPS[tier.name])
-    if tier.contained:
-        for note in _server(tier).features.get("notes", []):
-            log.warning("sandbox tier 'contained' without one layer here: %s", note)
-
-
-_PROBE = """\
-import os, sys
-with open("probe", "w") as f:
-    f.write(sys.stdin.read())
-print(sys.version, sys.prefix, os.getuid() != 0, open("probe").read())
-"""
-
-
-def _probe(tier: Tier) -> bool:
-    """True when a trivial program runs correctly (same interpreter, uid, stdin, cwd) in ``tier``."""
-    expected = f"{sys.version} {sys.prefix} {tier.drop_uid or os.getuid() != 0} ok\n"
-    try:
-        with Program(_PROBE, Limits(timeout_s=20), _tier=tier) as program:
-            result = program.run("ok")
-    except (OSError, SandboxError) as exc:
-        log.info("sandbox tier %s unavailable: %s", tier.name, exc)
-        return False
-    if result.ok and result.stdout == expected:
-        return True
-    log.info("sandbox tier %s unavailable: probe gave %r / %r", tier.name, result.stdout, result.stderr[-500:])
-    return False
-
-
-# --------------------------------------------------------------------------------------
-# Per-program uids
-
-# Programs that overlap (threads, or several evaluator processes) each get their own uid,
-# so RLIMIT_NPROC is per program and one program's fork bomb cannot starve another.
-_UID_BASE = 60000
-_UID_SLOTS = 512
-_slot_counter = itertools.count()
-_free_uids: list[int] | None = None
-
-
-def _uid_is_unused(uid: int) -> bool:
-    for lookup in (pwd.getpwuid, grp.getgrgid):
-        try:
-            lookup(uid)
-            return False
-        except KeyError:
-            pass
-    return True
-
-
-def _candidate_uids() -> list[int]:
-    global _free_uids
-    if _free_uids is None:
-        _free_uids = [u for u in range(_UID_BASE, _UID_BASE + _UID_SLOTS) if _uid_is_unused(u)]
-    return _free_uids
-
-
-def _lock_dir() -> Path:
-    path = Path(tempfile.gettempdir()) / f"thinktune-sandbox-{os.geteuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        raise SandboxError(f"sandbox lock dir {path} is not a private directory of this user")
-    return path
-
-
-@contextmanager
-def _uid_slot(drop_uid: bool) -> Iterator[int | None]:
-    """An unprivileged uid no other program (in any process) is using, held by a file lock."""
-    if not drop_uid:
-        yield None
-        return
-    uids = _candidate_uids()
-    if not uids:
-        raise SandboxError(f"no free uid in {_UID_BASE}..{_UID_BASE + _UID_SLOTS - 1}")
-    lock_dir = _lock_dir()
-    start = next(_slot_counter)
-    fd = -1
-    for attempt in range(len(uids) + 1):
-        uid = uids[(start + attempt) % len(uids)]
-        fd = os.open(lock_dir / f"uid-{uid}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            # After a full lap every slot is busy: wait for one.
-            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if attempt < len(uids) else 0))
-            break
-        except BlockingIOError:
-            os.close(fd)
-    try:
-        yield uid
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------

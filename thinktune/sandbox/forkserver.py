@@ -9,11 +9,15 @@ parent, the allowlist root it pivots into), then only forks. It never reads a pr
 a test: a request carries the program's settings, and the program's source and the
 zygote's connection as file descriptors, which it hands on unread.
 
-A *zygote* serves one program: it reads the source from its memfd, compiles it once,
-enters the program's network namespace and memory cgroup, then forks every test's run
-from itself on the evaluator's request (stdin, stdout, stderr as memfds) and reports each
-run's status. It holds its own program and nothing else; it ends when the evaluator
-closes the connection (or dies: end of file), and the fork server reaps it.
+A *zygote* serves one program. The fork server keeps one forked ahead (a spare: in the
+``contained`` tier pid 1 of a new PID namespace, in mount and network namespaces and a
+memory cgroup of its own), so that a request only hands it a program. It reads the source
+from its memfd, runs the trusted preamble once in the ``__main__`` its runs will start
+from, compiles the program once, then forks every test's run from itself on the
+evaluator's request (stdin, stdout, stderr as memfds; the next one may already be queued)
+and reports each run's status. It holds its own program and nothing else; it ends when the
+evaluator closes the connection (or dies: end of file), and the fork server reaps it and
+removes its cgroup.
 
 Neither relies on the parent-death signal (it follows the thread that started a
 process, not the process): end of file on their sockets tells them the evaluator is gone.
