@@ -377,6 +377,18 @@ def test_plain_tier_still_contains_time_processes_and_temp_dir():
     assert timed.timed_out and timed.exit_code is None
 
 
+@needs_uid
+def test_uid_tier_runs_programs_as_their_own_uid_with_a_timeout():
+    """Root without namespaces: the program has its own uid and rlimits, and the zygote
+    still enforces the timeout and removes the run's host temp dir."""
+    result = run_in_tier(tiers.UID_ONLY, "import os\nprint(os.getuid() != 0, os.getcwd())")
+    is_other_uid, workdir = result.stdout.split()
+    assert result.ok and is_other_uid == "True" and not os.path.exists(workdir)
+    timed = run_in_tier(tiers.UID_ONLY, "while True:\n    pass")
+    assert timed.timed_out and timed.exit_code is None
+    assert leftover_processes() == [] and sandbox_processes() == []
+
+
 def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
     """A checkout (and its .venv) under /tmp must not lose isolation because the run's
     scratch tmpfs covers /tmp: the interpreter is bound back into the run's view."""

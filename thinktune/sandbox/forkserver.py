@@ -34,6 +34,7 @@ import socket
 import sys
 import warnings
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass
 from types import CodeType
 
@@ -181,6 +182,14 @@ def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
             for fd in fds:
                 os.close(fd)
         sock.sendall(str(pid).encode().ljust(16))
+    # The evaluator is gone: so is the spare (end of file on its socket), then its cgroup.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for pid, to_zygote in spares:
+        to_zygote.close()
+        with suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        if parent is not None and pid in cgroups:
+            cgroup.remove(parent, cgroups.pop(pid))
     if parent is not None:
         cgroup.sweep(parent)
     os._exit(0)
