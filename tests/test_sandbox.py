@@ -432,6 +432,9 @@ ENDINGS = {
     "name_and_argv": "import sys\nprint(__name__, sys.argv)",
     "unicode_source": "print('café ✓')",
     "coding_cookie": "# -*- coding: latin-1 -*-\nprint('ok')",
+    "builtins_module": ("import os\nprint(type(__builtins__).__name__, __builtins__.len([1]), os.path.isabs(__file__),"
+                        " os.path.basename(__file__), __doc__)"),
+    "annotations_are_evaluated": "def f(x: Undefined):\n    pass",  # no __future__ flag of the harness leaks in
 }
 
 

@@ -128,12 +128,16 @@ class _ForkServer:
         self.features = json.loads(line[len(forkserver.READY):])
 
     def stop(self) -> None:
+        """End the fork server: it sees the end of its socket and cleans up (its spare zygote,
+        their memory cgroups); killed if it does not within a few seconds."""
         if self._sock is not None:
             self._sock.close()
         if self._proc is not None:
-            with suppress(OSError):
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-            self._proc.wait()
+                self._proc.wait()
         self._proc = self._sock = None
 
 

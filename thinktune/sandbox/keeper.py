@@ -70,9 +70,11 @@ def main_module(preamble: str) -> ModuleType:
     imports) already run in it. Every run gets this module as it is after a fork, so the
     preamble's names cost a run nothing (binding them anew would touch, and copy, every
     page they live on)."""
+    import builtins
+
     main = ModuleType("__main__")
     main.__file__ = SCRIPT
-    main.__builtins__ = __builtins__
+    main.__builtins__ = builtins  # the module, as in a script's __main__ (not the dict other modules see)
     if preamble:
         exec(compile(preamble, "<preamble>", "exec", dont_inherit=True), main.__dict__)  # noqa: S102 - trusted
     return main
@@ -216,6 +218,7 @@ def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, start: Start, std
         if plan.contained and seccomp is None:  # else the filter denies what an IPC namespace holds
             kernel.unshare(kernel.CLONE_NEWIPC)
         os.chdir(cwd)
+        start.main.__file__ = os.path.join(cwd, SCRIPT)  # absolute, as python main.py sets it
         set_rlimits(plan.limits, own_uid=plan.uid is not None)
         if plan.uid is not None:
             os.setgroups([])
@@ -227,7 +230,10 @@ def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, start: Start, std
             os.environ["HOME"] = os.environ["TMPDIR"] = cwd  # the run's host temp dir
         if plan.contained and seccomp is not None:
             seccomp.install()
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the setup pipe and the zygote's socket among them
+        # Every other descriptor: the setup pipe, the zygote's socket, and the fork server's
+        # (its PID namespace, the memory cgroup directory: a way out of the root if kept).
+        # close_range: the bound costs nothing, and the new RLIMIT_NOFILE is not the old one.
+        os.closerange(3, 1 << 20)
         import random
 
         random.seed()  # a fresh interpreter's random state, not the zygote's
