@@ -36,7 +36,8 @@ log = get_logger("evaluation")
 # change there never reuses answers graded the old way.
 RECORD_VERSION = 2
 _RECORD_CODE = [Path(__file__).parent / f"{name}.py" for name in (
-    "chat", "generation", "extract", "grading", "sandbox", "humaneval", "evaluation")]
+    "chat", "generation", "extract", "grading", "humaneval", "evaluation")] + sorted(
+    (Path(__file__).parent / "sandbox").glob("*.py"))
 
 # pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
 PASS_AT_K = (5, 10)
