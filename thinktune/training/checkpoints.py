@@ -123,8 +123,13 @@ class RunStore:
         self.live.rename(moved)
         return moved
 
-    def state_dir_partial(self, step: int) -> Path:
-        return self.states / f".partial-step-{step}"
+    def state_dir_partial(self, step: int, clear: bool = False) -> Path:
+        """Where the processes write the state of ``step`` before it becomes the resume point
+        (``clear``: remove what a killed attempt may have left there)."""
+        partial = self.states / f".partial-step-{step}"
+        if clear:
+            shutil.rmtree(partial, ignore_errors=True)
+        return partial
 
     def commit_state(self, step: int) -> Path:
         """Make the state written to ``state_dir_partial(step)`` the resume point; drop older ones."""

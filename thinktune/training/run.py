@@ -161,6 +161,9 @@ def train_lora(
             _save_checkpoint(trainer, store, step, main, model_card(
                 strategy=run_name, step=step, total_steps=steps, base_model=base_model_name,
                 data_sha256=data_hash, params=card_params, metrics=card), base_model_name)
+            if main:
+                store.state_dir_partial(step, clear=True)
+            accelerator.wait_for_everyone()
             trainer.save_state(store.state_dir_partial(step))
             if main:
                 store.commit_state(step)

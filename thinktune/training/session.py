@@ -96,10 +96,20 @@ def lora_config(lora: LoraParams):
 
 
 def make_accelerator(precision: str):
+    """accelerate's Accelerator with autocast (and a grad scaler for fp16) for ``precision``."""
+    import os
+
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    try:
+        return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    except ValueError:  # a single process that trained in another precision before (its state is a singleton)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
 
 
 class LoraTrainer:
@@ -140,6 +150,11 @@ class LoraTrainer:
         self.scheduler = get_scheduler(train.lr_scheduler, optimizer,
                                        num_warmup_steps=math.ceil(train.warmup_ratio * total_steps),
                                        num_training_steps=total_steps)
+        fsdp = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if fsdp is not None:  # LoRA layers in their own FSDP units (fp32 beside the bf16 base), as the Trainer does
+            from peft.utils.other import fsdp_auto_wrap_policy
+
+            fsdp.auto_wrap_policy = fsdp_auto_wrap_policy(peft_model)
         self.model, self.optimizer = self.accelerator.prepare(module, optimizer)
         self.progress = Progress()
         self.accelerator.register_for_checkpointing(self.scheduler, self.progress)
