@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import yaml
-
 from train_project import REPO, adapter_weights, make_project, max_difference, run_stage, stage_command, stage_env
 
 TOLERANCE = 1e-6
