@@ -11,6 +11,7 @@ data-parallel processes (torchrun, or ``accelerate launch`` with ``train.acceler
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         run_name=args.strategy,
         metrics_file=args.metrics / f"train_{args.strategy}.json",
     )
-    log.info("%s: adapters %s", args.strategy, ", ".join(c.name for c in checkpoints))
+    if os.environ.get("RANK", "0") == "0":
+        log.info("%s: adapters %s", args.strategy, ", ".join(c.name for c in checkpoints))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ def train_lora(
     precision = resolve_precision(train.precision)
     accelerator = make_accelerator(precision)
     main = accelerator.is_main_process
+    if not main:
+        log.setLevel(logging.WARNING)  # one story per run, told by the main process
     valid_file = valid_file if valid_file and Path(valid_file).is_file() else None
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)

@@ -226,7 +226,7 @@ class LoraTrainer:
         self.model.eval()
         try:
             loss_sum = torch.zeros((), device=acc.device)
-            for micro in plan.micro_batches[self.rank]:
+            for micro in plan.for_process(self.rank):  # equal forward counts: FSDP gathers weights in each
                 loss, _ = self.model(**self._to_device(flatten(micro, self.pad_token_id)))
                 loss_sum += loss.float()
         finally:
