@@ -1,18 +1,23 @@
 """train_deep / train_diverse: LoRA fine-tune of the base model on one strategy's chats.
 
 Reads ``data/formatted/<strategy>/{train,valid}.jsonl`` and ``models/base``; writes one PEFT
-adapter per ``train.save_steps`` to ``models/<strategy>/checkpoint-<step>/`` and the loss
-curve to ``dvclive/train_<strategy>/``.
+adapter (with its model card) per ``train.save_steps`` to ``models/<strategy>/checkpoint-<step>/``,
+the DVCLive log (loss, learning rate, tokens/s, validation loss) to ``dvclive/train_<strategy>/``
+and a summary to ``metrics/train_<strategy>.json``. Killed, it resumes from its last saved step
+on the next run. With ``train.num_processes`` > 1 it re-launches itself in that many
+data-parallel processes (torchrun, or ``accelerate launch`` with ``train.accelerate_config``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
-from thinktune.training import train_lora
+from thinktune.training.launch import launched, relaunch
 
 log = get_logger("train")
 
@@ -25,8 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--live", type=Path, default=Path("dvclive"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     params = load_params(args.params)
+
+    if params.train.num_processes > 1 and not launched():
+        log.info("%s: launching %d processes", args.strategy, params.train.num_processes)
+        relaunch(params.train.num_processes, "stages.train", argv, params.train.accelerate_config)
+
+    from thinktune.training import train_lora
 
     checkpoints = train_lora(
         base_model_dir=args.base_model,
@@ -37,8 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         lora=params.lora,
         train=params.train,
         max_length=params.format.max_length,
+        base_model_name=params.model.name,
+        run_name=args.strategy,
+        metrics_file=args.metrics / f"train_{args.strategy}.json",
     )
-    log.info("%s: adapters %s", args.strategy, ", ".join(c.name for c in checkpoints))
+    if os.environ.get("RANK", "0") == "0":
+        log.info("%s: adapters %s", args.strategy, ", ".join(c.name for c in checkpoints))
 
 
 if __name__ == "__main__":

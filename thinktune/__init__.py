@@ -9,7 +9,7 @@ Each pipeline stage in ``stages/`` is a thin command over these modules:
 - ``livecodebench``: LiveCodeBench rows (schema, private-test decoding, filters)
 - ``chat``: system prompt + problem + ``<think>`` answer as chat messages; eval prompts
 - ``hardware``: precision from the hardware
-- ``training``: TRL SFT with a PEFT LoRA adapter
+- ``training``: LoRA fine-tuning loop over accelerate (padding-free, token-budgeted, resumable, multi-process)
 - ``generation``: batched chat generation
 - ``extract``: code from a model answer (after the reasoning)
 - ``sandbox`` / ``grading``: running untrusted programs, LiveCodeBench verdicts

@@ -114,17 +114,25 @@ class TrainParams(_Section):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
     warmup_ratio: Probability
     weight_decay: Annotated[float, Field(ge=0)]
-    per_device_batch_size: PositiveInt
-    gradient_accumulation_steps: PositiveInt
+    # One optimizer step trains on effective_batch_size chats (16 in the study, which reached it
+    # by gradient accumulation), however many processes share them; the chats of a step are
+    # packed into padding-free micro-batches of at most micro_batch_tokens tokens each, and the
+    # gradients of a step's micro-batches are accumulated.
+    effective_batch_size: PositiveInt = Field(description="chats per optimizer step")
+    micro_batch_tokens: PositiveInt = Field(
+        4096, description="token budget of one padding-free micro-batch per process; at least format.max_length")
+    max_grad_norm: Annotated[float, Field(ge=0)] = Field(1.0, description="gradient clipping; 0 turns it off")
     gradient_checkpointing: bool
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        "auto", description="auto: flash_attention_2 if installed on CUDA, else flex_attention on CUDA, sdpa on CPU")
     precision: Literal["auto", "bf16", "fp16", "fp32"]
+    num_processes: PositiveInt = Field(1, description="data-parallel processes (GPUs, or CPU processes with gloo)")
+    accelerate_config: str | None = Field(
+        None, description="accelerate config file for multi-process runs (e.g. conf/accelerate/fsdp.yaml); null: DDP")
     save_steps: PositiveInt
     logging_steps: PositiveInt
     seed: int
 
-    @property
-    def effective_batch_size(self) -> int:
-        return self.per_device_batch_size * self.gradient_accumulation_steps
 
 
 class EvalParams(_Section):
@@ -194,6 +202,15 @@ class Params(_Section):
     eval: EvalParams
     plot: PlotParams
 
+    @model_validator(mode="after")
+    def _one_chat_fits_a_micro_batch(self) -> Params:
+        if self.train.micro_batch_tokens < self.format.max_length:
+            raise ValueError(
+                f"train.micro_batch_tokens ({self.train.micro_batch_tokens}) is below format.max_length "
+                f"({self.format.max_length}): the longest chat would not fit a micro-batch; raise it to at least "
+                f"{self.format.max_length}")
+        return self
+
 
 def _error_key(error: dict) -> str:
     # List items report their index, validators their function: keep the key path only.
@@ -209,6 +226,8 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key; remove it or fix its spelling (README, Settings, lists every key)"
     if error["type"] == "missing":
         return f"{key}: missing; add it (the committed params.yaml has every key)"
+    if not error["loc"]:  # a check across sections names its keys itself
+        return message
     if error["type"] == "value_error":  # our own validators: the message already says it all
         return f"{key}: {message}"
     return f"{key}: {error.get('input')!r} is not allowed; must be {message}"
