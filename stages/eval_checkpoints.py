@@ -14,7 +14,7 @@ from pathlib import Path
 
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
 from thinktune.evaluation import evaluate_checkpoint, summarize
-from thinktune.livecodebench import Problem
+from thinktune.benchmark import Problem
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.training import checkpoint_step, list_checkpoints

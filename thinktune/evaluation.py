@@ -15,14 +15,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from thinktune import humaneval
 from thinktune.atomic import read_jsonl, write_jsonl
+from thinktune.benchmark import Problem, get_benchmark
 from thinktune.chat import eval_messages
 from thinktune.extract import extract_code, split_reasoning
 from thinktune.generation import DecodingSettings, generate_chats
-from thinktune.grading import TestCase, grade_many
+from thinktune.grading import grade_many
 from thinktune.hardware import resolve_precision, torch_dtype
-from thinktune.livecodebench import Problem
 from thinktune.logs import get_logger
 from thinktune.modelsource import cache_dir
 from thinktune.params import EvalParams
@@ -36,7 +35,7 @@ log = get_logger("evaluation")
 # change there never reuses answers graded the old way.
 RECORD_VERSION = 2
 _RECORD_CODE = [Path(__file__).parent / f"{name}.py" for name in (
-    "chat", "generation", "extract", "grading", "sandbox", "humaneval", "evaluation")]
+    "benchmark", "livecodebench", "humaneval", "chat", "generation", "extract", "grading", "sandbox", "evaluation")]
 
 # pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
 PASS_AT_K = (5, 10)
@@ -66,10 +65,10 @@ def limits_from(params: EvalParams) -> Limits:
 def grade_answers(problems: list[Problem], answers: list[list], params: EvalParams) -> list[dict]:
     """Per-problem records for generated answers (``answers[i]`` holds problem i's samples)."""
     samples = [(p, g) for p, gens in zip(problems, answers, strict=True) for g in gens]
+    benchmark = get_benchmark(params.benchmark)
     codes = [extract_code(g.text) for _, g in samples]
-    programs = [humaneval.program_to_grade(p, code) if p.platform == humaneval.PLATFORM else code
-                for code, (p, _) in zip(codes, samples)]
-    jobs = [(program, [TestCase(**t) for t in p.tests], p.func_name) for program, (p, _) in zip(programs, samples)]
+    jobs = [(benchmark.program_to_grade(p, code), benchmark.tests(p), p.func_name)
+            for code, (p, _) in zip(codes, samples)]
     grades = grade_many(jobs, limits_from(params), workers=params.workers,
                         stop_at_first_failure=True, progress=True)
 
@@ -168,7 +167,8 @@ def evaluate_checkpoint(
 
     log.info("%s: loading %s%s", label, base_dir, f" + {adapter_dir}" if adapter_dir else "")
     model, tokenizer = load_model(base_dir, adapter_dir, params.precision)
-    chats = [eval_messages(system_prompt, p, params.prompt_style) for p in problems]
+    benchmark = get_benchmark(params.benchmark)
+    chats = [eval_messages(system_prompt, benchmark.user_prompt(p, params.prompt_style)) for p in problems]
     settings = DecodingSettings(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                                 top_p=params.top_p, n_samples=params.n_samples,
                                 batch_size=params.batch_size)
