@@ -57,9 +57,9 @@ def test_training_messages_put_reasoning_in_think():
 
 def test_livecodebench_template_for_stdin_and_functional():
     lcb = get_benchmark("livecodebench")
-    base = dict(question_id="q", question_title="t", question_content="Do it.", platform="atcoder",
-                contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
-                public_tests=[], private_tests=[])
+    base = {"question_id": "q", "question_title": "t", "question_content": "Do it.", "platform": "atcoder",
+            "contest_id": "c", "contest_date": "2024-01-01T00:00:00", "difficulty": "easy", "func_name": None,
+            "public_tests": [], "private_tests": []}
     stdin = lcb.user_prompt(Problem(starter_code="", **base), "livecodebench")
     assert stdin.startswith("### Question:\nDo it.") and "stdin" in stdin and "# YOUR CODE HERE" in stdin
     assert stdin.endswith("### Answer: (use the provided format with backticks)\n\n")
@@ -71,9 +71,9 @@ def test_livecodebench_template_for_stdin_and_functional():
 
 def test_study_prompt_is_the_training_user_turn_plus_the_io_convention():
     lcb = get_benchmark("livecodebench")
-    base = dict(question_id="q", question_title="t", question_content="Do it.\n", platform="atcoder",
-                contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
-                public_tests=[], private_tests=[])
+    base = {"question_id": "q", "question_title": "t", "question_content": "Do it.\n", "platform": "atcoder",
+            "contest_id": "c", "contest_date": "2024-01-01T00:00:00", "difficulty": "easy", "func_name": None,
+            "public_tests": [], "private_tests": []}
     stdin = lcb.user_prompt(Problem(starter_code="", **base), "study")
     assert stdin == "Do it.\n\n" + STUDY_STDIN and "YOUR CODE HERE" not in stdin
     functional = lcb.user_prompt(Problem(starter_code="class Solution:\n    def f(self):\n        ", **base), "study")

@@ -14,6 +14,7 @@ prompts with a random-initialised model (``stop_ids=set()`` makes every answer r
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinktune.engine import Completion, DecodeEngine, EngineStats, Request
@@ -66,11 +67,28 @@ class DecodingSettings:
 class GenerationRun:
     completions: list[list[Completion]]  # [prompt][sample]
     stats: EngineStats
+    engine: DecodeEngine | None  # reusable for the next call (its cache and CUDA graphs)
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
     """End-of-answer tokens: the model's eos ids plus ChatML's end-of-turn tokens."""
-    ids = model.generation_config.eos_token_id
+    return _stop_ids(model.generation_config, tokenizer)
+
+
+def stop_tokens_of(model_dir: Path) -> list[str]:
+    """The end-of-answer tokens of a saved model, as text (what results record)."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        config = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json: the model config's eos, as from_pretrained does
+        config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir))
+    return sorted(tokenizer.convert_ids_to_tokens(sorted(_stop_ids(config, tokenizer))))
+
+
+def _stop_ids(generation_config, tokenizer) -> set[int]:
+    ids = generation_config.eos_token_id
     found = set(ids) if isinstance(ids, (list, tuple)) else {ids} if ids is not None else set()
     for token in STOP_TOKENS:
         token_id = tokenizer.convert_tokens_to_ids(token)
@@ -98,7 +116,7 @@ def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings,
     from tqdm.auto import tqdm
 
     if not prompts:
-        return GenerationRun([], EngineStats())
+        return GenerationRun([], EngineStats(), engine)
     keys = list(range(len(prompts))) if keys is None else keys
     requests = [Request(p, key, s) for p, key in zip(prompts, keys, strict=True) for s in range(settings.n_samples)]
     longest = max(len(p) for p in prompts)
@@ -110,7 +128,7 @@ def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings,
         done, stats = engine.run(requests, chooser, stop_ids, settings.max_new_tokens, progress=bar)
         bar.set_postfix_str(f"{stats.as_dict()['tokens_per_s']} tok/s")
     n = settings.n_samples
-    return GenerationRun([done[i * n:(i + 1) * n] for i in range(len(prompts))], stats)
+    return GenerationRun([done[i * n:(i + 1) * n] for i in range(len(prompts))], stats, engine)
 
 
 def chat_prompt_ids(tokenizer, chats: list[list[dict]]) -> list[list[int]]:
@@ -119,11 +137,15 @@ def chat_prompt_ids(tokenizer, chats: list[list[dict]]) -> list[list[int]]:
     return [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
 
 
+def decode_answers(tokenizer, run: GenerationRun) -> list[list[Generation]]:
+    return [[Generation(text=tokenizer.decode(c.token_ids, skip_special_tokens=True), new_tokens=len(c.token_ids),
+                        hit_token_limit=c.hit_token_limit) for c in samples] for samples in run.completions]
+
+
 def generate_chats(model, tokenizer, chats: list[list[dict]], settings: DecodingSettings,
                    desc: str = "generating", keys: list[int] | None = None,
                    engine: DecodeEngine | None = None) -> list[list[Generation]]:
     """``settings.n_samples`` answers for each chat, in the order of ``chats``."""
     run = generate_tokens(model, chat_prompt_ids(tokenizer, chats), settings, stop_token_ids(model, tokenizer),
                           keys=keys, engine=engine, desc=desc)
-    return [[Generation(text=tokenizer.decode(c.token_ids, skip_special_tokens=True), new_tokens=len(c.token_ids),
-                        hit_token_limit=c.hit_token_limit) for c in samples] for samples in run.completions]
+    return decode_answers(tokenizer, run)

@@ -37,7 +37,7 @@ class UnsafePickleError(ValueError):
 
 
 class _StringOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle hook
+    def find_class(self, module: str, name: str):  # pickle hook
         raise UnsafePickleError(
             f"private_test_cases pickle refers to {module}.{name}; only a plain string is accepted"
         )
