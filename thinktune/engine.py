@@ -230,18 +230,19 @@ class DecodeEngine:
     def _capture(self, rows: int, window: int):
         import torch
 
-        if self.graph_pool is None:
-            self.graph_pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream(device=self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm up allocator and kernels outside the graph
-                self._forward_step(rows, window)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.graph_pool):
-            logits = self._forward_step(rows, window)
-        return graph, logits
+        with torch.cuda.device(self.device):
+            if self.graph_pool is None:
+                self.graph_pool = torch.cuda.graph_pool_handle()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up allocator and kernels outside the graph (same writes as the step)
+                    self._forward_step(rows, window)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.graph_pool):
+                logits = self._forward_step(rows, window)
+        return graph, logits  # logits: the graph's output buffer, refreshed by each replay
 
     # -- the loop -----------------------------------------------------------------------
 

@@ -77,7 +77,10 @@ def _serve(rank: int, world: int, base_dir: Path, precision: str, cuda_graphs: b
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        generator = LocalGenerator(base_dir, precision, device_for(rank, world), cuda_graphs, rank)
+        device = device_for(rank, world)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        generator = LocalGenerator(base_dir, precision, device, cuda_graphs, rank)
         conn.send(("ready", generator.host.device))
         while (message := conn.recv()) is not None:
             adapter_dir, chats, settings, label, keys = message
