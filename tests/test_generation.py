@@ -211,3 +211,23 @@ def test_engine_refuses_too_small_a_cache(tiny_model_dir):
         engine.run([engine_module.Request(list(range(8)), 0)], None, set(), 5)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         DecodeEngine(model, slots=2, capacity=10, mode="graphs")
+
+
+def test_token_entry_point_for_throughput_benchmarks(tiny_model_dir):
+    """What benchmarks/gpu_throughput.py runs: a random-initialised model, synthetic prompt ids,
+    no stop tokens (every answer runs to the limit), the engine reused for a warm second call."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir)).eval()
+    prompts = [[int(t) for t in torch.randint(0, model.config.vocab_size, (length,))] for length in (40, 9, 25, 60, 3)]
+    settings = DecodingSettings(max_new_tokens=16, batch_size=3)
+    first = generate_tokens(model, prompts, settings, stop_ids=set(), progress=False)
+    assert [len(c[0].token_ids) for c in first.completions] == [16] * 5
+    assert all(c[0].hit_token_limit for c in first.completions)
+    stats = first.stats.as_dict()
+    assert stats["new_tokens"] == 80 and stats["prompt_tokens"] == sum(map(len, prompts))
+    assert stats["max_active"] == 3 and stats["decode_tokens_per_s"] > 0 and stats["cuda_graphs"] is False
+    warm = generate_tokens(model, prompts, settings, stop_ids=set(), engine=first.engine, progress=False)
+    assert warm.engine is first.engine and warm.completions == first.completions

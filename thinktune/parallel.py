@@ -146,6 +146,7 @@ class ShardedGenerator:
 
 def open_generator(base_dir: Path, precision: str, num_processes: int, cuda_graphs: bool = True):
     """One generator for a checkpoint set: in this process when ``num_processes`` is 1."""
+    device_for(num_processes - 1, num_processes)  # too few GPUs: say so before starting anything
     if num_processes == 1:
         return LocalGenerator(base_dir, precision, device_for(0, 1), cuda_graphs)
     return ShardedGenerator(base_dir, precision, num_processes, cuda_graphs)
