@@ -198,3 +198,22 @@ def test_two_processes_give_the_one_process_records(workspace, tiny_model_dir, r
     assert records_of(workspace / "results-2proc") == reference
     summary = json.loads((workspace / "results-2proc" / "deep" / "summary.json").read_text())
     assert summary["checkpoints"] == read_summary(workspace / "results-ref", "deep")["checkpoints"]
+
+
+def test_a_failing_worker_is_reported_with_its_traceback(tmp_path):
+    from thinktune.parallel import ShardedGenerator
+
+    with pytest.raises(RuntimeError, match=r"generation process \d failed:(.|\n)*missing-model"):
+        ShardedGenerator(tmp_path / "missing-model", "fp32", 2)
+
+
+def test_too_few_gpus_for_num_processes(monkeypatch):
+    import torch
+
+    from thinktune.parallel import device_for, open_generator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert device_for(0, 1) == "cuda:0"
+    with pytest.raises(ValueError, match="eval.num_processes is 2 but only 1 CUDA device"):
+        open_generator(Path("unused"), "fp32", 2)

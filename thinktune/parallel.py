@@ -9,15 +9,20 @@ each) hold one device each: ``cuda:<rank>`` when there are N GPUs, otherwise the
 its cores split between them. The prompts are dealt out longest first, round robin, so
 every shard gets a similar mix; each answer is sampled from its own seed (its prompt's
 place in the whole list), so the gathered answers equal a one-process run's, and are graded
-once by the caller. No collective communication is needed, so no process group: plain
-``multiprocessing`` pipes carry chats out and answers back.
+once by the caller. No collective communication is needed, so no process group: each
+worker is a plain ``python -m thinktune.parallel <fd>`` child, and a socket pair carries
+chats out and answers back (``multiprocessing.connection``'s pickling; no spawn machinery,
+so no resource-tracker process outlives the run).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import socket
+import subprocess
+import sys
 import traceback
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from thinktune.generation import (
@@ -71,11 +76,12 @@ class LocalGenerator:
         pass
 
 
-def _serve(rank: int, world: int, base_dir: Path, precision: str, cuda_graphs: bool, conn) -> None:
+def _serve(conn: Connection) -> None:
     """A worker process: load once, then answer (adapter, chats, settings, label, keys) messages."""
     try:
         import torch
 
+        rank, world, base_dir, precision, cuda_graphs = conn.recv()
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         device = device_for(rank, world)
         if device.startswith("cuda"):
@@ -95,16 +101,22 @@ class ShardedGenerator:
     """``world`` worker processes, one device each; answers gathered in prompt order."""
 
     def __init__(self, base_dir: Path, precision: str, world: int, cuda_graphs: bool = True):
-        context = multiprocessing.get_context("spawn")
-        self.workers = []
-        for rank in range(world):
-            parent, child = context.Pipe()
-            process = context.Process(target=_serve, args=(rank, world, base_dir, precision, cuda_graphs, child),
-                                      name=f"thinktune-generate-{rank}", daemon=True)
-            process.start()
-            child.close()
-            self.workers.append((process, parent))
-        devices = [self._receive(rank) for rank in range(world)]
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        self.workers: list[tuple[subprocess.Popen, Connection]] = []
+        try:
+            for rank in range(world):
+                ours, theirs = socket.socketpair()
+                process = subprocess.Popen([sys.executable, "-m", "thinktune.parallel", str(theirs.fileno())],
+                                           pass_fds=(theirs.fileno(),), env=env)
+                theirs.close()
+                conn = Connection(ours.detach())
+                conn.send((rank, world, Path(base_dir), precision, cuda_graphs))
+                self.workers.append((process, conn))
+            devices = [self._receive(rank) for rank in range(world)]
+        except BaseException:
+            self.close()
+            raise
         log.info("%d generation processes ready on %s", world, ", ".join(map(str, devices)))
 
     def _receive(self, rank: int):
@@ -112,8 +124,7 @@ class ShardedGenerator:
         try:
             status, payload = conn.recv()
         except EOFError:
-            process.join(5)
-            raise RuntimeError(f"generation process {rank} ended (exit code {process.exitcode})") from None
+            raise RuntimeError(f"generation process {rank} ended (exit code {process.wait(10)})") from None
         if status == "error":
             raise RuntimeError(f"generation process {rank} failed:\n{payload}")
         return payload
@@ -132,16 +143,19 @@ class ShardedGenerator:
         return answers  # type: ignore[return-value]  # every prompt is in one shard
 
     def close(self) -> None:
-        for process, conn in self.workers:
+        for _, conn in self.workers:
             try:
                 conn.send(None)
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass
-        for process, _ in self.workers:
-            process.join(30)
-            if process.is_alive():
-                process.terminate()
-                process.join(5)
+        for process, conn in self.workers:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            conn.close()
+        self.workers = []
 
 
 def open_generator(base_dir: Path, precision: str, num_processes: int, cuda_graphs: bool = True):
@@ -150,3 +164,7 @@ def open_generator(base_dir: Path, precision: str, num_processes: int, cuda_grap
     if num_processes == 1:
         return LocalGenerator(base_dir, precision, device_for(0, 1), cuda_graphs)
     return ShardedGenerator(base_dir, precision, num_processes, cuda_graphs)
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))
