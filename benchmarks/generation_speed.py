@@ -100,7 +100,7 @@ def compare(args, params, precision: str, settings: DecodingSettings) -> None:
     walls: dict[str, list[float]] = {"old": [], "new": []}
     answers = {}
     for round_ in range(args.repeat):
-        for name in (("old", "new") if round_ % 2 == 0 else ("new", "old")):
+        for name in (("old", "new") if (round_ + args.new_first) % 2 == 0 else ("new", "old")):
             answers[name], wall = time_answers(name, paths[name], chats)
             walls[name].append(wall)
     same = sum(o[0].text == n[0].text for o, n in zip(answers["old"], answers["new"], strict=True))
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: eval.batch_size")
     parser.add_argument("--precision", default=None, help="default: eval.precision")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of (old, new) or (new, old), alternating")
+    parser.add_argument("--new-first", action="store_true", help="start with the engine (default: the old code)")
+    parser.add_argument("--skip-switch", action="store_true", help="do not time checkpoint switches")
     parser.add_argument("--switch-adapters", type=Path, nargs="*", default=None)
     parser.add_argument("--switches", type=int, default=3, help="random adapters to time when none are given")
     args = parser.parse_args(argv)
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch threads: {__import__('torch').get_num_threads()}; {load_text()}")
     compare(args, params, precision, settings)
 
+    if args.skip_switch:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         adapters = args.switch_adapters or random_adapters(args.base_model, Path(tmp), args.switches, precision)
         time_switches(args.base_model, list(adapters), precision)
