@@ -374,4 +374,5 @@ class DecodeEngine:
                 release([s for s in range(rows) if finish(slot_row[s], token_list[s])])
                 if slot_row and (waste := min(start)) >= max(WINDOW_BUCKET // 4, column // 4):
                     shift_left(waste)  # the rows that held the leftmost columns have ended
+        stats.cuda_graphs = self.use_graphs  # false if a capture failed on the way
         return [Completion(out[i], limit_hit[i]) for i in range(len(requests))], stats

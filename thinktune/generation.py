@@ -123,7 +123,7 @@ def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings,
     if engine is None or engine.capacity < longest + 2 * settings.max_new_tokens or \
             engine.slots < min(settings.batch_size, len(requests)):
         engine = make_engine(model, settings, len(requests), longest, mode)
-    chooser = TokenChooser(settings, engine.slots, model.config.vocab_size, engine.device)
+    chooser = TokenChooser(settings, engine.slots, model.get_output_embeddings().weight.shape[0], engine.device)
     with tqdm(total=len(requests), desc=desc, unit="answer", disable=not progress) as bar:
         done, stats = engine.run(requests, chooser, stop_ids, settings.max_new_tokens, progress=bar)
         bar.set_postfix_str(f"{stats.as_dict()['tokens_per_s']} tok/s")
