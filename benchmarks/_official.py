@@ -94,7 +94,8 @@ def run_codegen_metrics(
     with the official ``codegen_metrics`` in a child process.
 
     Returns ``{"results": [per-test codes of each program], "passed": [bool, ...],
-    "metadata": [dict, ...], "wall_s": seconds inside codegen_metrics}``. The per-test
+    "metadata": [dict, ...], "wall_s": seconds inside codegen_metrics, "cpu_s": CPU seconds
+    of the grading process and its ended children meanwhile}``. The per-test
     codes are the official ones: True passed, -1 global timeout (process killed), -2
     wrong answer, -3 time limit, -4 runtime or compile error; a program stops at its
     first failure. ``passed`` is the official rule (every code > 0).
@@ -149,12 +150,12 @@ def _child(argv: list[str] | None = None) -> None:
     multiprocessing.set_start_method("fork")
     metrics, pass_k = _import_official(args.install_dir)
     jobs = json.loads(args.jobs.read_text())
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_s()
     _, results, metadata = metrics.codegen_metrics(
         jobs["samples"], [[program] for program in jobs["programs"]],
         k_list=[1], num_process_evaluate=args.processes, timeout=args.timeout,
     )
-    wall_s = time.perf_counter() - started
+    wall_s, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_started
     passed = pass_k.extract_instance_results(results)
     n = len(jobs["programs"])
     args.out.write_text(json.dumps({
@@ -162,7 +163,16 @@ def _child(argv: list[str] | None = None) -> None:
         "passed": [bool(passed[i][0]) for i in range(n)],
         "metadata": [json.loads(metadata[i][0]) for i in range(n)],
         "wall_s": wall_s,
+        "cpu_s": cpu_s,
     }, default=repr))
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the grader's workers)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
 
 
 if __name__ == "__main__":

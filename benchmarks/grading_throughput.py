@@ -8,26 +8,32 @@ corpus programs of tests/grading_corpus.py that pass with both graders, repeated
 ``--repeat`` times. Passing programs run every test, so both graders execute exactly the
 same tests; programs that time out are left out (they measure the timeout, not the grader).
 
-Ours isolates every test in its own sandboxed process (thinktune.sandbox) and grades
-``--workers`` programs at a time; the official ``codegen_metrics`` forks one process per
-program (``--workers`` at a time) and runs all that program's tests inside it. Prints
-tests/s for each and the ratio ours/official, and the latency of one sandboxed run of an
-empty program (with the grading prelude), one at a time, beside a fresh interpreter
-running the same program without any isolation.
+Ours isolates every test in its own sandboxed process (thinktune.sandbox: forked from a
+zygote that compiled the program once) and grades ``--workers`` programs at a time; the
+official ``codegen_metrics`` forks one process per program (``--workers`` at a time) and
+runs all that program's tests inside it. Prints tests/s for each and the ratio
+ours/official; the CPU time each grader's processes used per test (kernel threads
+excluded), which a busy machine distorts less than wall time; the machine's load average;
+and the latency of one sandboxed run of an empty program, alone and as one more run of an
+open program, beside a fresh interpreter running it without any isolation.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
+from contextlib import suppress
+
+import psutil
 
 from benchmarks import REPO, _official, load_file
 from benchmarks.lcb_equivalence import load_corpus
 from thinktune import livecodebench
-from thinktune.grading import TestCase, grade_many, with_prelude
-from thinktune.sandbox import Limits, isolation_report, run_python
+from thinktune.grading import PRELUDE, TestCase, grade_many
+from thinktune.sandbox import Limits, Program, isolation_report
 
 
 def sample_references() -> list[dict]:
@@ -59,33 +65,54 @@ def main(argv: list[str] | None = None) -> None:
     limits = Limits(timeout_s=float(args.timeout))
     jobs = [(c["program"], [TestCase(**t) for t in c["tests"]], c["func_name"]) for c in cases]
     grade_many(jobs[:4], limits, workers=args.workers)  # warm up
-    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), _our_cpu_s()
     ours = grade_many(jobs, limits, workers=args.workers, progress=True)
-    ours_s = time.perf_counter() - started
+    ours_s, ours_cpu = time.perf_counter() - started, _our_cpu_s() - cpu_started
 
     official = _official.run_codegen_metrics(cases, [c["program"] for c in cases], timeout=args.timeout,
                                              processes=args.workers)
-    official_s = official["wall_s"]
+    official_s, official_cpu = official["wall_s"], official["cpu_s"]
 
     for label, passed in (("ours", [r.passed for r in ours]), ("official", official["passed"])):
         if not all(passed):
             raise SystemExit(f"{label}: {passed.count(False)} programs of the workload failed; "
                              "the figures would not compare the same tests")
     ours_rate, official_rate = n_tests / ours_s, n_tests / official_s
-    print(f"ours:     {ours_s:7.2f} s  {ours_rate:7.1f} tests/s  (one sandboxed process per test)")
-    print(f"official: {official_s:7.2f} s  {official_rate:7.1f} tests/s  (one process per program)")
-    print(f"ratio ours/official: {ours_rate / official_rate:.2f}")
+    print(f"ours:     {ours_s:7.2f} s  {ours_rate:7.1f} tests/s  {1000 * ours_cpu / n_tests:5.2f} ms CPU/test  "
+          "(one sandboxed process per test)")
+    print(f"official: {official_s:7.2f} s  {official_rate:7.1f} tests/s  {1000 * official_cpu / n_tests:5.2f} ms "
+          "CPU/test  (one process per program)")
+    print(f"ratio ours/official: {ours_rate / official_rate:.2f} (tests/s), {official_cpu / ours_cpu:.2f} (CPU per test)")
+    print(f"load average: {load:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)")
 
-    runs, program = 50, with_prelude("pass")
+    runs = 50
     started = time.perf_counter()
     for _ in range(runs):
-        run_python(program, "", limits)
+        with Program("pass", limits, preamble=PRELUDE) as sandboxed:
+            sandboxed.run()
     print(f"one sandboxed run of an empty program, serially: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
+    with Program("pass", limits, preamble=PRELUDE) as sandboxed:
+        sandboxed.run()
+        started = time.perf_counter()
+        for _ in range(runs):
+            sandboxed.run()
+    print(f"one more run of an open program (its zygote ready): {1000 * (time.perf_counter() - started) / runs:.1f} ms")
     started = time.perf_counter()
     for _ in range(runs):
-        subprocess.run([sys.executable, "-s", "-P", "-c", program], check=True)
+        subprocess.run([sys.executable, "-s", "-P", "-c", PRELUDE + "pass"], check=True)
     print(f"for scale, a fresh interpreter running it, no isolation: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
 
+
+def _our_cpu_s() -> float:
+    """CPU seconds of this process and of its children (the sandbox's fork servers, with the
+    zygotes and programs they and their zygotes reaped)."""
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children():
+        with suppress(psutil.Error):
+            total += sum(child.cpu_times()[:4])
+    return total
 
 if __name__ == "__main__":
     main()

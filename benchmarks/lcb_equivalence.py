@@ -8,7 +8,7 @@ The official grader is ``codegen_metrics`` from the PyPI package ``nvidia-liveco
 thinktune cache (benchmarks/_official.py) - the project's environment is not touched.
 
 Corpus: each program has a known verdict; a case marked with a known difference expects
-the official grader to give the other verdict (README.md, "Grading", says why for each).
+the official grader to give the other verdict (README.md, "Evaluation harness", says why for each).
 ``--results``: the programs extracted from evaluation records (``results/*/*.jsonl``), on
 their problems' tests from ``data/raw/eval.jsonl`` - real model output, no labels, so
 every disagreement there is reported as one.

@@ -15,6 +15,7 @@ from pathlib import Path
 from thinktune import codegen
 from thinktune.atomic import atomic_file, write_jsonl
 from thinktune.benchmark import get_benchmark
+from thinktune.errors import InputError
 from thinktune.logs import get_logger
 from thinktune.modelsource import fetch_base_model
 from thinktune.params import DataParams, EvalParams, load_params
@@ -31,6 +32,10 @@ def fetch_training_data(data: DataParams, out_dir: Path) -> None:
             if data.source == "hub":
                 log.info("downloading %s/%s", repo, filename)
                 src = codegen.download_codegen(repo, filename)
+            elif data.source == "local":
+                src = Path(data.local_dir or "") / filename
+                if not src.is_file():
+                    raise InputError(f"data.local_dir: {src} not found; copy {repo}'s {filename} there")
             else:
                 src = Path(data.sample_dir) / f"codegen_{strategy}.jsonl"
             _, report = codegen.load_codegen(src, data.splits, data.max_rows)

@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> None:
             write_jsonl(tmp / strategy / "valid.jsonl", valid)
             metrics[strategy] = {"load": load_report.as_dict(), **report.as_dict(),
                                  "train_rows": len(train), "valid_rows": len(valid)}
-            log.info("%s: %d chats from %d problems (%d train, %d valid), dropped %s, truncated %d",
-                     strategy, report.kept, len(report.problems), len(train), len(valid),
-                     dict(report.dropped) or "none", report.truncated)
+            log.info("%s: %d chats from %d problems (%d train, %d valid), dropped %s, truncated %d, "
+                     "code from the `solution` field %d", strategy, report.kept, len(report.problems), len(train),
+                     len(valid), dict(report.dropped) or "none", report.truncated, report.code_from_solution)
 
     eval_problems = {r["question_id"]: r["question_content"] for r in read_jsonl(args.raw / "eval.jsonl")}
     metrics["contamination"] = formatting.contamination(statements, eval_problems)

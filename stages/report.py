@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     solved = {t: {name: load_solved(args.results / t / f"{name}.jsonl") for name in evals[t]["checkpoints"]}
               for t in TARGETS}
     study = build_study(evals, solved)
-    context = {"scale": params.scale, "model": params.model.name, "benchmark": evals["base"]["benchmark"],
+    data = ("the project's sample data (data/sample/)" if params.data.source == "sample"
+            else f"{params.data.deep_repo} and {params.data.diverse_repo}")
+    context = {"model": params.model.name, "data": data, "benchmark": evals["base"]["benchmark"],
                "platform": params.eval.platform, "difficulties": params.eval.difficulties,
                "n_samples": params.eval.n_samples}
     plot_link = os.path.relpath(args.plot, args.out.parent)

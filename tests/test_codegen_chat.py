@@ -28,8 +28,16 @@ def test_load_codegen_skips_malformed_rows_and_other_splits(tmp_path):
     assert [r["id"] for r in kept] == ["p1"]
     assert report.skipped == {"missing or empty `input`": 1, "missing or empty `output`": 1,
                               "split 'test' not in data.splits": 1, "`solution` is not a string": 1}
-    with pytest.raises(ValueError, match="no usable rows"):
+    with pytest.raises(ValueError, match="no usable rows.*non-empty `input` and `output`"):
         codegen.load_codegen(write(tmp_path / "e.jsonl", rows[1:3]), ["train"])
+
+
+def test_empty_data_file_errors_name_the_real_cause(tmp_path):
+    with pytest.raises(codegen.InputError, match="holds no rows: it is empty"):
+        codegen.load_codegen(write(tmp_path / "empty.jsonl", []), ["train"])
+    only_test = [{"id": "p", "input": "x", "output": OUTPUT, "split": "test"}] * 2
+    with pytest.raises(codegen.InputError, match=r"none of its 2 rows is in data.splits=\['train'\].*\['test'\]"):
+        codegen.load_codegen(write(tmp_path / "t.jsonl", only_test), ["train"])
 
 
 def test_problem_key_groups_solutions():

@@ -57,3 +57,11 @@ def test_contamination_finds_shared_word_runs():
     statement = "Takahashi has N apples and gives half of them to Aoki every day until none are left at all."
     report = formatting.contamination([statement], {"copy": "Story: " + statement, "fresh": "Print the sum of A and B."})
     assert report["overlapping_ids"] == ["copy"] and report["eval_problems"] == 2
+
+
+def test_rows_whose_code_comes_from_the_solution_field_are_counted(tokenizer):
+    fallback = [{"id": "p9", "input": "Square n.", "output": "Read n, print its square.", "solution": CODE}]
+    chats, report = formatting.format_rows(rows(problems=1, per_problem=1) + fallback, tokenizer, fmt())
+    assert report.kept == 2 and report.code_from_solution == 1
+    assert report.as_dict()["code_from_solution"] == 1
+    assert chats[-1]["messages"][-1]["content"].endswith(f"```python\n{CODE}\n```")

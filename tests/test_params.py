@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from thinktune.compose import compose
+from thinktune import presets
 from thinktune.params import ParamsError, load_params, parse_params
 
 
@@ -14,18 +19,57 @@ def raw(repo_root) -> dict:
     return yaml.safe_load((repo_root / "params.yaml").read_text())
 
 
-def test_committed_params_are_the_default_composition(repo_root, raw):
-    # params.yaml is what `dvc repro` reads; conf/ is what `dvc exp run` composes. They must agree.
-    assert compose([]) == raw, "params.yaml is stale: run `python -m thinktune.compose`"
+@pytest.fixture()
+def params_copy(repo_root, tmp_path) -> Path:
+    path = tmp_path / "params.yaml"
+    shutil.copy(repo_root / "params.yaml", path)
+    return path
 
 
-def test_default_is_offline_cpu_scale(params):
-    assert params.scale == "cpu"
-    assert params.model.source == "gguf_pypi" and params.data.source == "sample" and params.eval.source == "sample"
+def committed_params(repo_root) -> dict:
+    """params.yaml as committed (the workspace copy may hold a user's experiment)."""
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo_root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        pytest.skip("not a git checkout with a commit")
+    return yaml.safe_load(shown.stdout)
 
 
-def test_paper_preset_has_the_study_settings():
-    paper = parse_params(compose(["scale=paper"]))
+def test_workspace_params_validate(params):
+    assert params.lora.r > 0
+
+
+def test_params_file_is_stable_under_dvc_set_param(repo_root, tmp_path):
+    # `dvc exp run -S` loads and dumps params.yaml with ruamel; the committed layout is that
+    # dump's fixed point, so an experiment changes only the keys it sets, byte for byte.
+    from dvc.utils.serialize._yaml import dumps_yaml, parse_yaml_for_update
+
+    from dvc.utils.hydra import apply_overrides
+
+    text = (repo_root / "params.yaml").read_text()
+    assert dumps_yaml(parse_yaml_for_update(text, "params.yaml")) == text
+    raw = yaml.safe_load(text)
+    copy_path = tmp_path / "params.yaml"
+    copy_path.write_text(text)
+    apply_overrides(copy_path, [f"lora.r={raw['lora']['r']}", f"eval.difficulties=[{','.join(raw['eval']['difficulties'])}]"])
+    assert copy_path.read_text() == text  # a no-op `-S` leaves every byte, blank lines included
+
+
+def test_committed_params_are_the_offline_cpu_preset(repo_root):
+    committed = committed_params(repo_root)
+    assert presets.differences(committed, presets.load_preset("cpu")) == []
+    default = parse_params(committed)
+    assert default.model.source == "gguf_pypi" and default.data.source == "sample" and default.eval.source == "sample"
+
+
+def test_presets_set_the_same_keys():
+    keys = {name: set(presets.load_preset(name)) for name in presets.available()}
+    assert {"cpu", "paper"} <= set(keys)
+    assert len({frozenset(k) for k in keys.values()}) == 1, keys
+
+
+def test_paper_preset_has_the_study_settings(params_copy):
+    presets.apply("paper", params_copy)
+    paper = load_params(params_copy)
     assert paper.model.name == "Qwen/Qwen2.5-Coder-1.5B-Instruct" and paper.model.source == "hub"
     assert (paper.lora.r, paper.lora.alpha, paper.lora.dropout) == (16, 32, 0.05)
     assert len(paper.lora.target_modules) == 7
@@ -33,30 +77,74 @@ def test_paper_preset_has_the_study_settings():
     assert paper.train.effective_batch_size == 16 and paper.format.max_length == 8192
     assert paper.data.deep_repo == "Naholav/CodeGen-Deep-5K" and paper.data.diverse_repo == "Naholav/CodeGen-Diverse-5K"
     assert paper.eval.platform == "atcoder" and paper.eval.difficulties == ["easy", "medium"]
+    assert str(paper.eval.date_from) == "2025-01-01"
 
 
-def test_override_composes_like_dvc_exp_run():
-    assert parse_params(compose(["lora.r=32"])).lora.r == 32
+def test_preset_round_trip_restores_the_file_byte_for_byte(params_copy):
+    before = params_copy.read_bytes()
+    changed = presets.apply("paper", params_copy)
+    assert changed and params_copy.read_bytes() != before
+    assert presets.closest(yaml.safe_load(params_copy.read_text()))[0] == "paper"
+    presets.apply("cpu", params_copy)
+    assert params_copy.read_bytes() == before
+
+
+def test_preset_keeps_edits_to_other_keys(params_copy):
+    text = params_copy.read_text().replace("  r: 16\n", "  r: 32\n")
+    params_copy.write_text(text)
+    presets.apply("paper", params_copy)
+    assert load_params(params_copy).lora.r == 32
+    assert "An empty value means none" in params_copy.read_text()  # comments kept
+
+
+def test_preset_as_dvc_set_args_gives_the_same_file(params_copy, tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    via_dvc = tmp_path / "dvc" / "params.yaml"
+    via_dvc.parent.mkdir()
+    shutil.copy(params_copy, via_dvc)
+    args = presets.set_args("paper")
+    apply_overrides(via_dvc, args[1::2])  # what `dvc exp run -S k=v -S ...` does
+    presets.apply("paper", params_copy)
+    assert via_dvc.read_text() == params_copy.read_text()
+
+
+def test_invalid_preset_result_writes_nothing(params_copy, tmp_path):
+    bad = tmp_path / "presets"
+    bad.mkdir()
+    (bad / "broken.yaml").write_text("lora:\n  r: -1\n")
+    before = params_copy.read_bytes()
+    with pytest.raises(ParamsError, match=r"lora\.r: -1 is not allowed"):
+        presets.apply("broken", params_copy, presets_dir=bad)
+    assert params_copy.read_bytes() == before
+    with pytest.raises(ParamsError, match="no preset 'nope'"):
+        presets.load_preset("nope")
 
 
 @pytest.mark.parametrize(
     ("section", "key", "value", "expected"),
     [
-        ("lora", "r", -1, "lora.r"),
-        ("lora", "r", "sixteen", "lora.r"),
-        ("lora", "target_modules", ["q_proj", "qkv_proj"], "qkv_proj"),
-        ("train", "learning_rate", 0, "train.learning_rate"),
-        ("train", "precision", "fp8", "train.precision"),
-        ("eval", "difficulties", ["easy", "impossible"], "eval.difficulties"),
-        ("eval", "date_from", "not a date", "eval.date_from"),
-        ("format", "overlength", "wrap", "format.overlength"),
+        ("lora", "r", -1, r"lora\.r: -1 is not allowed; must be greater than 0"),
+        ("lora", "r", "sixteen", r"lora\.r: 'sixteen' is not allowed"),
+        ("lora", "target_modules", ["q_proj", "qkv_proj"], r"lora\.target_modules: .*qkv_proj"),
+        ("train", "learning_rate", 0, r"train\.learning_rate: 0 is not allowed"),
+        ("train", "precision", "fp8", r"train\.precision: 'fp8' is not allowed; must be 'auto'"),
+        ("eval", "difficulties", ["easy", "impossible"], r"eval\.difficulties: 'impossible'"),
+        ("eval", "date_from", "not a date", r"eval\.date_from"),
+        ("eval", "max_new_tokens", 0, r"eval\.max_new_tokens: 0 is not allowed"),
+        ("format", "overlength", "wrap", r"format\.overlength"),
+        ("plot", "style", "fancy", r"plot\.style: 'fancy' is not allowed; must be 'white'"),
+        ("plot", "palette", "no-such-palette", r"plot\.palette: 'no-such-palette' is not a seaborn"),
+        ("plot", "dpi", 0, r"plot\.dpi"),
     ],
 )
-def test_bad_values_name_the_key(raw, section, key, value, expected):
+def test_bad_values_name_the_key_value_and_range(raw, section, key, value, expected):
     bad = copy.deepcopy(raw)
     bad[section][key] = value
-    with pytest.raises(ParamsError, match=expected.replace(".", r"\.")):
+    with pytest.raises(ParamsError, match=expected) as info:
         parse_params(bad)
+    assert len(str(info.value).splitlines()) == 1
+    assert info.value.keys == [f"{section}.{key}"]
 
 
 def test_unknown_key_is_reported_as_a_typo(raw):
@@ -81,6 +169,44 @@ def test_missing_key_and_inconsistent_values(raw):
         parse_params(bad)
 
 
-def test_load_params_missing_file(tmp_path):
+def test_load_params_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("lora:\n  r: [1,\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml line \d+: not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def run_check(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                               **(env or {})})
+
+
+def test_check_params_stage_one_line_no_traceback(params_copy):
+    work = params_copy.parent
+    assert run_check(work).returncode == 0 and (work / "params.ok").is_file()
+    params_copy.write_text(params_copy.read_text().replace("  r: 16\n", "  r: -4\n"))
+    (work / "params.ok").unlink()
+    result = run_check(work)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: params.yaml: lora.r: -4 is not allowed; must be greater than 0" in result.stderr
+    assert not (work / "params.ok").exists()
+
+
+def test_check_params_under_exp_run_restores_the_bad_key(params_copy):
+    work = params_copy.parent
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=work, check=True)
+    subprocess.run([*git, "add", "params.yaml"], cwd=work, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=work, check=True)
+    baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    before = params_copy.read_text()
+    edited = before.replace("  r: 16\n", "  r: -4\n").replace("  alpha: 32\n", "  alpha: 64\n")
+    params_copy.write_text(edited)
+    result = run_check(work, {"DVC_EXP_BASELINE_REV": baseline})
+    assert result.returncode == 2 and "lora.r: -4 is not allowed" in result.stderr
+    assert "set back to the baseline's lora.r = 16" in result.stderr
+    # only the bad key is restored: the valid edit stays
+    assert params_copy.read_text() == before.replace("  alpha: 32\n", "  alpha: 64\n")

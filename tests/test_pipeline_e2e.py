@@ -47,8 +47,8 @@ def project(tmp_path_factory, repo_root, tiny_model_dir) -> tuple[Path, dict]:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
 
-    (repo / "conf" / "scale" / "tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump({
-        "scale": "tiny",
+    # A preset as a user would add one; applied the way the README applies `paper`.
+    (repo / "conf" / "presets" / "tiny.yaml").write_text(yaml.safe_dump({
         "model": {"source": "local", "name": "tiny-random-qwen2", "local_path": str(tiny_model_dir)},
         "data": {"source": "sample", "splits": ["train"]},
         "format": {"max_length": 4096},
@@ -57,15 +57,13 @@ def project(tmp_path_factory, repo_root, tiny_model_dir) -> tuple[Path, dict]:
         "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
                  "timeout_s": 3.0, "workers": 2},
     }))
-    config = repo / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("  - scale: cpu", "  - scale: tiny"))
 
     bin_dir = str(Path(sys.executable).parent)
     env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ["PATH"],
                         "THINKTUNE_CACHE": str(work / "cache"), "DVC_NO_ANALYTICS": "1",
                         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@t", "HF_HUB_OFFLINE": "1"}
-    sh([sys.executable, "-m", "thinktune.compose"], repo, env)
+    sh([sys.executable, "-m", "thinktune.presets", "tiny"], repo, env)
     sh(["git", "init", "-q"], repo, env)
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "copy"], repo, env)
@@ -75,7 +73,7 @@ def project(tmp_path_factory, repo_root, tiny_model_dir) -> tuple[Path, dict]:
 def test_repro_builds_every_output(project):
     repo, env = project
     output = sh(["dvc", "repro"], repo, env)
-    assert ran(output) == {"fetch", "format_think", "train_deep", "train_diverse", "eval_checkpoints@base",
+    assert ran(output) == {"check_params", "fetch", "format_think", "train_deep", "train_diverse", "eval_checkpoints@base",
                            "eval_checkpoints@deep", "eval_checkpoints@diverse", "plot", "report"}
 
     for path in ["models/base/model.safetensors", "data/raw/deep.jsonl", "data/raw/diverse.jsonl",
@@ -121,10 +119,9 @@ def test_second_repro_is_up_to_date(project):
 
 def test_plot_setting_reruns_only_plot_and_report(project):
     repo, env = project
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["plot"]["dpi"] = 90
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(sh(["dvc", "repro"], repo, env)) == {"plot", "report"}
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("  dpi: 150\n", "  dpi: 90\n"))  # as a user edits it
+    assert ran(sh(["dvc", "repro"], repo, env)) == {"check_params", "plot", "report"}
 
 
 def test_retraining_diverse_leaves_deep_alone(project):
@@ -145,6 +142,33 @@ def test_exp_run_with_a_param_override(project):
     assert yaml.safe_load((repo / "params.yaml").read_text())["lora"]["r"] == 32
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
     assert "32" in json.dumps(shown)
+
+
+def test_bad_set_param_fails_before_any_output_is_removed(project):
+    repo, env = project
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "state before the bad experiment"], repo, env)
+    params_before = (repo / "params.yaml").read_bytes()
+    adapters = sorted((repo / "models" / "deep").rglob("*"))
+    assert adapters
+    result = subprocess.run(["dvc", "exp", "run", "-S", "lora.r=-4"], cwd=repo, env=env, capture_output=True,
+                            text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "params.yaml: lora.r: -4 is not allowed; must be greater than 0" in output
+    assert "Traceback" not in output
+    assert ran(output) <= {"check_params"}
+    assert sorted((repo / "models" / "deep").rglob("*")) == adapters  # nothing removed
+    assert (repo / "params.yaml").read_bytes() == params_before  # the bad value is set back
+
+
+def test_hand_edit_is_kept_by_exp_run(project):
+    repo, env = project
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("  dpi: 90\n", "  dpi: 80\n"))
+    output = sh(["dvc", "exp", "run"], repo, env)
+    assert ran(output) >= {"plot", "report"} and not ran(output) & {"train_deep", "train_diverse"}
+    assert "  dpi: 80\n" in params.read_text()
 
 
 def test_results_travel_through_a_dvc_remote(project, tmp_path):

@@ -24,9 +24,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from thinktune import sandbox
 from thinktune.grading import TestCase, Verdict, grade_program
-from thinktune.sandbox import Limits, RunResult, isolation_report, run_python
+from thinktune.sandbox import (
+    Limits,
+    Program,
+    RunResult,
+    SandboxError,
+    client,
+    isolation_report,
+    run_python,
+    tiers,
+    uids,
+)
 
 FAST = Limits(timeout_s=1.0)
 TEST_UID_BASE = 62000
@@ -35,14 +44,14 @@ SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 @pytest.fixture(scope="module", autouse=True)
 def private_uid_range():
-    saved = sandbox._UID_BASE, sandbox._free_uids
-    sandbox._UID_BASE, sandbox._free_uids = TEST_UID_BASE, None
+    saved = uids.UID_BASE, uids._free_uids
+    uids.UID_BASE, uids._free_uids = TEST_UID_BASE, None
     yield
-    sandbox._UID_BASE, sandbox._free_uids = saved
+    uids.UID_BASE, uids._free_uids = saved
 
 
 def sandbox_uids() -> range:
-    return range(TEST_UID_BASE, TEST_UID_BASE + sandbox._UID_SLOTS)
+    return range(TEST_UID_BASE, TEST_UID_BASE + uids.UID_SLOTS)
 
 
 def isolation() -> dict[str, bool]:
@@ -76,12 +85,16 @@ def sandbox_files() -> list[str]:
 
 
 def leftover_processes() -> list[psutil.Process]:
-    """Our descendants, except the fork server (one long-lived interpreter) itself. A
-    keeper exits right after reporting and the kernel reaps it: allow it a moment."""
-    server = sandbox._fork_server._proc
+    """Our descendants, except the fork servers (long-lived interpreters) and the one spare
+    zygote each keeps forked ahead. A zygote exits once its program is closed and its fork
+    server reaps it: allow it a moment."""
+    servers = {s.pid for s in client._servers.values()}
     deadline = time.monotonic() + 2.0
     while True:
-        left = [p for p in psutil.Process().children(recursive=True) if server is None or p.pid != server.pid]
+        left = [p for p in psutil.Process().children(recursive=True) if p.pid not in servers]
+        spares = [p for p in left if p.ppid() in servers]
+        if len(spares) <= len(servers) and not any(p.children() for p in spares):
+            left = [p for p in left if p not in spares]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
@@ -100,6 +113,11 @@ def contained():
 
 def run(source: str, stdin: str = "", limits: Limits = FAST) -> RunResult:
     return run_python(textwrap.dedent(source), stdin, limits)
+
+
+def run_in_tier(tier: tiers.Tier, source: str, stdin: str = "", limits: Limits = FAST) -> RunResult:
+    with client.Program(source, limits, _tier=tier) as program:
+        return program.run(stdin)
 
 
 # --------------------------------------------------------------------------------------
@@ -132,9 +150,7 @@ def test_minimal_environment_and_fresh_temp_dir():
     """
     first, second = run(source), run(source)
     assert first.ok and second.ok, first.stderr + second.stderr
-    # a checkout under /tmp stays visible (read-only) there, for its virtualenv's sake
-    kept = {path.split("/")[2] for path in sandbox._interpreter_paths_in_scratch()} if isolation()["private_tmp"] else set()
-    assert first.stdout == second.stdout == f"[]\n{sorted({'main.py'} | kept)}\n1 True\n"
+    assert first.stdout == second.stdout == "[]\n['main.py']\n1 True\n"
 
 
 def test_hash_seed_is_fixed_so_outputs_are_reproducible():
@@ -144,7 +160,8 @@ def test_hash_seed_is_fixed_so_outputs_are_reproducible():
 
 def test_isolation_report_lists_features():
     report = isolation()
-    assert {"unprivileged_uid", "pid_namespace", "network_namespace", "read_only_root"} <= report.keys()
+    assert {"unprivileged_uid", "pid_namespace", "network_namespace", "allowlist_root", "seccomp",
+            "memory_cgroup"} <= report.keys()
     assert all(isinstance(v, bool) for v in report.values())
     if os.geteuid() == 0:
         assert report["unprivileged_uid"]
@@ -284,7 +301,7 @@ def test_deep_recursion(contained):
     python_level = "def f(n):\n    return f(n + 1) + 1\nprint(f(0))"
     c_level = "import sys\nsys.setrecursionlimit(10**9)\nx = []\nfor _ in range(10**6):\n    x = [x]\nprint(str(x)[:5])"
     for code in (python_level, c_level):  # RecursionError, then a segfault of the C stack
-        grade = grade_program(code, [TestCase("", "0")], Limits(timeout_s=4))
+        grade = grade_program(code, [TestCase("", "0")], Limits(timeout_s=15))  # seconds of CPU on a busy machine
         assert grade.verdicts == [Verdict.RUNTIME_ERROR], grade.first_failure
 
 
@@ -309,7 +326,7 @@ def test_huge_stderr(contained):
     started = time.monotonic()
     result = run("import sys\nchunk = 'e' * (1 << 20)\nfor _ in range(4096):\n    sys.stderr.write(chunk)")
     assert not result.ok
-    assert len(result.stderr) <= sandbox._STDERR_KEEP
+    assert len(result.stderr) <= client._STDERR_KEEP
     assert time.monotonic() - started < 5.0
 
 
@@ -351,13 +368,25 @@ def test_plain_tier_still_contains_time_processes_and_temp_dir():
             os._exit(0)
         time.sleep(0.3)
     """
-    result = sandbox._run(textwrap.dedent(escape), "", FAST, sandbox._PLAIN)
+    result = run_in_tier(tiers.PLAIN, textwrap.dedent(escape))
     workdir, escaped_pid = result.stdout.split()
     assert result.ok and not os.path.exists(workdir)
     assert not psutil.pid_exists(int(escaped_pid)) or psutil.Process(int(escaped_pid)).status() == psutil.STATUS_ZOMBIE
     assert leftover_processes() == []
-    timed = sandbox._run("while True:\n    pass", "", FAST, sandbox._PLAIN)
+    timed = run_in_tier(tiers.PLAIN, "while True:\n    pass")
     assert timed.timed_out and timed.exit_code is None
+
+
+@needs_uid
+def test_uid_tier_runs_programs_as_their_own_uid_with_a_timeout():
+    """Root without namespaces: the program has its own uid and rlimits, and the zygote
+    still enforces the timeout and removes the run's host temp dir."""
+    result = run_in_tier(tiers.UID_ONLY, "import os\nprint(os.getuid() != 0, os.getcwd())")
+    is_other_uid, workdir = result.stdout.split()
+    assert result.ok and is_other_uid == "True" and not os.path.exists(workdir)
+    timed = run_in_tier(tiers.UID_ONLY, "while True:\n    pass")
+    assert timed.timed_out and timed.exit_code is None
+    assert leftover_processes() == [] and sandbox_processes() == []
 
 
 def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
@@ -369,6 +398,9 @@ def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
     venv.chmod(0o755)  # as a clone's directory is
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--clear", str(venv)], check=True)
+        # the project's packages (pyseccomp for the filter), as a checkout's own virtualenv has them
+        site = next(venv.glob("lib/python*/site-packages"))
+        (site / "project.pth").write_text(next(p for p in sys.path if p.endswith("site-packages")) + "\n")
         probe = (f"import json, sys; sys.path.insert(0, {str(repo_root)!r})\n"
                  "from thinktune.sandbox import isolation_report, run_python\n"
                  "result = run_python('import sys; print(sys.prefix)')\n"
@@ -400,6 +432,9 @@ ENDINGS = {
     "name_and_argv": "import sys\nprint(__name__, sys.argv)",
     "unicode_source": "print('café ✓')",
     "coding_cookie": "# -*- coding: latin-1 -*-\nprint('ok')",
+    "builtins_module": ("import os\nprint(type(__builtins__).__name__, __builtins__.len([1]), os.path.isabs(__file__),"
+                        " os.path.basename(__file__), __doc__)"),
+    "annotations_are_evaluated": "def f(x: Undefined):\n    pass",  # no __future__ flag of the harness leaks in
 }
 
 
@@ -408,7 +443,7 @@ def test_programs_end_as_under_a_fresh_interpreter(name, tmp_path):
     source = ENDINGS[name]
     script = tmp_path / "main.py"
     script.write_text(source, encoding="utf-8")
-    fresh = subprocess.run([sys.executable, "-s", "-P", "main.py"], cwd=tmp_path, capture_output=True, text=True,
+    fresh = subprocess.run([sys.executable, "-s", "-P", "main.py"], check=False, cwd=tmp_path, capture_output=True, text=True,
                            env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
     ours = run_python(source, "", FAST)
     assert ours.exit_code == fresh.returncode
@@ -423,8 +458,9 @@ def test_each_run_gets_fresh_random_state():
 
 def test_fork_server_is_restarted_when_it_dies():
     assert run("print(1)").stdout == "1\n"
-    sandbox._fork_server._proc.kill()
-    sandbox._fork_server._proc.wait()
+    server = client._server(tiers.selected_tier())
+    server._proc.kill()
+    server._proc.wait()
     assert run("print(2)").stdout == "2\n"
 
 
@@ -440,7 +476,7 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = run("print(2)").stdout == "2\n" and sandbox._fork_server._owner == os.getpid()
+            ok = run("print(2)").stdout == "2\n" and client._server(tiers.selected_tier())._owner == os.getpid()
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)
@@ -452,16 +488,35 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
 
 
 def test_a_program_cannot_fake_a_sandbox_setup_failure():
-    """Only the status pipe (closed before the program runs) can report a setup failure."""
+    """Only the setup pipe (closed before the program runs) can report a setup failure."""
     result = run("import os, sys\nsys.stderr.write('setup-failed nope\\n')\nprint('setup-failed nope')\nos._exit(126)")
     assert result.exit_code == 126 and not result.ok
 
 
-def test_a_setup_failure_is_reported_as_an_evaluator_error(monkeypatch):
-    """A run the sandbox cannot set up (here: its working directory is gone) raises in the
-    evaluator instead of being graded as the program's failure."""
-    monkeypatch.setattr(sandbox, "_host_workdir", lambda source, uid: "/nonexistent/thinktune-run")
-    with pytest.raises(RuntimeError, match="setup failed: FileNotFoundError"):
-        sandbox._run("print(1)", "", FAST, sandbox._PLAIN)
-    monkeypatch.undo()
+def test_a_setup_failure_is_reported_as_an_evaluator_error():
+    """A run the sandbox cannot set up (here: an open-file limit above what the kernel
+    allows anyone) raises in the evaluator instead of being graded as the program's failure."""
+    with pytest.raises(SandboxError, match="setup failed"):
+        run("print(1)", limits=Limits(timeout_s=1.0, max_open_files=1 << 31))
     assert run("print(1)").ok
+
+
+def test_a_preamble_runs_once_and_every_run_starts_from_it():
+    preamble = "import collections\nseen = []\nseen.append('preamble')\n"
+    source = "seen.append('run')\nprint(seen, collections.__name__, __name__)"
+    with Program(source, FAST, preamble=preamble) as program:
+        outputs = [program.run().stdout for _ in range(3)]
+    assert outputs == ["['preamble', 'run'] collections __main__\n"] * 3
+
+
+def test_program_runs_queue_the_next_test_and_stop_when_left(contained):
+    """The next test is queued while one runs; leaving the loop (a failed test) stops the
+    queued one at once instead of letting it run to its timeout."""
+    with Program("import sys, time\nword = input()\nif word != 'first':\n    time.sleep(30)\nprint(word)",
+                 Limits(timeout_s=20)) as program:
+        started = time.monotonic()
+        results = program.runs(["first", "second", "third"])
+        assert next(results).stdout == "first\n"
+        results.close()
+        assert program.run("first").stdout == "first\n"  # a new zygote
+    assert time.monotonic() - started < 5.0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinktune.atomic import read_jsonl
+from thinktune.errors import InputError
 
 REQUIRED_TEXT_FIELDS = ("input", "output")
 
@@ -61,8 +62,21 @@ def load_codegen(path: str | Path, splits: list[str], max_rows: int | None = Non
             break
     report.kept = len(rows)
     if not rows:
-        raise ValueError(f"{path}: no usable rows (skipped: {dict(report.skipped)}); check data.splits")
+        raise InputError(_why_empty(Path(path), report, splits))
     return rows, report
+
+
+def _why_empty(path: Path, report: LoadReport, splits: list[str]) -> str:
+    """The message for a file that yields no training row, pointing at the actual cause."""
+    if not report.skipped:
+        return f"{path} holds no rows: it is empty; point data.source/data.sample_dir (or the hub file) at the data"
+    by_split = sum(n for reason, n in report.skipped.items() if reason.startswith("split "))
+    if by_split == sum(report.skipped.values()):
+        seen = sorted(reason.split("'")[1] for reason in report.skipped)
+        return (f"{path}: none of its {by_split} rows is in data.splits={splits} (its rows have split {seen}); "
+                "add one of those to data.splits")
+    return (f"{path}: no usable rows ({dict(report.skipped)}); rows need non-empty `input` and `output` "
+            "strings: fix the file")
 
 
 def download_codegen(repo_id: str, filename: str) -> Path:

@@ -43,7 +43,7 @@ log = get_logger("evaluation")
 RECORD_VERSION = 3
 _RECORD_CODE = [Path(__file__).parent / f"{name}.py" for name in (
     "benchmark", "livecodebench", "humaneval", "chat", "generation", "engine", "sampling", "modelhost",
-    "extract", "grading", "sandbox", "evaluation")]
+    "extract", "grading", "evaluation")] + sorted((Path(__file__).parent / "sandbox").glob("*.py"))
 
 # pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
 PASS_AT_K = (5, 10)

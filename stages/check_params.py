@@ -1,0 +1,84 @@
+"""check_params: validate every key of params.yaml before any stage touches its outputs.
+
+The first stage of dvc.yaml. Every other stage depends on its output, so DVC runs it
+first whenever params.yaml changes; a bad value stops `dvc repro` / `dvc exp run` here,
+with one line per bad key (key, value, what is allowed), and every output already
+produced stays as it was. Writes ``params.ok``, whose content never changes, so a valid
+edit re-runs only the stages that read the edited keys.
+
+Under `dvc exp run -S key=bad`, the bad keys are also set back to their values in the
+experiment's baseline commit (and the log says so), so the workspace is left as it was
+before the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from thinktune.atomic import atomic_file
+from thinktune.errors import run_stage
+from thinktune.logs import get_logger
+from thinktune.params import ParamsError, parse_params, read_raw
+
+log = get_logger("check_params")
+
+STAMP = "params.yaml passed thinktune's validation\n"
+
+
+def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str) -> list[str]:
+    """Set ``keys`` back to their values at ``baseline_rev`` (only keys that exist there
+    and only if the baseline's file validates); return the keys restored."""
+    from dvc.utils.serialize import modify_yaml
+
+    shown = subprocess.run(["git", "show", f"{baseline_rev}:{params_path.as_posix()}"], capture_output=True,
+                           text=True)
+    if shown.returncode != 0:
+        return []
+    baseline = yaml.safe_load(shown.stdout) or {}
+    try:
+        parse_params(baseline)
+    except ParamsError:
+        return []
+    restored = []
+    with modify_yaml(params_path) as data:
+        for key in keys:
+            *parents, leaf = key.split(".")
+            here, there = data, baseline
+            try:
+                for part in parents:
+                    here, there = here[part], there[part]
+                value = there[leaf]
+            except (KeyError, TypeError):
+                continue
+            if leaf in here and here[leaf] != value:
+                here[leaf] = value
+                restored.append(f"{key} = {value!r}")
+    return restored
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("params.ok"))
+    args = parser.parse_args(argv)
+    try:
+        parse_params(read_raw(args.params), origin=str(args.params))
+    except ParamsError as exc:
+        baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+        if baseline and exc.keys:
+            restored = restore_from_baseline(args.params, exc.keys, baseline)
+            if restored:
+                log.info("experiment not run; %s set back to the baseline's %s", args.params, ", ".join(restored))
+        raise
+    with atomic_file(args.out) as fh:
+        fh.write(STAMP)
+    log.info("%s is valid", args.params)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,388 @@
+"""The sandbox against the hostile programs of issue 8 (one test per numbered finding),
+in the ``contained`` tier (root with namespaces: this machine and CI).
+
+HumanEval's exits before ``check`` (finding 2) are graded in tests/test_grading_humaneval.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import platform
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from thinktune.sandbox import Limits, Program, SandboxError, client, isolation_report, run_python, tiers, uids
+from thinktune.sandbox.limits import SCRATCH_INODES
+
+FAST = Limits(timeout_s=2.0)
+TEST_UID_BASE = 63000  # apart from tests/test_sandbox.py's range and from real evaluations
+
+contained = pytest.mark.skipif(not isolation_report()["allowlist_root"],
+                               reason="needs the contained tier (root with namespaces)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_uid_range():
+    saved = uids.UID_BASE, uids._free_uids
+    uids.UID_BASE, uids._free_uids = TEST_UID_BASE, None
+    yield
+    uids.UID_BASE, uids._free_uids = saved
+
+
+def run(source: str, stdin: str = "", limits: Limits = FAST):
+    return run_python(textwrap.dedent(source), stdin, limits)
+
+
+# --------------------------------------------------------------------------------------
+# 1. The answers are in view
+
+
+SEARCH = r'''
+import json, os, re, stat
+pattern = re.compile(rb"THINKTUNE-PLANTED-[0-9a-f]{32}")
+hits, files = [], 0
+for top, dirs, names in os.walk("/"):
+    if top == "/proc":
+        dirs[:] = []
+        continue
+    for name in dirs + names:
+        path = os.path.join(top, name)
+        hits += [m.decode() for m in pattern.findall(path.encode())]
+        files += 1
+        try:
+            info = os.stat(path, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_size <= 1 << 20:
+                with open(path, "rb") as f:
+                    hits += [m.decode() for m in pattern.findall(f.read())]
+        except OSError:
+            pass
+cmdlines = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmdlines.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
+    except OSError:
+        pass
+print(json.dumps({"files": files, "hits": hits, "cmdlines": cmdlines}))
+'''
+
+
+@contained
+def test_1_no_expected_output_is_reachable(tmp_path, repo_root):
+    """Expected outputs planted in the repository's data/, the temp dir, the home dir and
+    pytest's temp dir are nowhere in the program's file system; no command line names
+    the repository."""
+    token = f"THINKTUNE-PLANTED-{secrets.token_hex(16)}"
+    planted = [repo_root / "data" / f"{token}.jsonl", Path(tempfile.gettempdir()) / token,
+               Path.home() / token, tmp_path / "expected_output.txt"]
+    try:
+        for path in planted:
+            path.write_text(json.dumps({"private_test_cases": [{"input": "1", "output": token}]}))
+            path.chmod(0o644)
+        tmp_path.chmod(0o755)
+        result = run(SEARCH, limits=Limits(timeout_s=60))
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
+    assert result.ok, result.stderr
+    found = json.loads(result.stdout)
+    assert found["files"] > 1000  # the search did walk a file system (the standard library at least)
+    assert found["hits"] == []
+    assert not any(str(repo_root) in cmdline for cmdline in found["cmdlines"])
+
+
+@contained
+def test_1_the_root_holds_only_the_allowlist():
+    source = """
+        import os, sys
+        print(sorted(os.listdir("/")))
+        print(sorted(os.listdir("/etc")))
+        print(os.path.exists(os.path.join(sys.prefix, "pyvenv.cfg")),
+              [p for p in sys.path if "site-packages" in p and os.path.isdir(p) and os.listdir(p)])
+    """
+    top, etc, environment = run(source).stdout.splitlines()
+    assert set(eval(top)) <= {"dev", "etc", "lib", "lib64", "proc", "root", "tmp", "usr", "var"}
+    assert set(eval(etc)) <= {"group", "ld.so.cache", "localtime", "passwd"}
+    assert environment == "False []"  # neither the virtualenv nor any installed package
+
+
+# --------------------------------------------------------------------------------------
+# 3. One run can read another's program
+
+
+@contained
+def test_3_a_program_cannot_find_a_neighbours_source_in_its_memory():
+    """Twenty neighbours of growing size run first (where a fork server read sources, their
+    freed buffers stayed in the memory later programs were forked from); a program that
+    scans its own memory must find none of their secrets."""
+    neighbour_secrets = []
+    for size in range(20):
+        secret = f"NEIGHBOUR-{secrets.token_hex(16)}"
+        neighbour_secrets.append(secret)
+        assert run(f"answers = {[secret] * (1 + 37 * size)!r}\nprint(answers[0])").stdout == f"{secret}\n"
+    scanner = """
+        import ctypes, re
+        found = set()
+        for line in open("/proc/self/maps"):
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            # readable private memory: the heap, anonymous mappings, the stack (files and
+            # [vvar] may fault past their end)
+            if fields[1].startswith("r") and (len(fields) == 5 or fields[5] in ("[heap]", "[stack]")):
+                found |= set(re.findall(rb"NEIGHBOUR-[0-9a-f]{32}", ctypes.string_at(start, end - start)))
+        print(sorted(x.decode() for x in found))
+    """
+    planted = run('planted = "NEIGHBOUR-" + "ab" * 16\n' + textwrap.dedent(scanner), limits=Limits(timeout_s=20))
+    assert planted.stdout == f"['NEIGHBOUR-{'ab' * 16}']\n", planted.stderr  # the scan sees its own memory
+    with Program(f"print({neighbour_secrets[0]!r})", FAST) as kept_open:  # a zygote alive meanwhile
+        assert kept_open.run().ok
+        result = run(scanner, limits=Limits(timeout_s=20))
+    assert result.ok, result.stderr
+    assert result.stdout == "[]\n" and not any(secret in result.stdout for secret in neighbour_secrets)
+
+
+# --------------------------------------------------------------------------------------
+# 4. Exit semantics differ from `python main.py`
+
+
+@contained
+@pytest.mark.parametrize("ending, status", [
+    ("os.kill(os.getpid(), signal.SIGKILL)", -signal.SIGKILL),
+    ("os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
+    ("signal.raise_signal(signal.SIGINT)", -signal.SIGINT),  # KeyboardInterrupt, then SIGINT
+    ("os.abort()", -signal.SIGABRT),
+])
+def test_4_a_program_that_signals_itself_ends_as_under_python(ending, status, tmp_path):
+    source = f"import os, signal\nprint('the answer', flush=True)\n{ending}\n"
+    (tmp_path / "main.py").write_text(source)
+    fresh = subprocess.run([sys.executable, "-s", "-P", "main.py"], cwd=tmp_path, capture_output=True, check=False,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    ours = run(source)
+    assert ours.exit_code == fresh.returncode == status
+    assert ours.stdout == "the answer\n" and not ours.ok
+
+
+@contained
+def test_4_the_program_is_not_pid_1_an_init_is():
+    result = run("import os\nprint(os.getpid() != 1, os.getppid(), open('/proc/1/comm').read().strip() != '')")
+    assert result.stdout == "True 1 True\n"
+
+
+# --------------------------------------------------------------------------------------
+# 5. Host Unix sockets are reachable
+
+
+@contained
+def test_5_host_unix_sockets_are_unreachable(tmp_path):
+    path = tmp_path / "host.sock"
+    abstract = f"\0thinktune-test-{secrets.token_hex(4)}"
+    listeners = []
+    for address in (str(path), abstract):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(1)
+        listener.settimeout(0.3)
+        listeners.append(listener)
+    os.chmod(path, 0o777)
+    tmp_path.chmod(0o755)
+    source = f"""
+        import socket
+        for address in ({str(path)!r}, {abstract!r}):
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(address)
+                s.sendall(b"hello")
+                print("connected")
+            except OSError as exc:
+                print(type(exc).__name__, exc.errno)
+    """
+    try:
+        result = run(source)
+        for listener in listeners:
+            with pytest.raises(TimeoutError):
+                listener.accept()
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert "connected" not in result.stdout
+    assert result.stdout == f"PermissionError {errno.EPERM}\n" * 2  # socket(AF_UNIX) itself is denied
+
+
+# --------------------------------------------------------------------------------------
+# 6. Kernel keyrings persist across runs
+
+
+KEYCTL = """
+import ctypes, errno, platform
+libc = ctypes.CDLL(None, use_errno=True)
+numbers = {{"x86_64": (248, 250), "aarch64": (217, 219)}}[platform.machine()]
+add_key, keyctl = numbers
+KEY_SPEC_USER_KEYRING, KEYCTL_READ, KEYCTL_SEARCH = -4, 11, 10
+payload = b"{payload}"
+if payload:
+    ret = libc.syscall(add_key, b"user", b"thinktune-answer", payload, len(payload), KEY_SPEC_USER_KEYRING)
+else:
+    ret = libc.syscall(keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, b"user", b"thinktune-answer", 0)
+print(ret, errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()) if ret < 0 else "")
+"""
+
+
+@contained
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"), reason="system call numbers")
+def test_6_keyrings_cannot_carry_anything_to_a_later_run():
+    stored = run(KEYCTL.format(payload="42"))
+    found = run(KEYCTL.format(payload=""))
+    assert stored.stdout == found.stdout == "-1 EPERM\n"
+    with open("/proc/key-users") as f:  # no keyring was created for any sandbox uid
+        owners = {int(line.split(":")[0]) for line in f if line.strip()}
+    assert not owners & set(range(TEST_UID_BASE, TEST_UID_BASE + uids.UID_SLOTS))
+
+
+# --------------------------------------------------------------------------------------
+# 7. The fork server dies with the thread that started it
+
+
+def test_7_the_fork_server_outlives_the_thread_that_started_it():
+    server = client._server(tiers.selected_tier())
+    server.stop()
+    results = []
+    starter = threading.Thread(target=lambda: results.append(run("print(1)")))
+    starter.start()
+    starter.join()
+    started_pid = server.pid
+    assert results[0].stdout == "1\n" and started_pid is not None
+    time.sleep(0.2)  # a parent-death signal would have fired by now
+    later = [run(f"print({n})") for n in range(3)]
+    assert [r.stdout for r in later] == ["0\n", "1\n", "2\n"]
+    assert server.pid == started_pid and server._proc.poll() is None
+
+
+def test_7_a_lost_keeper_is_retried_once(caplog):
+    with Program("print(input())", FAST) as program:
+        assert program.run("a").stdout == "a\n"
+        os.killpg(program._pid, signal.SIGKILL)  # the zygote (the run's keeper) is lost
+        with caplog.at_level(logging.WARNING, logger="thinktune.sandbox"):
+            assert program.run("b").stdout == "b\n"
+    assert "keeper lost" in caplog.text
+
+
+def test_7_a_keeper_lost_twice_is_an_infrastructure_error(monkeypatch):
+    start = Program._start_zygote
+
+    def start_and_lose(self):
+        start(self)
+        os.killpg(self._pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(Program, "_start_zygote", start_and_lose)
+    with pytest.raises(SandboxError, match="lost twice"):
+        run("print(1)")
+    monkeypatch.undo()
+    assert run("print(1)").ok
+
+
+# --------------------------------------------------------------------------------------
+# 8. Memory outside the caps
+
+
+@contained
+def test_8_the_private_tmp_has_an_inode_limit():
+    source = """
+        import errno, os
+        count = 0
+        try:
+            while count < 1_000_000:
+                open(f"/tmp/f{count}", "w").close()
+                count += 1
+        except OSError as exc:
+            print(count, errno.errorcode[exc.errno])
+    """
+    result = run(source, limits=Limits(timeout_s=20))
+    count, error = result.stdout.split()
+    assert int(count) < SCRATCH_INODES and error == "ENOSPC"
+
+
+@contained
+@pytest.mark.skipif(not isolation_report()["memory_cgroup"], reason="no writable memory cgroup here")
+def test_8_a_run_of_many_processes_is_capped_as_a_whole():
+    """Three children of 150 MiB each stay under the per-process cap (200 MiB of address
+    space) but not under the run's memory cgroup (200 MiB + scratch + overhead)."""
+    source = """
+        import os, time
+        children = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(150 << 20)
+                for i in range(0, len(block), 4096):
+                    block[i] = 1
+                time.sleep(1.5)
+                os._exit(0)
+            children.append(pid)
+        print([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children])
+    """
+    result = run(source, limits=Limits(timeout_s=20, memory_mb=200))
+    assert result.ok, result.stderr
+    assert -signal.SIGKILL in eval(result.stdout)  # the run's OOM killer took at least one
+
+
+# --------------------------------------------------------------------------------------
+# 9. No syscall filter
+
+SYSCALLS = {  # name: (x86_64, aarch64, arguments)
+    "unshare(CLONE_NEWUSER)": (272, 97, (0x10000000,)),
+    "clone(CLONE_NEWUSER)": (56, 220, (0x10000000 | signal.SIGCHLD, 0, 0, 0, 0)),
+    "io_uring_setup": (425, 425, (8, 0)),
+    "perf_event_open": (298, 241, (0, 0, -1, -1, 0)),
+    "bpf": (321, 280, (0, 0, 0)),
+    "ptrace(PTRACE_TRACEME)": (101, 117, (0, 0, 0, 0)),
+    "setns": (308, 268, (0, 0)),
+    "mount": (165, 40, (0, 0, 0, 0, 0)),
+    "shmget (System V IPC)": (29, 194, (0, 4096, 0o1600)),
+    "mq_open": (240, 180, (0, 0, 0, 0)),
+}
+
+
+@contained
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64") or not isolation_report()["seccomp"],
+                    reason="needs the seccomp filter (x86_64 or aarch64 with libseccomp)")
+@pytest.mark.parametrize("name", SYSCALLS)
+def test_9_the_syscall_filter_denies(name):
+    x86, arm, args = SYSCALLS[name]
+    number = x86 if platform.machine() == "x86_64" else arm
+    source = f"""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        ret = libc.syscall({number}, *[ctypes.c_long(a) for a in {args!r}])
+        if ret == 0 and {name!r}.startswith("clone"):
+            os._exit(0)  # the child of a clone that should have been refused
+        print(ret, ctypes.get_errno())
+    """
+    result = run(source)
+    assert result.stdout == f"-1 {errno.EPERM}\n", result.stderr
+
+
+# --------------------------------------------------------------------------------------
+# Weaker tiers say what they cannot promise
+
+
+@pytest.mark.parametrize("tier", [tiers.UID_ONLY, tiers.PLAIN])
+def test_weaker_tiers_log_what_they_cannot_promise(tier, caplog):
+    with caplog.at_level(logging.WARNING, logger="thinktune.sandbox"):
+        tiers.log_tier(tier)
+    assert f"sandbox tier '{tier.name}'" in caplog.text and "cannot promise" in caplog.text
+    assert "file system" in caplog.text and "network" in caplog.text

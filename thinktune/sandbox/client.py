@@ -1,0 +1,440 @@
+"""The evaluator's side: the fork server handle, ``Program`` and ``run_python``.
+
+The evaluator never waits on untrusted processes and never holds anything of theirs but
+memfds: per program a zygote (through the fork server), per run three memfds (stdin,
+stdout, stderr) sent to it and one report line back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Self
+
+from thinktune.sandbox import forkserver, keeper
+from thinktune.sandbox.limits import Limits, RunResult, SandboxError
+from thinktune.sandbox.tiers import Tier, selected_tier
+from thinktune.sandbox.uids import uid_slot
+
+log = logging.getLogger("thinktune.sandbox")
+
+
+# The evaluator waits this much longer than the timeout for a run's report: the zygote
+# enforces the timeout itself, this only guards against a lost or stuck keeper.
+_KEEPER_GRACE_S = 10.0
+_BOOT_TIMEOUT_S = 60.0
+_STDERR_KEEP = 64 << 10
+# The fork server's interpreter flags, which its programs inherit: -s: no user site;
+# -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED.)
+_PYTHON_ARGS = ("-s", "-P")
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _program_env() -> dict[str, str]:
+    """A minimal environment. PYTHONHASHSEED=0 makes set/dict-of-str orders, and so the
+    graded output of programs that print them, identical from run to run. (HOME and
+    TMPDIR: the run's working directory, set in the program's process.)"""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+class _LostKeeper(Exception):
+    """A zygote (or the fork server) went away without reporting: retried once."""
+
+
+# --------------------------------------------------------------------------------------
+# The fork server
+
+
+class _ForkServer:
+    """The evaluator's handle on its fork server of one tier: started on first use,
+    restarted if it died; a forked evaluator starts its own."""
+
+    def __init__(self, tier: Tier) -> None:
+        self.tier = tier
+        self.features: dict = {}
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._owner = os.getpid()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def spawn(self, plan: keeper.Plan, source_fd: int, conn_fd: int) -> int:
+        """Fork a zygote for one program; returns its pid."""
+        payload = plan.to_json()
+        with self._lock:
+            if self._owner != os.getpid():
+                self._proc, self._sock, self._owner = None, None, os.getpid()
+            for attempt in range(2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self._start()
+                try:
+                    socket.send_fds(self._sock, [len(payload).to_bytes(8, "big")], [source_fd, conn_fd])
+                    self._sock.sendall(payload)
+                    return int(_recv_exact(self._sock, 16))
+                except (OSError, ValueError) as exc:
+                    log.warning("sandbox fork server (%s) failed: %s; %s", self.tier.name, exc,
+                                "restarting it" if attempt == 0 else "giving up")
+                    self.stop()
+            raise _LostKeeper("the sandbox fork server does not answer")
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The interpreter is found on PATH, so that no command line a program can read
+        # (/proc/1/cmdline is its zygote's) names the checkout.
+        interpreter = os.path.dirname(sys.executable)
+        env = {**_program_env(), "PATH": f"{interpreter}:{_program_env()['PATH']}", "PYTHONPATH": _REPO_ROOT}
+        try:
+            self._proc = subprocess.Popen(
+                [os.path.basename(sys.executable), *_PYTHON_ARGS, "-c", forkserver.BOOT, str(theirs.fileno()),
+                 self.tier.name],
+                executable=sys.executable,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
+                pass_fds=(theirs.fileno(),), env=env, cwd="/",
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+        line = _read_line(ours, _BOOT_TIMEOUT_S)
+        if not line or not line.startswith(forkserver.READY):
+            self.stop()
+            reason = line[len(keeper.SETUP_FAILED):].decode(errors="replace") if line else "no answer"
+            raise SandboxError(f"sandbox tier {self.tier.name!r} cannot be set up: {reason}")
+        self.features = json.loads(line[len(forkserver.READY):])
+
+    def stop(self) -> None:
+        """End the fork server: it sees the end of its socket and cleans up (its spare zygote,
+        their memory cgroups); killed if it does not within a few seconds."""
+        if self._sock is not None:
+            self._sock.close()
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = self._sock = None
+
+
+_servers: dict[str, _ForkServer] = {}
+_servers_lock = threading.Lock()
+
+
+def _server(tier: Tier) -> _ForkServer:
+    with _servers_lock:
+        if tier.name not in _servers:
+            _servers[tier.name] = _ForkServer(tier)
+        return _servers[tier.name]
+
+
+def fork_server_features(tier: Tier) -> dict:
+    """What the tier's fork server could set up (seccomp, memory cgroup, notes on what not)."""
+    return _server(tier).features
+
+
+# --------------------------------------------------------------------------------------
+# Programs
+
+
+_END = object()
+
+
+class Program:
+    """One program, ready to run on many inputs: compiled once by its zygote, every run
+    forked from it and isolated from every other run. ``preamble``: trusted code (a
+    grader's imports, never the program's) that the zygote runs once, in the ``__main__``
+    every run of the program then starts from. Use as a context manager (or call
+    ``close``), from one thread at a time."""
+
+    def __init__(self, source: str, limits: Limits = Limits(), *, preamble: str = "",  # noqa: B008
+                 _tier: Tier | None = None) -> None:
+        if not isinstance(source, str) or not isinstance(preamble, str):
+            raise TypeError("source and preamble must be str")
+        preamble_bytes = preamble.encode()
+        self._source = len(preamble_bytes).to_bytes(8, "big") + preamble_bytes + _encode(source)
+        self._limits = limits
+        self._tier = _tier or selected_tier()
+        self._stack = ExitStack()
+        self._uid = self._stack.enter_context(uid_slot(self._tier.drop_uid))
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+        self._ready = False
+        self._buffer = b""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with suppress(Exception):
+            self.close()
+
+    def close(self) -> None:
+        """End the zygote (it sees the connection close) and free the program's uid."""
+        self._drop_zygote(kill=False)
+        self._stack.close()
+
+    def run(self, stdin: str = "") -> RunResult:
+        """Run the program with ``stdin`` as its standard input. Raises ``SandboxError``
+        only when the sandbox itself fails (a keeper lost twice, a refused setup)."""
+        runs = self.runs([stdin])
+        try:
+            return next(runs)
+        finally:
+            runs.close()
+
+    def runs(self, stdins: Iterable[str]) -> Iterator[RunResult]:
+        """The program's result on each stdin in turn. The next run is queued to the zygote
+        before this one's result is read, so the zygote never waits for the evaluator;
+        leaving the loop early (a failed test) ends the zygote with its queued run when
+        the generator is closed (the next run starts a new one)."""
+        inputs = iter(stdins)
+        pending: deque[tuple[bytes, list[int]]] = deque()  # sent, not yet reported
+        exhausted, lost_once = False, False
+        try:
+            while True:
+                try:
+                    for data, fds in pending:  # after a lost keeper: send again to the new one
+                        if not fds:
+                            fds.extend(self._send(data))
+                    while not exhausted and len(pending) < 2:
+                        stdin = next(inputs, _END)
+                        if stdin is _END:
+                            exhausted = True
+                        elif not isinstance(stdin, str):
+                            raise TypeError("stdin must be str")
+                        else:
+                            pending.append((_encode(stdin), []))
+                            pending[-1][1].extend(self._send(pending[-1][0]))
+                    if not pending:
+                        return
+                    result = self._receive(pending[0][1])
+                except _LostKeeper as exc:
+                    self._drop_zygote(kill=True)
+                    if lost_once:
+                        raise SandboxError(f"sandbox keeper lost twice, last: {exc}") from None
+                    lost_once = True
+                    log.warning("sandbox keeper lost (%s); running the test again with a new one", exc)
+                    for _, fds in pending:  # sent to the lost zygote
+                        _close_all(fds)
+                        fds.clear()
+                    continue
+                _close_all(pending.popleft()[1])
+                lost_once = False
+                yield result
+        finally:
+            if pending:  # the zygote sees the end of the connection and drops the queued runs
+                self._drop_zygote(kill=False)
+                for _, fds in pending:
+                    _close_all(fds)
+
+    def _start_zygote(self) -> None:
+        plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env())
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        source = _memfd("source", self._source)
+        try:
+            self._pid = _server(self._tier).spawn(plan, source, theirs.fileno())
+        except _LostKeeper:
+            ours.close()
+            raise
+        finally:
+            os.close(source)
+            theirs.close()
+        self._sock, self._ready, self._buffer = ours, False, b""
+
+    def _send(self, stdin: bytes) -> list[int]:
+        """Queue one run: its stdin, stdout and stderr memfds go to the zygote."""
+        if self._sock is None:
+            self._start_zygote()
+        fds = [_memfd("stdin", stdin), _memfd("stdout"), _memfd("stderr")]
+        try:
+            socket.send_fds(self._sock, [b"R"], fds)
+        except OSError as exc:
+            _close_all(fds)
+            raise _LostKeeper(f"zygote {self._pid}: {exc}") from None
+        return fds
+
+    def _receive(self, fds: list[int]) -> RunResult:
+        """The report of the oldest queued run, with its outputs."""
+        limits = self._limits
+        if not self._ready:
+            line = self._next_line(_BOOT_TIMEOUT_S)
+            if line and line.startswith(keeper.SETUP_FAILED):
+                self._drop_zygote(kill=True)
+                raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
+            if line is None or line.strip() != forkserver.READY.strip():
+                raise _LostKeeper(f"zygote {self._pid} did not start ({line!r})")
+            self._ready = True
+        line = self._next_line(limits.timeout_s + _KEEPER_GRACE_S)
+        if line is None:
+            raise _LostKeeper(f"zygote {self._pid} is stuck")
+        if line.startswith(keeper.SETUP_FAILED):
+            self._drop_zygote(kill=True)
+            raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
+        try:
+            tag, flag, code, wall = line.split()
+            if tag != b"ok":
+                raise ValueError
+            timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
+        except ValueError:
+            raise _LostKeeper(f"zygote {self._pid} ended with report {line!r}") from None
+        stdout, stdout_over = _read_head(fds[1], limits.max_output_bytes)
+        return RunResult(
+            exit_code=None if timed_out else exit_code,
+            stdout=stdout, stderr=_read_tail(fds[2], _STDERR_KEEP), timed_out=timed_out,
+            output_limit_exceeded=stdout_over, wall_s=wall_s,
+        )
+
+    def _next_line(self, timeout_s: float) -> bytes | None:
+        """The zygote's next line: None after ``timeout_s``, b"" at end of file."""
+        assert self._sock is not None
+        deadline = time.monotonic() + timeout_s
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not poller.poll(max(1, math.ceil(remaining * 1000))):
+                continue
+            try:
+                chunk = self._sock.recv(4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def _drop_zygote(self, kill: bool) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if kill and self._pid is not None:
+            with suppress(OSError):
+                os.killpg(self._pid, signal.SIGKILL)
+        self._pid, self._ready, self._buffer = None, False, b""
+
+
+def run_python(source: str, stdin: str = "", limits: Limits = Limits()) -> RunResult:  # noqa: B008
+    """Run ``source`` as ``main.py`` with ``stdin`` as its standard input, isolated."""
+    if not isinstance(source, str) or not isinstance(stdin, str):
+        raise TypeError("source and stdin must be str")
+    with Program(source, limits) as program:
+        return program.run(stdin)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def _encode(text: str) -> bytes:
+    """UTF-8, passing lone surrogates through: a program that is not valid UTF-8 fails to
+    compile in the sandbox instead of raising here."""
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def _memfd(name: str, data: bytes = b"") -> int:
+    """An anonymous file (no path anyone could find), holding ``data``, offset 0."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _read_head(fd: int, cap: int) -> tuple[str, bool]:
+    """The first ``cap`` bytes of ``fd`` as text, and whether it held more."""
+    size = os.fstat(fd).st_size
+    return _pread_all(fd, min(size, cap), 0).decode("utf-8", errors="replace"), size > cap
+
+
+def _read_tail(fd: int, cap: int) -> str:
+    """The last ``cap`` bytes of ``fd`` as text."""
+    size = os.fstat(fd).st_size
+    start = max(0, size - cap)
+    return _pread_all(fd, size - start, start).decode("utf-8", errors="replace")
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_line(sock: socket.socket, timeout_s: float) -> bytes | None:
+    """One report line (without its newline): b"" at end of file, None after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(max(1, math.ceil(remaining * 1000))):
+            if deadline - time.monotonic() <= 0:
+                return None
+            continue
+        try:
+            chunk = sock.recv(4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks).rstrip(b"\n") if chunks else b""
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)[:-1]
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
