@@ -11,7 +11,9 @@ times what a checkpoint switch costs: reloading the base and merging the adapter
 previous evaluation) against merging into the loaded base and restoring it
 (``thinktune.modelhost``); without ``--switch-adapters`` it makes random LoRA adapters of
 the study's shape (r 16, the seven projections). The machine's load average is printed
-before and after: throughput on a shared machine is only comparable within one run.
+with each figure, and the process's CPU time beside wall time: throughput on a shared
+machine is only comparable within one run (``--threads 1`` makes CPU time the steadier
+measure of work).
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ def load_text() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def time_answers(name: str, generate, chats) -> tuple[list, float]:
-    started = time.perf_counter()
+def time_answers(name: str, generate, chats) -> tuple[list, float, float]:
+    started, cpu = time.perf_counter(), time.process_time()
     answers = generate(chats)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     tokens = sum(g.new_tokens for a in answers for g in a)
     limit = sum(g.hit_token_limit for a in answers for g in a)
-    print(f"{name:>6}: {wall:7.1f} s  {tokens:6d} new tokens  {tokens / wall:7.1f} tokens/s  ({limit} at the limit)")
-    return answers, wall
+    print(f"{name:>6}: {wall:7.1f} s wall, {cpu:7.1f} s CPU  {tokens:6d} new tokens  {tokens / wall:7.1f} tokens/s "
+          f"({limit} at the limit; {load_text()})")
+    return answers, wall, cpu
 
 
 def random_adapters(base_dir: Path, out: Path, count: int, precision: str) -> list[Path]:
@@ -98,14 +101,16 @@ def compare(args, params, precision: str, settings: DecodingSettings) -> None:
     paths = {"old": lambda c: hf_generate_chats(model, tokenizer, c, settings, desc="old"),
              "new": lambda c: generate_chats(model, tokenizer, c, settings, desc="new")}
     walls: dict[str, list[float]] = {"old": [], "new": []}
+    cpus: dict[str, list[float]] = {"old": [], "new": []}
     answers = {}
     for round_ in range(args.repeat):
         for name in (("old", "new") if (round_ + args.new_first) % 2 == 0 else ("new", "old")):
-            answers[name], wall = time_answers(name, paths[name], chats)
+            answers[name], wall, cpu = time_answers(name, paths[name], chats)
             walls[name].append(wall)
+            cpus[name].append(cpu)
     same = sum(o[0].text == n[0].text for o, n in zip(answers["old"], answers["new"], strict=True))
-    print(f"new/old wall time: {sum(walls['new']) / sum(walls['old']):.2f}; identical greedy answers: "
-          f"{same}/{len(chats)}; {load_text()}")
+    print(f"new/old wall time: {sum(walls['new']) / sum(walls['old']):.2f}, CPU time: "
+          f"{sum(cpus['new']) / sum(cpus['old']):.2f}; identical greedy answers: {same}/{len(chats)}")
     differing = [i for i, (o, n) in enumerate(zip(answers["old"], answers["new"], strict=True))
                  if o[0].text != n[0].text]
     for i in differing:
@@ -125,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of (old, new) or (new, old), alternating")
     parser.add_argument("--new-first", action="store_true", help="start with the engine (default: the old code)")
     parser.add_argument("--skip-switch", action="store_true", help="do not time checkpoint switches")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1: CPU time is then a measure of work that a loaded machine disturbs least)")
     parser.add_argument("--switch-adapters", type=Path, nargs="*", default=None)
     parser.add_argument("--switches", type=int, default=3, help="random adapters to time when none are given")
     args = parser.parse_args(argv)
@@ -132,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     precision = args.precision or params.eval.precision
     settings = DecodingSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size or params.eval.batch_size)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     print(describe_environment(precision))
     print(f"torch threads: {__import__('torch').get_num_threads()}; {load_text()}")
     compare(args, params, precision, settings)
