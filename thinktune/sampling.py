@@ -82,8 +82,8 @@ class TokenChooser:
         import torch
 
         scores = logits.float()
-        index = torch.tensor(slots, device=self.device)
         if self.seen is not None:
+            index = torch.tensor(slots, device=self.device)
             seen = self.seen[index]
             scores = torch.where(seen, torch.where(scores < 0, scores * self.penalty, scores / self.penalty), scores)
         if self.greedy:
