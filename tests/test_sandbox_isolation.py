@@ -168,8 +168,12 @@ def test_3_a_program_cannot_find_a_neighbours_source_in_its_memory():
 def test_4_a_program_that_signals_itself_ends_as_under_python(ending, status, tmp_path):
     source = f"import os, signal\nprint('the answer', flush=True)\n{ending}\n"
     (tmp_path / "main.py").write_text(source)
+    def as_from_a_shell() -> None:  # this test may itself run as a background job, SIGINT ignored
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     fresh = subprocess.run([sys.executable, "-s", "-P", "main.py"], cwd=tmp_path, capture_output=True, check=False,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+                           preexec_fn=as_from_a_shell)
     ours = run(source)
     assert ours.exit_code == fresh.returncode == status
     assert ours.stdout == "the answer\n" and not ours.ok

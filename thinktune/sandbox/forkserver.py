@@ -58,6 +58,7 @@ def main() -> keeper.Start:
     """The fork server (``python -c BOOT <socket fd> <tier>``). Returns only in a program's process."""
     sock = socket.socket(fileno=int(sys.argv[1]))
     contained = sys.argv[2] == "contained"
+    _default_signal_dispositions()
     try:
         shared, features = _setup(contained)
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator, which picks a weaker tier
@@ -65,6 +66,18 @@ def main() -> keeper.Start:
         os._exit(1)
     sock.sendall(READY + json.dumps(features).encode() + b"\n")
     return _serve(sock, shared)
+
+
+def _default_signal_dispositions() -> None:
+    """Signals as a fresh `python main.py` from a shell has them, whatever the evaluator
+    inherited: a background job (`cmd &`, nohup, some CI runners) starts with SIGINT,
+    SIGQUIT or SIGHUP ignored, and programs would inherit that, so `raise_signal(SIGINT)`
+    would exit 0 instead of -2."""
+    import signal
+
+    for number in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what the interpreter installs at start
 
 
 @dataclass(frozen=True)
