@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from thinktune import humaneval
 from thinktune.atomic import write_jsonl
-from thinktune.evaluation import evaluate_checkpoint, summarize
+from thinktune.benchmark import get_benchmark
+from thinktune.evaluation import evaluate_checkpoints, summarize
 from thinktune.params import load_params
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     eval_params = params.eval.model_copy(update={"benchmark": "humaneval", "max_new_tokens": args.max_new_tokens})
 
-    problems = humaneval.load_problems(args.limit)
+    problems = get_benchmark("humaneval").load_problems(eval_params.model_copy(update={"max_problems": args.limit}))
     if args.sample:
         problems = sorted(random.Random(args.seed).sample(problems, args.sample), key=lambda p: p.question_id)
         print(f"HumanEval subset (seed {args.seed}): {', '.join(p.question_id for p in problems)}")
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         problems_file = Path(tmp) / "humaneval.jsonl"
         write_jsonl(problems_file, (p.to_json() for p in problems))
-        records = evaluate_checkpoint(args.base_model, None, problems, problems_file, eval_params,
-                                      params.format.system_prompt, label="humaneval/base")
+        records = evaluate_checkpoints(args.base_model, {"base": None}, problems, problems_file, eval_params,
+                                       params.format.system_prompt, label="humaneval")["base"]
     if args.out:
         write_jsonl(args.out, records)
     summary = summarize(records, step=0)

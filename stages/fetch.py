@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections import Counter
 from pathlib import Path
 
-from thinktune import codegen, humaneval, livecodebench
+from thinktune import codegen
 from thinktune.atomic import atomic_file, write_jsonl
+from thinktune.benchmark import get_benchmark
 from thinktune.errors import InputError
 from thinktune.logs import get_logger
 from thinktune.modelsource import fetch_base_model
@@ -44,29 +46,11 @@ def fetch_training_data(data: DataParams, out_dir: Path) -> None:
 
 
 def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
-    if params.benchmark == "humaneval":
-        chosen = humaneval.load_problems(params.max_problems)
-        write_jsonl(out_file, (p.to_json() for p in chosen))
-        log.info("HumanEval: %d problems -> %s", len(chosen), out_file)
-        return
-    if params.source == "hub":
-        files = livecodebench.download_release(params.lcb_repo, params.lcb_release)
-    elif params.source == "local":
-        files = livecodebench.release_files(Path(params.local_dir or ""), params.lcb_release)
-    else:
-        files = [Path(params.sample_file)]
-    problems = livecodebench.load_rows(files)
-    chosen = livecodebench.select_problems(problems, params.platform, params.difficulties,
-                                           params.date_from, params.date_to, params.max_problems)
-    if not chosen:
-        raise ValueError(
-            f"no problem of {len(problems)} matches eval.platform={params.platform}, "
-            f"eval.difficulties={params.difficulties}, dates {params.date_from}..{params.date_to}; "
-            "widen the filters"
-        )
+    """The problems ``eval.benchmark`` selects with the eval params, tests decoded."""
+    chosen = get_benchmark(params.benchmark).load_problems(params)
     write_jsonl(out_file, (p.to_json() for p in chosen))
-    by_difficulty = {d: sum(p.difficulty == d for p in chosen) for d in params.difficulties}
-    log.info("selected %d of %d problems (%s) -> %s", len(chosen), len(problems), by_difficulty, out_file)
+    by_difficulty = dict(Counter(p.difficulty for p in chosen))
+    log.info("%s: %d problems (%s) -> %s", params.benchmark, len(chosen), by_difficulty, out_file)
 
 
 def main(argv: list[str] | None = None) -> None:

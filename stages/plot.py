@@ -1,6 +1,6 @@
 """plot: Pass@1 against training step for Deep and Diverse, the base model as reference.
 
-Reads ``metrics/eval_{base,deep,diverse}.json``. Writes ``plots/pass_at_1.csv`` (every
+Reads ``results/{base,deep,diverse}/summary.json``. Writes ``plots/pass_at_1.csv`` (every
 point: strategy, checkpoint, step, Pass@1, solved/total, 95% interval),
 ``plots/curve/{deep,diverse}.csv`` (one curve each, for ``dvc plots show``) and
 ``plots/pass_at_1.png`` (seaborn, styled by params ``plot``).
@@ -9,9 +9,9 @@ point: strategy, checkpoint, step, Pass@1, solved/total, 95% interval),
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from thinktune.evaluation import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS, curve_rows, draw_curve, write_curve_csv
@@ -22,12 +22,12 @@ log = get_logger("plot")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=Path("plots"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    evals = {t: json.loads((args.metrics / f"eval_{t}.json").read_text()) for t in TARGETS}
+    evals = {t: read_summary(args.results, t) for t in TARGETS}
     rows = curve_rows(evals)
     write_curve_csv(rows, args.out / "pass_at_1.csv")
     for strategy in STRATEGIES:

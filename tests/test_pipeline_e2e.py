@@ -88,15 +88,22 @@ def test_repro_builds_every_output(project):
     for strategy in ("deep", "diverse"):
         steps = sorted(int(p.name.split("-")[1]) for p in (repo / "models" / strategy).glob("checkpoint-*"))
         assert steps == [2, 3]  # 12 chats / accumulation 4 = 3 steps, saved every 2 and at the end
-        metrics = json.loads((repo / f"metrics/eval_{strategy}.json").read_text())
-        assert sorted(m["step"] for m in metrics["checkpoints"].values()) == steps
-        assert {f"checkpoint-{s}.jsonl" for s in steps} == {p.name for p in (repo / "results" / strategy).iterdir()}
-    base = json.loads((repo / "metrics/eval_base.json").read_text())["checkpoints"]["base"]
+        summary = json.loads((repo / "results" / strategy / "summary.json").read_text())
+        assert sorted(m["step"] for m in summary["checkpoints"].values()) == steps
+        assert {f"checkpoint-{s}.jsonl" for s in steps} | {"summary.json"} == \
+               {p.name for p in (repo / "results" / strategy).iterdir()}
+    assert not list((repo / "metrics").glob("eval_*.json"))  # eval stages declare no DVC metrics
+    summary = json.loads((repo / "results/base/summary.json").read_text())
+    base = summary["checkpoints"]["base"]
     assert base["total"] == len(problems) and 0 <= base["pass_at_1"] <= 1
+    assert {"mean_reasoning_tokens", "truncated_share", "no_code_share"} <= set(base)
+    assert summary["decoding"]["max_new_tokens"] == 24 and summary["decoding"]["repetition_penalty"] == 1.0
+    assert summary["environment"]["precision"] in ("bf16", "fp32") and summary["environment"]["device"]
 
     record = json.loads((repo / "results/base/base.jsonl").read_text().splitlines()[0])
     sample = record["samples"][0]
-    assert {"raw_output", "code", "verdicts", "reasoning_chars", "hit_token_limit", "passed"} <= set(sample)
+    assert {"raw_output", "code", "verdicts", "reasoning_chars", "reasoning_tokens", "hit_token_limit",
+            "passed"} <= set(sample)
 
     report = (repo / "report/README.md").read_text()
     assert "pass_at_1.png" in report and "deep" in report.lower() and "diverse" in report.lower()

@@ -10,7 +10,7 @@ import pytest
 from stages import plot as plot_stage
 from stages import report as report_stage
 from thinktune.atomic import write_json, write_jsonl
-from thinktune.evaluation import summarize
+from thinktune.evaluation import read_summary, summarize
 from thinktune.plotting import curve_rows, read_curve_csv
 from thinktune.reporting import answer_sentence, best, build_study, load_solved, points_of
 
@@ -33,14 +33,14 @@ def records(solved: set[int]) -> list[dict]:
 
 @pytest.fixture
 def workspace(tmp_path, repo_root) -> Path:
-    """metrics/ and results/ as eval_checkpoints writes them, plus params.yaml."""
+    """results/ as eval_checkpoints writes them, plus params.yaml."""
     for target, checkpoints in OUTCOMES.items():
         table = {}
         for name, solved in checkpoints.items():
             recs = records(solved)
             write_jsonl(tmp_path / "results" / target / f"{name}.jsonl", recs)
             table[name] = summarize(recs, 0 if name == "base" else int(name.split("-")[1]))
-        write_json(tmp_path / "metrics" / f"eval_{target}.json",
+        write_json(tmp_path / "results" / target / "summary.json",
                    {"target": target, "benchmark": "livecodebench", "n_problems": N, "n_samples": 1,
                     "checkpoints": table})
     (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text())
@@ -48,7 +48,7 @@ def workspace(tmp_path, repo_root) -> Path:
 
 
 def load_evals(root: Path) -> dict:
-    return {t: json.loads((root / "metrics" / f"eval_{t}.json").read_text()) for t in OUTCOMES}
+    return {t: read_summary(root / "results", t) for t in OUTCOMES}
 
 
 def test_curve_starts_each_strategy_at_the_base_model(workspace):

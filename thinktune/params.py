@@ -148,11 +148,16 @@ class EvalParams(_Section):
     date_to: date | None = None
     max_problems: PositiveInt | None = None
     n_samples: PositiveInt
-    temperature: Annotated[float, Field(ge=0)]
-    top_p: Annotated[float, Field(gt=0, le=1)]
-    prompt_style: Literal["study", "livecodebench"] = "study"  # see thinktune/chat.py
+    temperature: Annotated[float, Field(ge=0)]  # 0: greedy
+    top_p: Annotated[float, Field(gt=0, le=1)]  # 1: off
+    top_k: int = Field(0, ge=0, description="0: off")
+    repetition_penalty: PositiveFloat = Field(1.0, description="1: off (the hub's generation_config is never used)")
+    seed: int = 0  # sampling seed (each answer draws from its own generator seeded by seed, problem, sample)
+    prompt_style: Literal["study", "livecodebench"] = "study"  # see thinktune/livecodebench.py
     max_new_tokens: PositiveInt
-    batch_size: PositiveInt
+    batch_size: PositiveInt = Field(description="answers decoded at once (per process)")
+    num_processes: PositiveInt = Field(1, description="generation processes, one device each (cuda:rank, or CPU)")
+    cuda_graphs: bool = True  # replay decode steps as CUDA graphs on CUDA devices
     timeout_s: PositiveFloat
     memory_mb: PositiveInt
     workers: PositiveInt

@@ -1,0 +1,233 @@
+"""The decode engine against ``model.generate``: same greedy answers, explicit decoding, finished rows leave."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from benchmarks._hf_generate import hf_generate_chats
+from thinktune import engine as engine_module
+from thinktune.generation import (
+    DecodingSettings,
+    chat_prompt_ids,
+    generate_chats,
+    generate_tokens,
+    stop_token_ids,
+)
+from thinktune.sampling import TokenChooser
+
+# Prompts of different lengths (the engine admits the longest first and pads least).
+CHATS = [[{"role": "system", "content": "You are an expert Python programmer."},
+          {"role": "user", "content": "print " + "x" * (i * 7) + " for i in range(n)" * (i % 3)}] for i in range(11)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model's ops are too small to share out: threads only wait on each other
+    (several times slower on a loaded 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load(model_dir, dtype_name: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval(), AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def stopping(request, tiny_model_dir):
+    """The tiny model with end-of-answer tokens chosen so its greedy answers end at many
+    different lengths and some run to the limit: every path of the engine (rows leaving,
+    slots refilled, columns shifted) is taken. A random model never says <|im_end|>."""
+    model, tokenizer = load(tiny_model_dir, request.param)
+    free = generate_tokens(model, chat_prompt_ids(tokenizer, CHATS), DecodingSettings(max_new_tokens=40, batch_size=16),
+                           stop_ids=set(), progress=False)
+    answers = [c[0].token_ids for c in free.completions]
+    counts = Counter(t for a in answers for t in set(a))
+    # Tokens present in some answers but not all, ranked by how many distinct end points they give.
+    candidates = sorted((t for t, n in counts.items() if n < len(answers)),
+                        key=lambda t: -len({a.index(t) for a in answers if t in a}))
+    stops = set(candidates[:2])
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), *sorted(stops)]
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("batch_size", [2, 16])
+def test_greedy_answers_equal_the_previous_generate(stopping, batch_size, monkeypatch):
+    model, tokenizer = stopping
+    monkeypatch.setattr(engine_module, "WINDOW_BUCKET", 8)  # shift columns as soon as a few are dead
+    settings = DecodingSettings(max_new_tokens=40, batch_size=batch_size)
+    engine = engine_module.DecodeEngine(model, slots=batch_size, capacity=400, mode="eager")
+    new = generate_chats(model, tokenizer, CHATS, settings, engine=engine)
+    old = hf_generate_chats(model, tokenizer, CHATS, settings)
+    assert [[(g.text, g.new_tokens, g.hit_token_limit) for g in o] for o in old] == \
+           [[(g.text, g.new_tokens, g.hit_token_limit) for g in n] for n in new]
+    lengths = [n[0].new_tokens for n in new]
+    assert len(set(lengths)) >= 4 and 40 in lengths and min(lengths) < 20  # the answers did end at many points
+
+
+def test_buckets_mode_equals_eager(stopping, monkeypatch):
+    """The padded (batch, window) shapes a CUDA graph replays give the same answers as exact shapes."""
+    model, tokenizer = stopping
+    monkeypatch.setattr(engine_module, "WINDOW_BUCKET", 16)
+    settings = DecodingSettings(max_new_tokens=40, batch_size=6)
+    prompts = chat_prompt_ids(tokenizer, CHATS)
+    stops = stop_token_ids(model, tokenizer)
+    eager = generate_tokens(model, prompts, settings, stops, mode="eager", progress=False)
+    padded = generate_tokens(model, prompts, settings, stops, mode="buckets", progress=False)
+    assert [c[0].token_ids for c in padded.completions] == [c[0].token_ids for c in eager.completions]
+    assert eager.stats.shifts > 0 and padded.stats.max_active == 6
+
+
+def test_each_prompt_alone_through_plain_generate(stopping):
+    """No padding, no batch: ``model.generate`` on each prompt alone gives the engine's batched answers."""
+    import torch
+
+    model, tokenizer = stopping
+    settings = DecodingSettings(max_new_tokens=40, batch_size=4)
+    prompts = chat_prompt_ids(tokenizer, CHATS)
+    batched = generate_tokens(model, prompts, settings, stop_token_ids(model, tokenizer), progress=False)
+    for prompt, (completion,) in zip(prompts, batched.completions, strict=True):
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, top_p=None, top_k=None,
+                                 temperature=None, eos_token_id=sorted(stop_token_ids(model, tokenizer)))
+        alone = out[0, len(prompt):].tolist()
+        stopped = alone[-1] in stop_token_ids(model, tokenizer)
+        assert completion.token_ids == (alone[:-1] if stopped else alone)
+        assert completion.hit_token_limit == (not stopped)
+
+
+def test_generation_config_of_the_hub_changes_nothing(tiny_model_dir, tmp_path):
+    """The hub's Qwen2.5 Instruct generation_config.json (penalty 1.1, sampling defaults) is
+    not inherited: greedy answers equal those of the same weights without it. The previous
+    code passed the sampling keys but inherited the penalty."""
+    import shutil
+
+    hub_like = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, hub_like)
+    (hub_like / "generation_config.json").write_text(json.dumps({
+        "do_sample": True, "repetition_penalty": 1.1, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+        "eos_token_id": [2], "pad_token_id": 0}))
+    plain_model, tokenizer = load(tiny_model_dir, "fp32")
+    hub_model, _ = load(hub_like, "fp32")
+    assert hub_model.generation_config.repetition_penalty == 1.1
+    settings = DecodingSettings(max_new_tokens=30, batch_size=4)
+    ours = generate_chats(hub_model, tokenizer, CHATS, settings)
+    assert [g[0].text for g in ours] == [g[0].text for g in generate_chats(plain_model, tokenizer, CHATS, settings)]
+    previous = hf_generate_chats(hub_model, tokenizer, CHATS, settings)
+    assert [g[0].text for g in previous] != [g[0].text for g in ours]  # the inherited penalty changed answers
+
+
+def test_repetition_penalty_from_params_as_generate_applies_it(tiny_model_dir):
+    import torch
+
+    model, tokenizer = load(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(tokenizer, CHATS[:4])
+    settings = DecodingSettings(max_new_tokens=25, repetition_penalty=1.3, batch_size=4)
+    ours = generate_tokens(model, prompts, settings, stop_ids=set(), progress=False)
+    plain = generate_tokens(model, prompts, DecodingSettings(max_new_tokens=25, batch_size=4), set(), progress=False)
+    assert [c[0].token_ids for c in ours.completions] != [c[0].token_ids for c in plain.completions]
+    for prompt, (completion,) in zip(prompts, ours.completions, strict=True):
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([prompt]), max_new_tokens=25, do_sample=False, repetition_penalty=1.3,
+                                 top_p=None, top_k=None, temperature=None, eos_token_id=[])
+        assert completion.token_ids == out[0, len(prompt):].tolist()
+
+
+def test_token_chooser_matches_transformers_processors():
+    import torch
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    torch.manual_seed(0)
+    vocab, history = 50, [[3, 7, 7, 12], [0, 49, 5, 3]]
+    chooser = TokenChooser(DecodingSettings(max_new_tokens=1, repetition_penalty=1.7), 2, vocab, torch.device("cpu"))
+    for slot, ids in enumerate(history):
+        chooser.start(slot, ids, key=slot, sample=0)
+    logits = torch.randn(2, vocab) * 3
+    expected = RepetitionPenaltyLogitsProcessor(1.7)(torch.tensor(history), logits.clone()).argmax(-1)
+    assert torch.equal(chooser.choose(logits, [0, 1]), expected)
+    assert chooser.seen[0, expected[0]] and chooser.seen[1, 49]
+
+    # top_k=1 or a vanishing top_p leaves only the best token: sampling then equals greedy.
+    for settings in (DecodingSettings(max_new_tokens=1, temperature=1.3, top_k=1),
+                     DecodingSettings(max_new_tokens=1, temperature=0.9, top_p=1e-6)):
+        sampler = TokenChooser(settings, 2, vocab, torch.device("cpu"))
+        for slot in range(2):
+            sampler.start(slot, [1], key=slot, sample=0)
+        for _ in range(5):
+            assert torch.equal(sampler.choose(logits, [0, 1]), logits.argmax(-1))
+    warped = TokenChooser(DecodingSettings(max_new_tokens=1, temperature=0.5, top_k=5, top_p=0.9), 1, vocab, "cpu")
+    want = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(5)(None, logits / 0.5))
+    got = logits.float()
+    for warper in warped.warpers:
+        got = warper(None, got)
+    assert torch.equal(got, want)
+
+
+def test_samples_do_not_depend_on_batch_or_neighbours(tiny_model_dir):
+    model, tokenizer = load(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(tokenizer, CHATS[:6])
+    settings = DecodingSettings(max_new_tokens=12, temperature=1.0, top_p=0.95, n_samples=3, seed=7, batch_size=18)
+    together = generate_tokens(model, prompts, settings, set(), progress=False).completions
+    assert [len(c) for c in together] == [3] * 6
+    assert len({tuple(c.token_ids) for c in together[0]}) > 1  # the samples differ from each other
+    small = DecodingSettings(**{**settings.__dict__, "batch_size": 2})
+    assert generate_tokens(model, prompts, small, set(), progress=False).completions == together
+    # The second half alone, keyed by its place in the whole list (as a shard of a bigger run).
+    half = generate_tokens(model, prompts[3:], settings, set(), keys=[3, 4, 5], progress=False).completions
+    assert half == together[3:]
+    other_seed = DecodingSettings(**{**settings.__dict__, "seed": 8})
+    assert generate_tokens(model, prompts, other_seed, set(), progress=False).completions != together
+
+
+def test_describe_records_every_decoding_setting(params):
+    settings = DecodingSettings.from_params(params.eval)
+    described = settings.describe()
+    assert described["strategy"] == ("greedy" if params.eval.temperature == 0 else "sampling")
+    assert {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "n_samples", "seed"} <= set(described)
+    assert "batch_size" not in described
+    assert described["repetition_penalty"] == params.eval.repetition_penalty
+
+
+def test_engine_refuses_too_small_a_cache(tiny_model_dir):
+    from thinktune.engine import DecodeEngine
+
+    model, _ = load(tiny_model_dir, "fp32")
+    engine = DecodeEngine(model, slots=2, capacity=10, mode="eager")
+    with pytest.raises(ValueError, match="capacity"):
+        engine.run([engine_module.Request(list(range(8)), 0)], None, set(), 5)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        DecodeEngine(model, slots=2, capacity=10, mode="graphs")
+
+
+def test_token_entry_point_for_throughput_benchmarks(tiny_model_dir):
+    """What benchmarks/gpu_throughput.py runs: a random-initialised model, synthetic prompt ids,
+    no stop tokens (every answer runs to the limit), the engine reused for a warm second call."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir)).eval()
+    prompts = [[int(t) for t in torch.randint(0, model.config.vocab_size, (length,))] for length in (40, 9, 25, 60, 3)]
+    settings = DecodingSettings(max_new_tokens=16, batch_size=3)
+    first = generate_tokens(model, prompts, settings, stop_ids=set(), progress=False)
+    assert [len(c[0].token_ids) for c in first.completions] == [16] * 5
+    assert all(c[0].hit_token_limit for c in first.completions)
+    stats = first.stats.as_dict()
+    assert stats["new_tokens"] == 80 and stats["prompt_tokens"] == sum(map(len, prompts))
+    assert stats["max_active"] == 3 and stats["decode_tokens_per_s"] > 0 and stats["cuda_graphs"] is False
+    warm = generate_tokens(model, prompts, settings, stop_ids=set(), engine=first.engine, progress=False)
+    assert warm.engine is first.engine and warm.completions == first.completions
