@@ -16,6 +16,7 @@ from pathlib import Path
 
 from thinktune.atomic import read_jsonl
 from thinktune.benchmark import Problem
+from thinktune.errors import run_stage
 from thinktune.evaluation import evaluate_checkpoints, write_results
 from thinktune.generation import stop_tokens_of
 from thinktune.logs import get_logger
@@ -61,4 +62,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from thinktune import codegen, formatting
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
+from thinktune.errors import run_stage
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 
@@ -60,4 +61,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from thinktune.errors import run_stage
 from thinktune.evaluation import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
@@ -38,4 +39,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

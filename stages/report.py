@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from thinktune.atomic import atomic_file, write_json
+from thinktune.errors import run_stage
 from thinktune.evaluation import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import load_params
@@ -49,4 +50,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from thinktune.errors import run_stage
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.training.launch import launched, relaunch
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stages.fetch import fetch_eval_problems
+from stages.fetch_data import fetch_eval_problems
 from thinktune.benchmark import Benchmark, Problem, get_benchmark
 from thinktune.grading import TestCase
 
@@ -70,7 +70,7 @@ def _compares_benchmark_names(tree: ast.AST) -> list[int]:
 
 def test_no_module_branches_on_the_benchmark(repo_root):
     """Prompting, fetching and evaluation go through the interface, never `if benchmark == ...`."""
-    modules = ["thinktune/chat.py", "thinktune/evaluation.py", "thinktune/generation.py", "stages/fetch.py",
+    modules = ["thinktune/chat.py", "thinktune/evaluation.py", "thinktune/generation.py", "stages/fetch_data.py",
                "stages/eval_checkpoints.py", "benchmarks/humaneval_base.py"]
     offenders = {}
     for name in modules:

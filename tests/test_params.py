@@ -41,9 +41,8 @@ def test_workspace_params_validate(params):
 def test_params_file_is_stable_under_dvc_set_param(repo_root, tmp_path):
     # `dvc exp run -S` loads and dumps params.yaml with ruamel; the committed layout is that
     # dump's fixed point, so an experiment changes only the keys it sets, byte for byte.
-    from dvc.utils.serialize._yaml import dumps_yaml, parse_yaml_for_update
-
     from dvc.utils.hydra import apply_overrides
+    from dvc.utils.serialize._yaml import dumps_yaml, parse_yaml_for_update
 
     text = (repo_root / "params.yaml").read_text()
     assert dumps_yaml(parse_yaml_for_update(text, "params.yaml")) == text

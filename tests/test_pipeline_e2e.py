@@ -73,7 +73,7 @@ def project(tmp_path_factory, repo_root, tiny_model_dir) -> tuple[Path, dict]:
 def test_repro_builds_every_output(project):
     repo, env = project
     output = sh(["dvc", "repro"], repo, env)
-    assert ran(output) == {"check_params", "fetch", "format_think", "train_deep", "train_diverse", "eval_checkpoints@base",
+    assert ran(output) == {"check_params", "fetch_model", "fetch_data", "format_think", "train_deep", "train_diverse", "eval_checkpoints@base",
                            "eval_checkpoints@deep", "eval_checkpoints@diverse", "plot", "report"}
 
     for path in ["models/base/model.safetensors", "data/raw/deep.jsonl", "data/raw/diverse.jsonl",
@@ -130,7 +130,7 @@ def test_retraining_diverse_leaves_deep_alone(project):
     sample.write_text("".join(sample.read_text().splitlines(keepends=True)[:-4]))  # 8 Diverse rows
     output = sh(["dvc", "repro"], repo, env)
     assert {"train_diverse", "eval_checkpoints@diverse"} <= ran(output)
-    assert not {"train_deep", "eval_checkpoints@deep", "eval_checkpoints@base"} & ran(output)
+    assert not {"fetch_model", "train_deep", "eval_checkpoints@deep", "eval_checkpoints@base"} & ran(output)
 
 
 def test_exp_run_with_a_param_override(project):

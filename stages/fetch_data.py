@@ -1,8 +1,9 @@
-"""fetch: bring every input of the study into the repository, from the sources params name.
+"""fetch_data: the study's training data and evaluation problems, from the sources params name.
 
-Writes ``models/base/`` (safetensors + tokenizer + chat template), ``data/raw/deep.jsonl``
-and ``data/raw/diverse.jsonl`` (CodeGen rows as published) and ``data/raw/eval.jsonl``
-(the evaluation problems after the platform/difficulty/date filters, tests decoded).
+Writes ``data/raw/deep.jsonl`` and ``data/raw/diverse.jsonl`` (CodeGen rows as published,
+validated first) and ``data/raw/eval.jsonl`` (the problems ``eval.benchmark`` selects with
+the eval params, tests decoded). The base model is fetched by its own stage (fetch_model),
+so new training data never re-converts the model.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from pathlib import Path
 from thinktune import codegen
 from thinktune.atomic import atomic_file, write_jsonl
 from thinktune.benchmark import get_benchmark
-from thinktune.errors import InputError
+from thinktune.errors import InputError, run_stage
 from thinktune.logs import get_logger
-from thinktune.modelsource import fetch_base_model
 from thinktune.params import DataParams, EvalParams, load_params
 
-log = get_logger("fetch")
+log = get_logger("fetch_data")
 
 
 def fetch_training_data(data: DataParams, out_dir: Path) -> None:
@@ -56,17 +56,14 @@ def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--model-out", type=Path, default=Path("models/base"))
     parser.add_argument("--data-out", type=Path, default=Path("data/raw"))
     parser.add_argument("--eval-out", type=Path, default=Path("data/raw/eval.jsonl"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    # Cheap inputs first: a bad data or eval setting fails before the model download.
     fetch_training_data(params.data, args.data_out)
     fetch_eval_problems(params.eval, args.eval_out)
-    fetch_base_model(params.model, args.model_out)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)
