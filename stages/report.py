@@ -1,14 +1,16 @@
 """report: the study's table and answer, regenerated from the evaluation results.
 
-Reads ``results/{base,deep,diverse}/summary.json`` (Pass@1 per checkpoint),
-``results/<target>/<checkpoint>.jsonl`` (which problems each checkpoint solved, for the
-paired tests) and links ``plots/pass_at_1.png``. Writes ``report/README.md`` and the
-headline numbers to ``metrics/study.json`` (what `dvc metrics diff` compares).
+Reads ``results/{base,deep,diverse}/summary.json`` (Pass@1 and answer shape per checkpoint,
+decoding, environment), ``results/<target>/<checkpoint>.jsonl`` (which problems each
+checkpoint solved, for the paired tests), ``metrics/train_<strategy>.json`` (training loss
+and speed) and links the two plots. Writes ``report/README.md`` and the headline numbers to
+``metrics/study.json`` (what `dvc exp show` and `dvc metrics diff` compare).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from thinktune.atomic import atomic_file, write_json
 from thinktune.errors import run_stage
 from thinktune.evaluation import read_summary
 from thinktune.logs import get_logger
-from thinktune.params import load_params
+from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS
 from thinktune.reporting import build_study, load_solved, render_markdown
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics"))
     parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--plot", type=Path, default=Path("plots/pass_at_1.png"))
+    parser.add_argument("--plots", type=Path, default=Path("plots"))
     parser.add_argument("--out", type=Path, default=Path("report/README.md"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -42,9 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     context = {"model": params.model.name, "data": data, "benchmark": evals["base"]["benchmark"],
                "platform": params.eval.platform, "difficulties": params.eval.difficulties,
                "n_samples": params.eval.n_samples}
-    plot_link = os.path.relpath(args.plot, args.out.parent)
+    training = {s: json.loads(path.read_text()) for s in STRATEGIES
+                if (path := args.metrics / f"train_{s}.json").is_file()}
+    links = [os.path.relpath(args.plots / name, args.out.parent) for name in ("pass_at_1.png", "answer_shape.png")]
     with atomic_file(args.out) as fh:
-        fh.write(render_markdown(study, context, plot_link))
+        fh.write(render_markdown(study, context, evals, training, *links))
     write_json(args.metrics / "study.json", study["summary"])
     log.info("report in %s, headline metrics in %s", args.out, args.metrics / "study.json")
 

@@ -42,6 +42,9 @@ def workspace(tmp_path, repo_root) -> Path:
             table[name] = summarize(recs, 0 if name == "base" else int(name.split("-")[1]))
         write_json(tmp_path / "results" / target / "summary.json",
                    {"target": target, "benchmark": "livecodebench", "n_problems": N, "n_samples": 1,
+                    "decoding": {"temperature": 0.0, "max_new_tokens": 512},
+                    "environment": {"precision": "bf16", "device": "cpu", "device_name": "AMD EPYC",
+                                    "torch": "2.13.0"},
                     "checkpoints": table})
     (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text())
     return tmp_path
@@ -80,11 +83,11 @@ def test_study_table_notes_and_paired_tests(workspace):
     assert deep8["vs_base"] == {"only_first": 5, "only_second": 0, "p_value": 0.0625}
 
     s = study["summary"]
-    assert s["deep"] == {"best_step": 8, "best_pass_at_1": 0.7, "best_solved": 7, "final_step": 12,
-                         "final_pass_at_1": 0.1, "final_solved": 1, "drop_from_best": 0.6, "best_vs_base_p": 0.0625}
-    h2h = s["best_deep_vs_best_diverse"]
-    assert (h2h["leader"], h2h["deep_only"], h2h["diverse_only"], h2h["significant"]) == ("deep", 4, 0, False)
-    sentence = answer_sentence(s)
+    assert s["deep"] == {"best_step": 8, "best_pass_at_1": 0.7, "final_step": 12, "final_pass_at_1": 0.1,
+                         "best_vs_base_p": 0.0625}
+    assert s["deep_vs_diverse"] == {"deep_only": 4, "diverse_only": 0, "p_value": 0.125}
+    assert s["environment"] == {"precision": "bf16", "device": "cpu"}
+    sentence = answer_sentence(study["answer"])
     assert "Deep leads" in sentence and "7/10" in sentence and "not significant" in sentence
 
 
@@ -95,9 +98,12 @@ def test_best_prefers_the_earlier_step_on_a_tie(workspace):
 
 def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
+    write_json(workspace / "metrics" / "train_deep.json", {
+        "steps": 12, "chats_per_step": 2, "train_loss": 0.812, "valid_loss": 0.9, "tokens_per_s": 140.2,
+        "environment": {"precision": "bf16", "device_name": "AMD EPYC"}})
     plot_stage.main([])
-    png = workspace / "plots" / "pass_at_1.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("pass_at_1.png", "answer_shape.png"):
+        assert (workspace / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_curve_csv(workspace / "plots" / "pass_at_1.csv") == curve_rows(load_evals(workspace))
     assert [r["step"] for r in read_curve_csv(workspace / "plots" / "curve" / "diverse.csv")] == [0, 4, 8, 12]
 
@@ -106,8 +112,13 @@ def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     assert "](../plots/pass_at_1.png)" in report
     assert "| deep | checkpoint-8 | 8 | 70.0% | 7/10 |" in report
     assert "| base | base | 0 | 20.0% | 2/10 |" in report
+    assert "](../plots/answer_shape.png)" in report
+    assert "| deep | checkpoint-8 | 8 | 0 | 10.0% | 0.0% |" in report  # reasoning tokens, cut, no code
+    assert "answers generated in **bf16** on cpu (AMD EPYC); torch 2.13.0" in report
+    assert "training deep: 12 steps of 2 chats, final loss 0.812, final validation loss 0.900, 140 tokens/s" in report
     study = json.loads((workspace / "metrics" / "study.json").read_text())
     assert study["base"] == {"pass_at_1": 0.2, "solved": 2}
+    assert set(study) == {"n_problems", "base", "deep", "diverse", "deep_vs_diverse", "environment"}
     assert not list(workspace.rglob(".*tmp-*"))  # no temporary files left behind
 
 
@@ -118,3 +129,11 @@ def test_report_refuses_results_on_different_problems(workspace, monkeypatch):
     with pytest.raises(ValueError, match="different problems"):
         report_stage.main([])
     assert not (workspace / "report" / "README.md").exists()
+
+
+def test_curves_stay_distinguishable_where_equal():
+    from thinktune.plotting import LINE_STYLES
+
+    deep, diverse = LINE_STYLES["deep"], LINE_STYLES["diverse"]
+    assert deep["linestyle"] != diverse["linestyle"] and deep["marker"] != diverse["marker"]
+    assert deep["markersize"] > diverse["markersize"] and deep["linewidth"] > diverse["linewidth"]

@@ -1,10 +1,13 @@
-"""The study's answer, from the eval metrics and the per-problem records.
+"""The study's answer, from the evaluation summaries and the per-problem records.
 
 ``build_study`` turns the Pass@1 of every checkpoint into the table (strategy, checkpoint,
-step, Pass@1, solved/total, 95% interval, paired test against the base model, note) and
-the headline numbers (best checkpoint of each strategy, final checkpoint, best Deep vs
-best Diverse). ``render_markdown`` writes that as report/README.md. Nothing here runs a
-model: every number is read from ``metrics/eval_<target>.json`` and ``results/``.
+step, Pass@1, solved/total, 95% interval, paired test against the base model, answer
+shape, note) and the headline numbers that ``metrics/study.json`` holds for `dvc exp show`
+and `dvc metrics diff` (base; best and final step and Pass@1 per strategy; best Deep vs
+best Diverse; the precision and device the answers were generated with).
+``render_markdown`` writes report/README.md. Nothing here runs a model: every number is
+read from ``results/<target>/summary.json``, ``results/<target>/<checkpoint>.jsonl`` and
+``metrics/train_<strategy>.json``.
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ class Point:
     total: int
     ci95_low: float
     ci95_high: float
-    mean_reasoning_chars: float
-    hit_token_limit: int
-    no_code: int
+    mean_reasoning_tokens: float
+    truncated_share: float
+    no_code_share: float
+
+
+_POINT_FIELDS = ("step", "pass_at_1", "solved", "total", "ci95_low", "ci95_high", "mean_reasoning_tokens",
+                 "truncated_share", "no_code_share")
 
 
 def load_solved(records_file: Path) -> dict[str, bool]:
@@ -56,12 +63,8 @@ def points_of(evals: dict[str, dict]) -> dict[str, list[Point]]:
         out[target] = sorted((Point(strategy=target, checkpoint=name, **{f: m[f] for f in _POINT_FIELDS})
                               for name, m in checkpoints.items()), key=lambda p: p.step)
         if not out[target]:
-            raise ValueError(f"metrics/eval_{target}.json has no checkpoints: re-run eval_checkpoints@{target}")
+            raise ValueError(f"results/{target}/summary.json has no checkpoints: re-run eval_checkpoints@{target}")
     return out
-
-
-_POINT_FIELDS = ("step", "pass_at_1", "solved", "total", "ci95_low", "ci95_high", "mean_reasoning_chars",
-                 "hit_token_limit", "no_code")
 
 
 def best(points: list[Point]) -> Point:
@@ -80,8 +83,16 @@ def paired(solved: dict[str, dict[str, dict[str, bool]]], a: Point, b: Point) ->
     return {"only_first": only_a, "only_second": only_b, "p_value": round(mcnemar_exact(only_a, only_b), 4)}
 
 
+def generation_environment(evals: dict[str, dict]) -> dict:
+    """The precision and device every target's answers were generated with ("mixed" when
+    targets disagree, e.g. a shared cache filled on another machine)."""
+    found = {key: {evals[t].get("environment", {}).get(key) for t in evals} for key in ("precision", "device")}
+    return {key: values.pop() if len(values) == 1 else "mixed" for key, values in found.items()}
+
+
 def build_study(evals: dict[str, dict], solved: dict[str, dict[str, dict[str, bool]]]) -> dict:
-    """Table rows and headline numbers. ``solved[target][checkpoint][question_id]``."""
+    """Table rows, the headline ``summary`` and what the answer sentence says.
+    ``solved[target][checkpoint][question_id]``."""
     points = points_of(evals)
     base = points["base"][0]
     rows = [_row(base, base, solved, note="reference: no fine-tuning")]
@@ -89,32 +100,21 @@ def build_study(evals: dict[str, dict], solved: dict[str, dict[str, dict[str, bo
     for strategy in STRATEGIES:
         top, final = best(points[strategy]), points[strategy][-1]
         for point in points[strategy]:
-            notes = []
-            if point == top:
-                notes.append(f"best {strategy}")
-            if point == final:
-                notes.append("final")
-            if point.pass_at_1 < base.pass_at_1:
-                notes.append("below base")
+            notes = [note for note, applies in ((f"best {strategy}", point == top), ("final", point == final),
+                                                ("below base", point.pass_at_1 < base.pass_at_1)) if applies]
             rows.append(_row(point, base, solved, note=", ".join(notes)))
         summary[strategy] = {
-            "best_step": top.step, "best_pass_at_1": top.pass_at_1, "best_solved": top.solved,
-            "final_step": final.step, "final_pass_at_1": final.pass_at_1, "final_solved": final.solved,
-            "drop_from_best": round(top.pass_at_1 - final.pass_at_1, 6),
+            "best_step": top.step, "best_pass_at_1": top.pass_at_1,
+            "final_step": final.step, "final_pass_at_1": final.pass_at_1,
             "best_vs_base_p": paired(solved, top, base)["p_value"],
         }
     deep, diverse = best(points["deep"]), best(points["diverse"])
     head_to_head = paired(solved, deep, diverse)
-    if deep.pass_at_1 == diverse.pass_at_1:
-        leader = "tie"
-    else:
-        leader = "deep" if deep.pass_at_1 > diverse.pass_at_1 else "diverse"
-    summary["best_deep_vs_best_diverse"] = {
-        "leader": leader, "significant": head_to_head["p_value"] < ALPHA,
-        "deep_only": head_to_head["only_first"], "diverse_only": head_to_head["only_second"],
-        "p_value": head_to_head["p_value"],
-    }
-    return {"rows": rows, "summary": summary}
+    summary["deep_vs_diverse"] = {"deep_only": head_to_head["only_first"],
+                                  "diverse_only": head_to_head["only_second"], "p_value": head_to_head["p_value"]}
+    summary["environment"] = generation_environment(evals)
+    answer = {"n": base.total, "base": base, "deep": deep, "diverse": diverse, **summary["deep_vs_diverse"]}
+    return {"rows": rows, "summary": summary, "answer": answer}
 
 
 def _row(point: Point, base: Point, solved: dict, note: str) -> dict:
@@ -122,9 +122,9 @@ def _row(point: Point, base: Point, solved: dict, note: str) -> dict:
     return {
         "strategy": point.strategy, "checkpoint": point.checkpoint, "step": point.step,
         "pass_at_1": point.pass_at_1, "solved": point.solved, "total": point.total,
-        "ci95_low": point.ci95_low, "ci95_high": point.ci95_high,
-        "vs_base": versus, "mean_reasoning_chars": point.mean_reasoning_chars,
-        "hit_token_limit": point.hit_token_limit, "no_code": point.no_code, "note": note,
+        "ci95_low": point.ci95_low, "ci95_high": point.ci95_high, "vs_base": versus,
+        "mean_reasoning_tokens": point.mean_reasoning_tokens, "truncated_share": point.truncated_share,
+        "no_code_share": point.no_code_share, "note": note,
     }
 
 
@@ -138,38 +138,59 @@ def _benchmark(context: dict) -> str:
     return context["benchmark"]
 
 
-def answer_sentence(summary: dict) -> str:
-    h2h = summary["best_deep_vs_best_diverse"]
-    deep, diverse, n = summary["deep"], summary["diverse"], summary["n_problems"]
-    scores = (f"best Deep checkpoint (step {deep['best_step']}) solves {deep['best_solved']}/{n}, "
-              f"best Diverse checkpoint (step {diverse['best_step']}) {diverse['best_solved']}/{n}, "
-              f"base model {summary['base']['solved']}/{n}")
-    if h2h["leader"] == "tie":
+def answer_sentence(answer: dict) -> str:
+    deep, diverse, base, n = answer["deep"], answer["diverse"], answer["base"], answer["n"]
+    scores = (f"best Deep checkpoint (step {deep.step}) solves {deep.solved}/{n}, "
+              f"best Diverse checkpoint (step {diverse.step}) {diverse.solved}/{n}, base model {base.solved}/{n}")
+    if deep.pass_at_1 == diverse.pass_at_1:
         verdict = "Deep and Diverse tie"
     else:
-        verdict = f"{h2h['leader'].capitalize()} leads"
-    strength = ("the difference is significant" if h2h["significant"] else
+        verdict = "Deep leads" if deep.pass_at_1 > diverse.pass_at_1 else "Diverse leads"
+    strength = ("the difference is significant" if answer["p_value"] < ALPHA else
                 "the difference is not significant at this sample size")
-    return (f"{verdict}: {scores}. On the problems they disagree on, Deep alone solves {h2h['deep_only']} and "
-            f"Diverse alone {h2h['diverse_only']} (McNemar exact p = {h2h['p_value']:.3g}); "
+    return (f"{verdict}: {scores}. On the problems they disagree on, Deep alone solves {answer['deep_only']} and "
+            f"Diverse alone {answer['diverse_only']} (McNemar exact p = {answer['p_value']:.3g}); "
             f"{strength} (alpha = {ALPHA}).")
 
 
-def render_markdown(study: dict, context: dict, plot_path: str) -> str:
+def _environment_lines(evals: dict[str, dict], training: dict[str, dict]) -> list[str]:
+    """Where the numbers were made: precision, device, library versions, decoding, training speed."""
+    lines = []
+    env = evals["base"].get("environment", {})
+    if env:
+        versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "transformers", "peft", "accelerate") if env.get(k))
+        lines.append(f"- answers generated in **{env.get('precision')}** on {env.get('device')} "
+                     f"({env.get('device_name')}); {versions}")
+    decoding = evals["base"].get("decoding")
+    if decoding:
+        lines.append("- decoding: " + ", ".join(f"{k} {v}" for k, v in decoding.items()))
+    for strategy in STRATEGIES:
+        t = training.get(strategy)
+        if t:
+            valid = "" if t.get("valid_loss") is None else f", final validation loss {t['valid_loss']:.3f}"
+            lines.append(f"- training {strategy}: {t['steps']} steps of {t['chats_per_step']} chats, final loss "
+                         f"{t['train_loss']:.3f}{valid}, {t['tokens_per_s']:.0f} tokens/s in "
+                         f"{t['environment']['precision']} on {t['environment']['device_name']}")
+    return lines
+
+
+def render_markdown(study: dict, context: dict, evals: dict[str, dict], training: dict[str, dict],
+                    plot_path: str, shape_path: str) -> str:
     """report/README.md. ``context``: model, data, benchmark, platform, difficulties, n_samples."""
     s = study["summary"]
     lines = [
         "# Deep vs Diverse: results",
         "",
-        "Generated by `dvc repro` (stage `report`) from `metrics/eval_*.json` and `results/`; do not edit.",
+        "Generated by `dvc repro` (stage `report`) from `results/` and `metrics/train_*.json`; do not edit.",
         "",
         f"- base model: `{context['model']}`; training data: {context['data']}",
         f"- benchmark: {_benchmark(context)}, {s['n_problems']} problems, "
         f"{context['n_samples']} sample(s) per problem",
+        *_environment_lines(evals, training),
         "",
         "## Answer",
         "",
-        answer_sentence(s),
+        answer_sentence(study["answer"]),
         "The best checkpoint of each strategy is picked on the same problems it is scored on, "
         "so its score is optimistic; the final checkpoint is the unbiased figure.",
         "",
@@ -190,12 +211,17 @@ def render_markdown(study: dict, context: dict, plot_path: str) -> str:
         "",
         "## What the answers look like",
         "",
-        "| strategy | checkpoint | mean reasoning (chars) | hit token limit | no code block |",
-        "|---|---|---:|---:|---:|",
+        "Reasoning is what the model wrote inside `<think>` … `</think>` before its code; the fine-tuned "
+        "models are trained to write it, the base model was not.",
+        "",
+        f"![Answer shape vs training step]({shape_path})",
+        "",
+        "| strategy | checkpoint | step | reasoning tokens (mean) | cut by the token limit | no code block |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in study["rows"]:
-        lines.append(f"| {r['strategy']} | {r['checkpoint']} | {r['mean_reasoning_chars']:.0f} | "
-                     f"{r['hit_token_limit']} | {r['no_code']} |")
+        lines.append(f"| {r['strategy']} | {r['checkpoint']} | {r['step']} | {r['mean_reasoning_tokens']:.0f} | "
+                     f"{_pct(r['truncated_share'])} | {_pct(r['no_code_share'])} |")
     lines += [
         "",
         "## For orientation: the original study",
