@@ -38,7 +38,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from types import CodeType
 
-from thinktune.sandbox import cgroup, keeper, kernel, root, seccomp
+from thinktune.sandbox import cgroup, keeper, kernel, packages, root, seccomp
 from thinktune.sandbox.limits import Limits
 
 # What graded programs import (the official LiveCodeBench prelude, thinktune.grading),
@@ -92,8 +92,10 @@ class _Shared:
 def _setup(contained: bool) -> tuple[_Shared, dict]:
     for name in PRELOAD:
         __import__(name)
-    features: dict = {"seccomp": False, "memory_cgroup": False, "notes": []}
-    bpf, parent, pidns_fd = None, None, -1
+    installed = packages.locate(sys.path)  # host paths: before the root hides them
+    features: dict = {"seccomp": False, "memory_cgroup": False, "notes": [],
+                      "packages": installed.names, "package_notes": installed.notes}
+    bpf, parent, pidns_fd, packages_dir = None, None, -1, None
     if contained:
         bpf, why = seccomp.build()  # before any namespace: libseccomp's lookup starts ldconfig
         if why:
@@ -106,14 +108,21 @@ def _setup(contained: bool) -> tuple[_Shared, dict]:
         pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         if bpf is not None:  # the filter denies System V IPC and message queues: one empty namespace for all
             kernel.unshare(kernel.CLONE_NEWIPC)
-        plan = root.plan()
+        plan = root.plan(installed.entries)
         root.enter(plan)
+        packages_dir = plan.packages_dir
         sys.executable = sys._base_executable = plan.interpreter  # type: ignore[attr-defined]
         features.update(seccomp=bpf is not None, memory_cgroup=parent is not None)
     # The path this package was imported from is no business of the programs, nor are its
-    # modules (they stay loaded for the fork server's own use).
+    # modules (they stay loaded for the fork server's own use), nor site-packages: programs
+    # import the allowed packages only (``packages``).
     extra = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    sys.path[:] = [p for p in sys.path if p not in extra]
+    kept = packages.program_path(sys.path, extra, packages_dir)
+    for entry in set(sys.path) - set(kept):
+        sys.path_importer_cache.pop(entry, None)
+    sys.path[:] = kept
+    if not contained and installed.locations:  # the host's file system: its site-packages, filtered
+        sys.meta_path.append(packages.AllowlistFinder(installed.locations))
     os.environ.pop("PYTHONPATH", None)
     for name in [n for n in sys.modules if n.split(".")[0] in ("thinktune", "pyseccomp")]:
         del sys.modules[name]
