@@ -117,6 +117,7 @@ def _setup(contained: bool) -> tuple[_Shared, dict]:
     # modules (they stay loaded for the fork server's own use), nor site-packages: programs
     # import the allowed packages only (``packages``).
     extra = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    packages.forget_site_modules(sys.path)
     kept = packages.program_path(sys.path, extra, packages_dir)
     for entry in set(sys.path) - set(kept):
         sys.path_importer_cache.pop(entry, None)

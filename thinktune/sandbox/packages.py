@@ -32,6 +32,7 @@ a program that does not import numpy does not pay for it.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec, PathFinder
 
@@ -87,6 +88,21 @@ def program_path(path: list[str], dropped: set[str], packages_dir: str | None) -
     own PYTHONPATH) and without any site-packages directory, then ``packages_dir``."""
     kept = [p for p in path if p not in dropped and not is_site_dir(p)]
     return kept + ([packages_dir] if packages_dir else [])
+
+
+def forget_site_modules(path: list[str]) -> None:
+    """Drop what the fork server's interpreter loaded from the site-packages directories
+    of ``path`` at start (a ``.pth`` file's module: setuptools' distutils shim, an editable
+    install's finder) and the import hooks those modules installed: programs start from the
+    standard library and the allowlist, as the fork server's own modules are dropped too."""
+    sites = tuple(os.path.join(p, "") for p in path if is_site_dir(p))
+    loaded = {name for name, module in list(sys.modules.items())
+              if str(getattr(module, "__file__", None) or "").startswith(sites)}
+    for name in loaded:
+        del sys.modules[name]
+    owner = lambda hook: (hook if isinstance(hook, type) else type(hook)).__module__
+    sys.meta_path[:] = [hook for hook in sys.meta_path if owner(hook) not in loaded]
+    sys.path_hooks[:] = [hook for hook in sys.path_hooks if getattr(hook, "__module__", None) not in loaded]
 
 
 class AllowlistFinder:
