@@ -543,23 +543,27 @@ def test_program_runs_queue_the_next_test_and_stop_when_left(contained):
 # Third-party packages: numpy (the allowlist), nothing else
 
 NUMPY = """
-    import os, sys
-    import numpy as np
+    import json, os
+    {import_numpy}
     rng = np.random.default_rng(0)
     a = rng.random((300, 300))
     x = np.linalg.solve(a, a @ np.ones(300))  # BLAS and LAPACK: the bundled OpenBLAS
-    print(bool(np.allclose(x, 1)), len(os.listdir("/proc/self/task")), os.path.dirname(np.__file__))
+    threads = [len(os.listdir(f"/proc/{{pid}}/task")) for pid in (os.getpid(), os.getppid())]  # and the zygote's
+    print(json.dumps([bool(np.allclose(x, 1)), threads, os.path.dirname(np.__file__)]))
 """
 
 
-def test_numpy_runs_single_threaded_within_a_small_memory_cap(contained):
+@pytest.mark.parametrize("import_numpy", ["import numpy as np", "np = __import__('numpy')"],
+                         ids=["loaded_by_the_zygote", "imported_by_the_run"])
+def test_numpy_runs_single_threaded_within_a_small_memory_cap(import_numpy, contained):
     """numpy and its bundled OpenBLAS load and compute under a 256 MiB address-space cap
     (its import peaks near 100 MiB), on one thread (OPENBLAS_NUM_THREADS=1: without it
-    OpenBLAS starts one thread per core, each with its own buffer)."""
-    result = run(NUMPY, limits=Limits(timeout_s=20, memory_mb=256))
+    OpenBLAS starts one thread per core, each with its own buffer); whether the program's
+    zygote imported it (the program names it) or the run does."""
+    result = run(NUMPY.format(import_numpy=import_numpy), limits=Limits(timeout_s=20, memory_mb=256))
     assert result.ok, result.stderr
-    solved, threads, where = result.stdout.split()
-    assert (solved, threads) == ("True", "1")
+    solved, threads, where = json.loads(result.stdout)
+    assert solved and threads == [1, 1]
     if isolation()["allowlist_root"]:
         assert where == f"{root.PACKAGES_DIRS[0]}/numpy"
 
@@ -583,6 +587,18 @@ def readable_by_others(path: str) -> bool:
 # fork server has not loaded (numpy needs contextvars, ...).
 stdlib_readable = pytest.mark.skipif(not readable_by_others(sys.base_prefix),
                                      reason=f"the interpreter ({sys.base_prefix}) is not readable by other uids")
+
+
+def test_a_program_that_imports_numpy_finds_it_loaded_by_its_zygote_with_fresh_random_state():
+    """Imported once per program, not once per test; each run still draws its own random
+    numbers, as separate `python main.py` processes do."""
+    source = ("import sys\nprint('numpy' in sys.modules)\nimport numpy as np\n"
+              "print(np.random.rand(), np.random.default_rng().random())")
+    with Program(source, Limits(timeout_s=20)) as program:
+        first, second = (program.run() for _ in range(2))
+    assert first.ok and second.ok, first.stderr + second.stderr
+    assert first.stdout.startswith("True\n") and second.stdout.startswith("True\n")
+    assert set(first.stdout.split()[1:]).isdisjoint(second.stdout.split()[1:])
 
 
 @pytest.mark.parametrize("tier", [pytest.param(tiers.UID_ONLY, marks=[needs_uid, stdlib_readable]), tiers.PLAIN],

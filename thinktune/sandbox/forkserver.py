@@ -255,6 +255,8 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
             cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
                              + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
         code = _compile(source, plan.limits)
+        if code is not None:
+            _load_imported_packages(code)
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator
         conn.sendall(keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
@@ -297,6 +299,29 @@ def _compile(source: bytes, limits: Limits) -> CodeType | None:
         return None
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _load_imported_packages(code: CodeType) -> None:
+    """The allowed packages the program names (``import numpy``, ``from numpy import ...``),
+    imported once by the zygote instead of by each run: numpy's import is most of a short
+    test's time. A program that does not name one loads nothing; a failed import is undone,
+    and left to the program, which then fails as under ``python main.py``."""
+    names: set[str] = set()
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending.extend(c for c in current.co_consts if isinstance(c, CodeType))
+    wanted = sorted(names & set(packages.ALLOWED))
+    for name in wanted:
+        before = set(sys.modules)
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - the program's own import reports it
+            for loaded in set(sys.modules) - before:
+                del sys.modules[loaded]
+    if wanted:
+        gc.freeze()  # as in the fork server: no run's collector touches (and copies) their pages
 
 
 def _split(program: bytes) -> tuple[str, bytes]:
