@@ -25,8 +25,9 @@ libraries: numpy's OpenBLAS, gfortran, quadmath). Then, by tier:
 
 A package is taken only as a regular package installed in a site-packages directory
 (not an editable install or a link into a source tree, which would expose that tree);
-otherwise it is left out and the fork server's notes say why. Nothing is imported here:
-a program that does not import numpy does not pay for it.
+otherwise it is left out and the fork server's notes say why. Nothing is imported ahead
+of the programs: the zygote of a program that names an allowed package imports it once
+for all the program's runs (``forkserver``); a program that does not loads nothing.
 """
 
 from __future__ import annotations
