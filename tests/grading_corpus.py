@@ -229,6 +229,13 @@ CASES = [
             def average(self, nums):
                 return sum(nums) / len(nums)
         """, AVERAGE, True, func_name="average"),
+    case("functional_uses_numpy", """
+        import numpy as np
+
+        class Solution:
+            def average(self, nums):
+                return float(np.mean(np.array(nums, dtype=float)))
+        """, AVERAGE, True, func_name="average"),
     case("functional_prelude_names", """
         class Solution:
             def average(self, nums: List[int]) -> float:
