@@ -670,3 +670,15 @@ def test_programs_sys_path_keeps_the_standard_library_and_adds_the_packages():
     assert packages.program_path(path, {"/repo"}, "/usr/lib/thinktune-packages") == [
         "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload", "/usr/lib/thinktune-packages"]
     assert packages.program_path(path, {"/repo"}, None) == ["/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload"]
+
+
+def test_the_packages_directory_is_made_where_no_host_path_or_link_leads():
+    """Made in the staging tmpfs: never inside a host directory bound whole (read-only, and
+    the host's) nor through a recreated link (an absolute one would lead to the host)."""
+    plan = root.plan({"numpy": "/host/site-packages/numpy"})
+    assert plan.packages_dir == root.PACKAGES_DIRS[0]
+    assert plan.mounts == {f"{root.PACKAGES_DIRS[0]}/numpy": "/host/site-packages/numpy"}
+    assert root.plan().mounts == {} and root.plan().packages_dir is None
+    assert not root.Plan(binds=["/usr/lib"])._free(root.PACKAGES_DIRS[0])
+    assert not root.Plan(links={"/usr": "/host/usr"})._free(root.PACKAGES_DIRS[0])
+    assert root.Plan(binds=["/usr/lib/x86_64-linux-gnu"], links={"/lib": "usr/lib"})._free(root.PACKAGES_DIRS[0])

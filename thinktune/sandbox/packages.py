@@ -25,7 +25,10 @@ libraries: numpy's OpenBLAS, gfortran, quadmath). Then, by tier:
 
 A package is taken only as a regular package installed in a site-packages directory
 (not an editable install or a link into a source tree, which would expose that tree);
-otherwise it is left out and the fork server's notes say why. Nothing is imported ahead
+otherwise it is left out and the fork server's notes say why. A wheel bundles its shared
+libraries; the ones it needs from the system (libstdc++, libgcc_s, libm) lie beside the C
+library, whose directory the root holds. (A distribution's numpy, linked to the system's
+BLAS through /etc/alternatives, would not load in the root: install numpy's wheel.) Nothing is imported ahead
 of the programs: the zygote of a program that names an allowed package imports it once
 for all the program's runs (``forkserver``); a program that does not loads nothing.
 """

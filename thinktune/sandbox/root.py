@@ -84,6 +84,12 @@ class Plan:
     def _covered(self, path: str) -> bool:
         return any(path == b or path.startswith(b.rstrip("/") + "/") for b in self.binds)
 
+    def _free(self, path: str) -> bool:
+        """Whether ``path`` can be made in the staging tmpfs: neither it nor a directory on
+        its way is bound from the host or recreated as a link (which could lead out of it)."""
+        parts = os.path.normpath(path).split("/")
+        return not self._covered(path) and not any("/".join(parts[:i]) in self.links for i in range(2, len(parts) + 1))
+
 
 def plan(packages: dict[str, str] | None = None) -> Plan:
     """The allowlist for this interpreter (in the fork server, before ``enter``), with
@@ -116,7 +122,7 @@ def plan(packages: dict[str, str] | None = None) -> Plan:
     for link, target in _DEV_LINKS.items():
         root.links.setdefault(link, target)
     if packages:
-        root.packages_dir = next((d for d in PACKAGES_DIRS if not root._covered(d) and d not in root.links), None)
+        root.packages_dir = next((d for d in PACKAGES_DIRS if root._free(d)), None)
         if root.packages_dir is None:
             raise OSError(f"no place for the allowed packages: host directories are bound at {PACKAGES_DIRS}")
         root.mounts = {os.path.join(root.packages_dir, name): host for name, host in packages.items()}
