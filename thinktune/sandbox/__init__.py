@@ -12,18 +12,21 @@ setup), never a verdict. ``isolation_report()`` says which layers this machine g
 
 Layout: evaluator ─► fork server (``forkserver``: one interpreter per evaluator and tier,
 the prelude's modules loaded; never reads a program) ─fork─► zygote (one per program,
-forked ahead as a spare: source by memfd, compiled once; ``keeper``: pid 1 of the
-program's PID namespace, keeps the timeout, reaps, reports) ─fork─► one process per run.
+forked ahead as a spare: source by memfd, compiled once, the allowed packages it names
+imported once; ``keeper``: pid 1 of the program's PID namespace, keeps the timeout, reaps,
+reports) ─fork─► one process per run.
 Sources and stdins travel as memfds; expected outputs never leave the evaluator; no run
 is forked from memory that held another program.
 
-Tiers (the strongest whose probe passes; a weaker one logs what it cannot promise):
+Tiers (the strongest whose probe passes; a weaker one logs what it cannot promise). In
+every tier a program imports the standard library and the allowed packages, nothing else.
 
 ``contained`` (root with namespaces: the study's machines and CI)
     The file system is a root assembled from an allowlist (``root``: standard library,
-    interpreter, C libraries, a minimal /etc and /dev, a fresh /proc, a private /tmp tmpfs
-    capped in size and inodes), entered with pivot_root: no repository, data, home,
-    virtualenv or host socket. New PID (the zygote is init, the program is not), mount
+    interpreter, C libraries, the allowed third-party packages (``packages``: numpy, with
+    its bundled libraries, read-only at a neutral path on sys.path), a minimal /etc and
+    /dev, a fresh /proc, a private /tmp tmpfs capped in size and inodes), entered with
+    pivot_root: no repository, data, home, host socket, nor anything else of the virtualenv. New PID (the zygote is init, the program is not), mount
     and network (no interface up) namespaces per program; a per-program unprivileged uid
     with no_new_privs; rlimits (``limits``); a seccomp filter (``seccomp``: keyrings,
     namespaces and mounts, ptrace, io_uring, perf_event_open, bpf, System V IPC, non-IP

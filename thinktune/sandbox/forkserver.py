@@ -13,7 +13,8 @@ A *zygote* serves one program. The fork server keeps one forked ahead (a spare: 
 ``contained`` tier pid 1 of a new PID namespace, in mount and network namespaces and a
 memory cgroup of its own), so that a request only hands it a program. It reads the source
 from its memfd, runs the trusted preamble once in the ``__main__`` its runs will start
-from, compiles the program once, then forks every test's run from itself on the
+from, compiles the program once, imports the allowed packages the program names
+(``import numpy``: ~70 ms, most of a short test), then forks every test's run from itself on the
 evaluator's request (stdin, stdout, stderr as memfds; the next one may already be queued)
 and reports each run's status. It holds its own program and nothing else; it ends when the
 evaluator closes the connection (or dies: end of file), and the fork server reaps it and
@@ -38,7 +39,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from types import CodeType
 
-from thinktune.sandbox import cgroup, keeper, kernel, root, seccomp
+from thinktune.sandbox import cgroup, keeper, kernel, packages, root, seccomp
 from thinktune.sandbox.limits import Limits
 
 # What graded programs import (the official LiveCodeBench prelude, thinktune.grading),
@@ -92,8 +93,10 @@ class _Shared:
 def _setup(contained: bool) -> tuple[_Shared, dict]:
     for name in PRELOAD:
         __import__(name)
-    features: dict = {"seccomp": False, "memory_cgroup": False, "notes": []}
-    bpf, parent, pidns_fd = None, None, -1
+    installed = packages.locate(sys.path)  # host paths: before the root hides them
+    features: dict = {"seccomp": False, "memory_cgroup": False, "notes": [],
+                      "packages": installed.names, "package_notes": installed.notes}
+    bpf, parent, pidns_fd, packages_dir = None, None, -1, None
     if contained:
         bpf, why = seccomp.build()  # before any namespace: libseccomp's lookup starts ldconfig
         if why:
@@ -106,14 +109,22 @@ def _setup(contained: bool) -> tuple[_Shared, dict]:
         pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         if bpf is not None:  # the filter denies System V IPC and message queues: one empty namespace for all
             kernel.unshare(kernel.CLONE_NEWIPC)
-        plan = root.plan()
+        plan = root.plan(installed.entries)
         root.enter(plan)
+        packages_dir = plan.packages_dir
         sys.executable = sys._base_executable = plan.interpreter  # type: ignore[attr-defined]
         features.update(seccomp=bpf is not None, memory_cgroup=parent is not None)
     # The path this package was imported from is no business of the programs, nor are its
-    # modules (they stay loaded for the fork server's own use).
+    # modules (they stay loaded for the fork server's own use), nor site-packages: programs
+    # import the allowed packages only (``packages``).
     extra = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    sys.path[:] = [p for p in sys.path if p not in extra]
+    packages.forget_site_modules(sys.path)
+    kept = packages.program_path(sys.path, extra, packages_dir)
+    for entry in set(sys.path) - set(kept):
+        sys.path_importer_cache.pop(entry, None)
+    sys.path[:] = kept
+    if not contained and installed.locations:  # the host's file system: its site-packages, filtered
+        sys.meta_path.append(packages.AllowlistFinder(installed.locations))
     os.environ.pop("PYTHONPATH", None)
     for name in [n for n in sys.modules if n.split(".")[0] in ("thinktune", "pyseccomp")]:
         del sys.modules[name]
@@ -245,6 +256,8 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
             cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
                              + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
         code = _compile(source, plan.limits)
+        if code is not None:
+            _load_imported_packages(code)
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator
         conn.sendall(keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
@@ -287,6 +300,29 @@ def _compile(source: bytes, limits: Limits) -> CodeType | None:
         return None
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _load_imported_packages(code: CodeType) -> None:
+    """The allowed packages the program names (``import numpy``, ``from numpy import ...``),
+    imported once by the zygote instead of by each run: numpy's import is most of a short
+    test's time. A program that does not name one loads nothing; a failed import is undone,
+    and left to the program, which then fails as under ``python main.py``."""
+    names: set[str] = set()
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending.extend(c for c in current.co_consts if isinstance(c, CodeType))
+    wanted = sorted(names & set(packages.ALLOWED))
+    for name in wanted:
+        before = set(sys.modules)
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - the program's own import reports it
+            for loaded in set(sys.modules) - before:
+                del sys.modules[loaded]
+    if wanted:
+        gc.freeze()  # as in the fork server: no run's collector touches (and copies) their pages
 
 
 def _split(program: bytes) -> tuple[str, bytes]:

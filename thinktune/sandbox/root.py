@@ -9,13 +9,17 @@ tmpfs holding only
   directories of the shared libraries the interpreter has loaded (the C library and
   friends) and the dynamic loader, each bound read-only at its host path (symlinks on
   the way recreated as symlinks);
+- the allowlisted third-party packages (``packages``: numpy) and their bundled shared
+  libraries, bound read-only under ``PACKAGES_DIR``, a neutral path (not their host
+  path, which may lie under /tmp or inside the checkout);
 - a minimal /etc (ld.so.cache, localtime, a passwd and group naming root and nobody);
 - /dev/null, /dev/zero, /dev/urandom, /dev/random and the /dev/fd, /dev/std* links;
 - empty /proc and /tmp, where each zygote mounts a proc of its program's PID namespace
   (``mount_proc``) and each run a private tmpfs capped in size and inodes
   (``mount_scratch``); /var/tmp and /dev/shm are links to /tmp.
 
-No repository, data, home directory, other checkout, virtualenv or host socket is in it.
+No repository, data, home directory, other checkout, virtualenv (nothing else of its
+site-packages) or host socket is in it.
 Zygotes and runs are forked from the fork server, so they start in this root.
 """
 
@@ -39,6 +43,9 @@ _DEV_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev
               "/dev/stderr": "/proc/self/fd/2", "/dev/shm": "/tmp", "/var/tmp": "/tmp"}
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 _GROUP = "root:x:0:\nnogroup:x:65534:\n"
+# Where the allowlisted packages are bound: the first of these that no host directory
+# bound whole covers (a system keeping its C library directly in /usr/lib binds /usr/lib).
+PACKAGES_DIRS = ("/usr/lib/thinktune-packages", "/opt/thinktune-packages")
 
 
 @dataclass
@@ -49,6 +56,8 @@ class Plan:
     links: dict[str, str] = field(default_factory=dict)  # path -> link target
     files: dict[str, str] = field(default_factory=lambda: {"/etc/passwd": _PASSWD, "/etc/group": _GROUP})
     masks: list[str] = field(default_factory=list)  # directories inside binds shown empty
+    mounts: dict[str, str] = field(default_factory=dict)  # path in the root -> host directory bound there
+    packages_dir: str | None = None  # holds the allowed packages (None: none installed)
     dirs: list[str] = field(default_factory=lambda: ["/proc", "/tmp", "/var", "/dev"])
     interpreter: str = ""
 
@@ -75,9 +84,16 @@ class Plan:
     def _covered(self, path: str) -> bool:
         return any(path == b or path.startswith(b.rstrip("/") + "/") for b in self.binds)
 
+    def _free(self, path: str) -> bool:
+        """Whether ``path`` can be made in the staging tmpfs: neither it nor a directory on
+        its way is bound from the host or recreated as a link (which could lead out of it)."""
+        parts = os.path.normpath(path).split("/")
+        return not self._covered(path) and not any("/".join(parts[:i]) in self.links for i in range(2, len(parts) + 1))
 
-def plan() -> Plan:
-    """The allowlist for this interpreter (in the fork server, before ``enter``)."""
+
+def plan(packages: dict[str, str] | None = None) -> Plan:
+    """The allowlist for this interpreter (in the fork server, before ``enter``), with
+    ``packages`` (``packages.locate``'s entries: name -> host directory) under ``PACKAGES_DIR``."""
     root = Plan()
     bases = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
     under_base = lambda p: any(p == b or p.startswith(b + "/") for b in bases)
@@ -105,6 +121,11 @@ def plan() -> Plan:
             root.expose(path)
     for link, target in _DEV_LINKS.items():
         root.links.setdefault(link, target)
+    if packages:
+        root.packages_dir = next((d for d in PACKAGES_DIRS if root._free(d)), None)
+        if root.packages_dir is None:
+            raise OSError(f"no place for the allowed packages: host directories are bound at {PACKAGES_DIRS}")
+        root.mounts = {os.path.join(root.packages_dir, name): host for name, host in packages.items()}
     return root
 
 
@@ -113,8 +134,11 @@ def enter(root: Plan) -> None:
     kernel.unshare(kernel.CLONE_NEWNS)
     kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
     # Hold every host path before the staging tmpfs hides /tmp.
-    held = {path: os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW) for path in root.binds}
+    sources = {**{path: path for path in root.binds}, **root.mounts}  # path in the root -> host path
+    held: dict[str, int] = {}
     try:
+        for path, host in sources.items():
+            held[path] = os.open(host, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
         kernel.mount("tmpfs", _STAGING, "tmpfs", kernel.MS_NOSUID, "size=1m,nr_inodes=4096,mode=0755")
         for path in root.dirs:
             os.makedirs(_STAGING + path, mode=0o755, exist_ok=True)
@@ -125,7 +149,7 @@ def enter(root: Plan) -> None:
         for path in sorted(root.links):
             os.makedirs(os.path.dirname(_STAGING + path), mode=0o755, exist_ok=True)
             os.symlink(root.links[path], _STAGING + path)
-        for path in sorted(root.binds):
+        for path in sorted(held):
             _bind(held[path], _STAGING + path)
         for path in root.masks:
             kernel.mount("tmpfs", _STAGING + path, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "size=4k,nr_inodes=1,mode=0555")

@@ -81,11 +81,14 @@ def log_tier(tier: Tier) -> None:
     log.info("sandbox tier: %s", tier.name)
     if tier.name in GAPS:
         log.warning(GAPS[tier.name])
-    if tier.contained:
-        from thinktune.sandbox.client import fork_server_features
+    from thinktune.sandbox.client import fork_server_features
 
-        for note in fork_server_features(tier).get("notes", []):
+    features = fork_server_features(tier)
+    if tier.contained:
+        for note in features.get("notes", []):
             log.warning("sandbox tier 'contained' without one layer here: %s", note)
+    for note in features.get("package_notes", []):
+        log.warning("sandbox: %s", note)
 
 
 _PROBE = """\
