@@ -1,7 +1,8 @@
 """GPU throughput of the study's own training and generation code, and the full study's hours.
 
     python -m benchmarks.gpu_throughput --json gpu_throughput.json          # preset paper, this machine
-    python -m benchmarks.gpu_throughput --preset cpu --train-steps 2 --gen-prompts 12 --gen-new-tokens 256
+    python -m benchmarks.gpu_throughput --preset cpu --warmup-steps 1 --train-steps 2 --gen-prompts 12 \
+        --gen-prompt-tokens 200 400 --gen-new-tokens 128      # ~8 minutes on a loaded 2-core CPU
     python -m benchmarks.gpu_throughput --tiny --json /tmp/tiny.json        # seconds on a CPU (CI)
 
 What issue 7's table measures, through the real code paths on a random-initialised model of
@@ -20,8 +21,9 @@ and no tokenizer):
 - **generation**: :func:`thinktune.generation.generate_tokens` (the decode engine the eval
   stage runs) on P synthetic prompts of 400-900 tokens x T new tokens, no stop tokens (every
   answer runs to T), the preset's decoding and ``eval.batch_size``; one untimed warm-up run,
-  then a timed run reusing the engine (its cache and CUDA graphs). Printed: new tokens/s,
-  decode-only tokens/s, ms per decode step, whether CUDA graphs were used.
+  then a timed run reusing the engine (its cache and CUDA graphs). Printed: new tokens/s
+  (prefill and decode), ms per decode step, whether CUDA graphs were used; the JSON adds
+  decode-only tokens/s and both runs' details.
 - **projection** of the full study on this machine, from the study preset's schedule
   (``--study-preset``, default paper): training = both datasets' tokens per epoch (5,000 chats
   x ``--mean-chat-tokens``) x epochs / training tokens/s; evaluation = models (base + every
