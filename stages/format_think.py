@@ -2,7 +2,7 @@
 
 Reads ``data/raw/{deep,diverse}.jsonl``, the base model's tokenizer (for lengths) and
 ``data/raw/eval.jsonl`` (for the contamination check). Writes
-``data/formatted/{deep,diverse}/{train,valid}.jsonl`` and ``metrics/data.json`` (rows kept,
+``data/formatted/{deep,diverse}/{train,valid}.jsonl`` and ``data/formatted/report.json`` (rows kept,
 dropped or shortened to fit ``format.max_length``, token lengths, eval problems whose text
 overlaps the training statements).
 """
@@ -27,14 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", type=Path, default=Path("data/raw"))
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--out", type=Path, default=Path("data/formatted"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/data.json"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
-    metrics: dict = {"max_length": params.format.max_length, "overlength": params.format.overlength}
+    report_of: dict = {"max_length": params.format.max_length, "overlength": params.format.overlength}
     statements: list[str] = []
     with atomic_dir(args.out) as tmp:
         for strategy in STRATEGIES:
@@ -45,19 +44,19 @@ def main(argv: list[str] | None = None) -> None:
             train, valid = formatting.split_by_problem(chats, params.format.valid_fraction, params.format.seed)
             write_jsonl(tmp / strategy / "train.jsonl", train)
             write_jsonl(tmp / strategy / "valid.jsonl", valid)
-            metrics[strategy] = {"load": load_report.as_dict(), **report.as_dict(),
-                                 "train_rows": len(train), "valid_rows": len(valid)}
+            report_of[strategy] = {"load": load_report.as_dict(), **report.as_dict(),
+                               "train_rows": len(train), "valid_rows": len(valid)}
             log.info("%s: %d chats from %d problems (%d train, %d valid), dropped %s, truncated %d, "
                      "code from the `solution` field %d", strategy, report.kept, len(report.problems), len(train),
                      len(valid), dict(report.dropped) or "none", report.truncated, report.code_from_solution)
 
-    eval_problems = {r["question_id"]: r["question_content"] for r in read_jsonl(args.raw / "eval.jsonl")}
-    metrics["contamination"] = formatting.contamination(statements, eval_problems)
-    if metrics["contamination"]["overlapping"]:
-        log.warning("eval problems sharing a 13-word run with training statements: %s",
-                    metrics["contamination"]["overlapping_ids"])
-    write_json(args.metrics, metrics)
-    log.info("chats written to %s, data report to %s", args.out, args.metrics)
+        eval_problems = {r["question_id"]: r["question_content"] for r in read_jsonl(args.raw / "eval.jsonl")}
+        report_of["contamination"] = formatting.contamination(statements, eval_problems)
+        if report_of["contamination"]["overlapping"]:
+            log.warning("eval problems sharing a 13-word run with training statements: %s",
+                        report_of["contamination"]["overlapping_ids"])
+        write_json(tmp / "report.json", report_of)
+    log.info("chats and the data report (report.json) written to %s", args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pytest
 from benchmarks import _gpu_study as study
 from benchmarks import gpu_throughput as bench
 from thinktune.params import ParamsError
+from thinktune.presets import load_preset
 from thinktune.training.data import IGNORE
 
 PEAK = 1e12  # --peak-flops given, so MFU is computed on a CPU too
@@ -72,7 +73,8 @@ def test_tiny_run_generation_figures(tiny):
     report, stdout = tiny
     gen = report["generate"]
     assert gen["status"] == "measured" and gen["figures_from"].startswith("timed run")
-    assert gen["decoding"]["strategy"] == "greedy" and gen["batch_size"] == 16  # the paper preset's eval.batch_size
+    assert gen["decoding"]["strategy"] == "greedy"
+    assert gen["batch_size"] == study.preset_params("paper").eval.batch_size  # --tiny keeps the preset's batch
     for run in (gen["warmup_run"], gen["timed_run"]):
         assert run["answers"] == run["answers_at_limit"] == 4  # no stop tokens: all run to the limit
         assert run["new_tokens"] == 4 * 8 and run["prompt_tokens"] >= 4 * 8
@@ -101,9 +103,12 @@ def test_tiny_run_projection(tiny):
 
 def test_presets_are_applied_not_duplicated():
     paper, cpu = study.preset_params("paper"), study.preset_params("cpu")
-    assert (paper.train.effective_batch_size, paper.train.micro_batch_tokens, paper.format.max_length) == (16, 16384,
-                                                                                                        8192)
-    assert (cpu.train.effective_batch_size, cpu.format.max_length) == (2, 1024)
+    for params, name in ((paper, "paper"), (cpu, "cpu")):
+        preset = load_preset(name)
+        assert params.train.effective_batch_size == preset["train.effective_batch_size"]
+        assert params.train.micro_batch_tokens == preset["train.micro_batch_tokens"]
+        assert params.format.max_length == preset["format.max_length"]
+    assert paper.train.effective_batch_size == 16 and paper.format.max_length == 8192  # the study's values
     assert paper.lora == cpu.lora  # LoRA is not a preset key: both read it from params.yaml
     with pytest.raises(ParamsError, match="no preset"):
         study.preset_params("nope")

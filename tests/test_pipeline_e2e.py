@@ -78,7 +78,7 @@ def test_repro_builds_every_output(project):
 
     for path in ["models/base/model.safetensors", "data/raw/deep.jsonl", "data/raw/diverse.jsonl",
                  "data/raw/eval.jsonl", "data/formatted/deep/train.jsonl", "data/formatted/diverse/train.jsonl",
-                 "metrics/data.json", "dvclive/train_deep/plots/metrics/loss.tsv", "plots/pass_at_1.csv",
+                 "data/formatted/report.json", "dvclive/train_deep/plots/metrics/loss.tsv", "plots/pass_at_1.csv",
                  "plots/pass_at_1.png", "report/README.md", "metrics/study.json"]:
         assert (repo / path).is_file(), path
 
@@ -107,7 +107,7 @@ def test_repro_builds_every_output(project):
 
     report = (repo / "report/README.md").read_text()
     assert "pass_at_1.png" in report and "deep" in report.lower() and "diverse" in report.lower()
-    data = json.loads((repo / "metrics/data.json").read_text())
+    data = json.loads((repo / "data/formatted/report.json").read_text())
     assert data["deep"]["kept"] == 12 and data["diverse"]["kept"] == 12
 
 
