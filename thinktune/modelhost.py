@@ -53,6 +53,10 @@ class ModelHost:
             raise ValueError(f"{adapter_dir}: adapters with modules_to_save replace whole modules; "
                              "merging them in place is not supported")
         names = {id(p): n for n, p in self.model.named_parameters()}
+        # PEFT freezes every base parameter; put the flags back after merging, since frozen
+        # parameters make torch's CPU forward ~1.8x slower here (bf16, masked SDPA prefill:
+        # 8.7 s -> 15 s for 12 prompts of the 0.5B), and restoring should leave no trace.
+        requires_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
         peft_model = PeftModel.from_pretrained(self.model, adapter_dir)
         touched = []
         for module in peft_model.modules():
@@ -70,6 +74,8 @@ class ModelHost:
             raise RuntimeError("PEFT did not merge the adapter in place; reload the base model per checkpoint")
         for attribute in ("peft_config",):  # what PEFT leaves on the base: the next wrap starts clean
             self.model.__dict__.pop(attribute, None)
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(requires_grad[name])
         try:
             yield self.model
         finally:
