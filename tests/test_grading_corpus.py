@@ -6,8 +6,8 @@ benchmarks/lcb_equivalence.py; here, in CI, only our side runs."""
 from __future__ import annotations
 
 import pytest
-
 from grading_corpus import CASES, KNOWN_DIFFERENCES
+
 from thinktune.grading import TestCase, Verdict, grade_program
 from thinktune.sandbox import Limits
 

@@ -28,7 +28,8 @@ def params_copy(repo_root, tmp_path) -> Path:
 
 def committed_params(repo_root) -> dict:
     """params.yaml as committed (the workspace copy may hold a user's experiment)."""
-    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo_root, capture_output=True, text=True)
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo_root, capture_output=True, text=True,
+                           check=False)
     if shown.returncode != 0:
         pytest.skip("not a git checkout with a commit")
     return yaml.safe_load(shown.stdout)
@@ -177,7 +178,7 @@ def test_load_params_missing_file_and_bad_yaml(tmp_path):
 
 
 def run_check(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=cwd, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
                                **(env or {})})
 
@@ -200,7 +201,8 @@ def test_check_params_under_exp_run_restores_the_bad_key(params_copy):
     subprocess.run([*git, "init", "-q"], cwd=work, check=True)
     subprocess.run([*git, "add", "params.yaml"], cwd=work, check=True)
     subprocess.run([*git, "commit", "-qm", "baseline"], cwd=work, check=True)
-    baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,
+                              check=True).stdout.strip()
     before = params_copy.read_text()
     edited = before.replace("  r: 16\n", "  r: -4\n").replace("  alpha: 32\n", "  alpha: 64\n")
     params_copy.write_text(edited)

@@ -60,7 +60,7 @@ class TestCase:
     __test__ = False  # not a pytest test class
 
 
-class Verdict(str, Enum):  # noqa: UP042 (str mixin: records store the value)
+class Verdict(str, Enum):
     PASSED = "passed"
     WRONG_ANSWER = "wrong_answer"
     RUNTIME_ERROR = "runtime_error"

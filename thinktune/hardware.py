@@ -62,7 +62,7 @@ def describe_environment(requested_precision: str) -> dict:
     """What a result depends on beyond params: the resolved precision, the device and its
     name, and the versions of the numeric libraries. Stages write it beside their results,
     since the same commit gives different numbers in bf16 and in fp32."""
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     import torch
 

@@ -1173,7 +1173,7 @@ def run_stdin(code: str, stdin: str) -> str:
 
 def run_functional(code: str, func_name: str, test_input: str):
     namespace: dict = {}
-    exec(code, namespace)  # the project's own reference solutions, written above
+    exec(code, namespace)  # noqa: S102 - the project's own reference solutions, written above
     args = [json.loads(line) for line in test_input.split("\n")]
     return getattr(namespace["Solution"](), func_name)(*args)
 
