@@ -1,6 +1,6 @@
 """Training speed, this loop against the TRL trainer it replaced, on the same model and chats.
 
-    python -m benchmarks.training_cpu [--strategy deep] [--precision auto] [--batch 2]
+    python -m benchmarks.training_cpu [--strategy deep] [--precision auto] [--batch N]
                                       [--micro-batch-tokens 4096] [--old-rev a9c571f]
 
 Both paths train the offline default's LoRA (params.yaml) for the whole run on
@@ -121,7 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--strategy", default="deep", choices=["deep", "diverse"])
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    parser.add_argument("--batch", type=int, default=2, help="chats per optimizer step (default: the CPU preset's 2)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="chats per optimizer step (default: train.effective_batch_size of params.yaml)")
     parser.add_argument("--micro-batch-tokens", type=int, default=4096)
     parser.add_argument("--old-rev", default="a9c571f", help="git revision whose thinktune/training.py is the TRL path")
     parser.add_argument("--only", choices=["old", "new"])
@@ -130,6 +131,10 @@ def main() -> None:
                              "see the same load, which sequential runs do not")
     parser.add_argument("--child", choices=["old", "new"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch is None:
+        from thinktune.params import load_params
+
+        args.batch = load_params(REPO / "params.yaml").train.effective_batch_size
     if args.child:
         child(args)
         return

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     context = {"model": params.model.name, "data": data, "benchmark": evals["base"]["benchmark"],
                "platform": params.eval.platform, "difficulties": params.eval.difficulties,
                "n_samples": params.eval.n_samples}
-    training = {s: json.loads(path.read_text()) for s in STRATEGIES
+    training = {s: json.loads(path.read_text())[s] for s in STRATEGIES
                 if (path := args.metrics / f"train_{s}.json").is_file()}
     links = [os.path.relpath(args.plots / name, args.out.parent) for name in ("pass_at_1.png", "answer_shape.png")]
     with atomic_file(args.out) as fh:

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         base_model_name=params.model.name,
         run_name=args.strategy,
         metrics_file=args.metrics / f"train_{args.strategy}.json",
+        metrics_key=args.strategy,  # columns deep.valid_loss, diverse.valid_loss in `dvc exp show`
     )
     if os.environ.get("RANK", "0") == "0":
         log.info("%s: adapters %s", args.strategy, ", ".join(c.name for c in checkpoints))

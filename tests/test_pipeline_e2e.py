@@ -109,6 +109,14 @@ def test_repro_builds_every_output(project):
     assert "pass_at_1.png" in report and "deep" in report.lower() and "diverse" in report.lower()
     data = json.loads((repo / "data/formatted/report.json").read_text())
     assert data["deep"]["kept"] == 12 and data["diverse"]["kept"] == 12
+    # Headline metrics only, under names that make distinct `dvc exp show` columns.
+    for strategy in ("deep", "diverse"):
+        training = json.loads((repo / f"metrics/train_{strategy}.json").read_text())
+        assert list(training) == [strategy] and training[strategy]["tokens_per_s"] > 0
+    study = json.loads((repo / "metrics/study.json").read_text())
+    assert 0 <= study["base"]["pass1"] <= 1 and study["deep"]["best_step"] in (0, 2, 3)
+    assert sorted(p.name for p in (repo / "metrics").glob("*.json")) == ["study.json", "train_deep.json",
+                                                                         "train_diverse.json"]
 
 
 def test_second_repro_is_up_to_date(project):

@@ -83,8 +83,8 @@ def test_study_table_notes_and_paired_tests(workspace):
     assert deep8["vs_base"] == {"only_first": 5, "only_second": 0, "p_value": 0.0625}
 
     s = study["summary"]
-    assert s["deep"] == {"best_step": 8, "best_pass_at_1": 0.7, "final_step": 12, "final_pass_at_1": 0.1,
-                         "best_vs_base_p": 0.0625}
+    assert s["deep"] == {"best_step": 8, "best_pass1": 0.7, "final_step": 12, "final_pass1": 0.1,
+                         "p_best_vs_base": 0.0625}
     assert s["deep_vs_diverse"] == {"deep_only": 4, "diverse_only": 0, "p_value": 0.125}
     assert s["environment"] == {"precision": "bf16", "device": "cpu"}
     sentence = answer_sentence(study["answer"])
@@ -98,9 +98,9 @@ def test_best_prefers_the_earlier_step_on_a_tie(workspace):
 
 def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
-    write_json(workspace / "metrics" / "train_deep.json", {
+    write_json(workspace / "metrics" / "train_deep.json", {"deep": {  # as stages.train writes it
         "steps": 12, "chats_per_step": 2, "train_loss": 0.812, "valid_loss": 0.9, "tokens_per_s": 140.2,
-        "environment": {"precision": "bf16", "device_name": "AMD EPYC"}})
+        "environment": {"precision": "bf16", "device_name": "AMD EPYC"}}})
     plot_stage.main([])
     for name in ("pass_at_1.png", "answer_shape.png"):
         assert (workspace / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -117,7 +117,7 @@ def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     assert "answers generated in **bf16** on cpu (AMD EPYC); torch 2.13.0" in report
     assert "training deep: 12 steps of 2 chats, final loss 0.812, final validation loss 0.900, 140 tokens/s" in report
     study = json.loads((workspace / "metrics" / "study.json").read_text())
-    assert study["base"] == {"pass_at_1": 0.2, "solved": 2}
+    assert study["base"] == {"pass1": 0.2, "solved": 2}
     assert set(study) == {"n_problems", "base", "deep", "diverse", "deep_vs_diverse", "environment"}
     assert not list(workspace.rglob(".*tmp-*"))  # no temporary files left behind
 

@@ -93,10 +93,15 @@ def leftover_processes() -> list[psutil.Process]:
     servers = {s.pid for s in client._servers.values()}
     deadline = time.monotonic() + 2.0
     while True:
-        left = [p for p in psutil.Process().children(recursive=True) if p.pid not in servers]
-        spares = [p for p in left if p.ppid() in servers]
-        if len(spares) <= len(servers) and not any(p.children() for p in spares):
-            left = [p for p in left if p not in spares]
+        try:
+            left = [p for p in psutil.Process().children(recursive=True) if p.pid not in servers]
+            spares = [p for p in left if p.ppid() in servers]
+            if len(spares) <= len(servers) and not any(p.children() for p in spares):
+                left = [p for p in left if p not in spares]
+        except psutil.NoSuchProcess:  # one ended while we looked (a zygote being reaped): look again
+            if time.monotonic() > deadline + 2.0:
+                raise
+            continue
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)

@@ -96,7 +96,8 @@ def build_study(evals: dict[str, dict], solved: dict[str, dict[str, dict[str, bo
     points = points_of(evals)
     base = points["base"][0]
     rows = [_row(base, base, solved, note="reference: no fine-tuning")]
-    summary: dict = {"n_problems": base.total, "base": {"pass_at_1": base.pass_at_1, "solved": base.solved}}
+    # Short names: `dvc exp show` makes a column of each (base.pass1, deep.best_pass1, ...).
+    summary: dict = {"n_problems": base.total, "base": {"pass1": base.pass_at_1, "solved": base.solved}}
     for strategy in STRATEGIES:
         top, final = best(points[strategy]), points[strategy][-1]
         for point in points[strategy]:
@@ -104,9 +105,9 @@ def build_study(evals: dict[str, dict], solved: dict[str, dict[str, dict[str, bo
                                                 ("below base", point.pass_at_1 < base.pass_at_1)) if applies]
             rows.append(_row(point, base, solved, note=", ".join(notes)))
         summary[strategy] = {
-            "best_step": top.step, "best_pass_at_1": top.pass_at_1,
-            "final_step": final.step, "final_pass_at_1": final.pass_at_1,
-            "best_vs_base_p": paired(solved, top, base)["p_value"],
+            "best_step": top.step, "best_pass1": top.pass_at_1,
+            "final_step": final.step, "final_pass1": final.pass_at_1,
+            "p_best_vs_base": paired(solved, top, base)["p_value"],
         }
     deep, diverse = best(points["deep"]), best(points["diverse"])
     head_to_head = paired(solved, deep, diverse)
