@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
-    report_of: dict = {"max_length": params.format.max_length, "overlength": params.format.overlength}
+    data_report: dict = {"max_length": params.format.max_length, "overlength": params.format.overlength}
     statements: list[str] = []
     with atomic_dir(args.out) as tmp:
         for strategy in STRATEGIES:
@@ -44,18 +44,18 @@ def main(argv: list[str] | None = None) -> None:
             train, valid = formatting.split_by_problem(chats, params.format.valid_fraction, params.format.seed)
             write_jsonl(tmp / strategy / "train.jsonl", train)
             write_jsonl(tmp / strategy / "valid.jsonl", valid)
-            report_of[strategy] = {"load": load_report.as_dict(), **report.as_dict(),
-                               "train_rows": len(train), "valid_rows": len(valid)}
+            data_report[strategy] = {"load": load_report.as_dict(), **report.as_dict(),
+                                 "train_rows": len(train), "valid_rows": len(valid)}
             log.info("%s: %d chats from %d problems (%d train, %d valid), dropped %s, truncated %d, "
                      "code from the `solution` field %d", strategy, report.kept, len(report.problems), len(train),
                      len(valid), dict(report.dropped) or "none", report.truncated, report.code_from_solution)
 
         eval_problems = {r["question_id"]: r["question_content"] for r in read_jsonl(args.raw / "eval.jsonl")}
-        report_of["contamination"] = formatting.contamination(statements, eval_problems)
-        if report_of["contamination"]["overlapping"]:
+        data_report["contamination"] = formatting.contamination(statements, eval_problems)
+        if data_report["contamination"]["overlapping"]:
             log.warning("eval problems sharing a 13-word run with training statements: %s",
-                        report_of["contamination"]["overlapping_ids"])
-        write_json(tmp / "report.json", report_of)
+                        data_report["contamination"]["overlapping_ids"])
+        write_json(tmp / "report.json", data_report)
     log.info("chats and the data report (report.json) written to %s", args.out)
 
 
