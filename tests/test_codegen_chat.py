@@ -63,15 +63,19 @@ def test_training_messages_put_reasoning_in_think():
         chat.prompt_completion(messages[:2])
 
 
+def problem(content: str, starter_code: str) -> Problem:
+    """An AtCoder-style problem with only a statement and (maybe) starter code."""
+    return Problem(question_id="q", question_title="t", question_content=content, platform="atcoder",
+                   contest_id="c", contest_date="2024-01-01T00:00:00", difficulty="easy", func_name=None,
+                   public_tests=[], private_tests=[], starter_code=starter_code)
+
+
 def test_livecodebench_template_for_stdin_and_functional():
     lcb = get_benchmark("livecodebench")
-    base = {"question_id": "q", "question_title": "t", "question_content": "Do it.", "platform": "atcoder",
-            "contest_id": "c", "contest_date": "2024-01-01T00:00:00", "difficulty": "easy", "func_name": None,
-            "public_tests": [], "private_tests": []}
-    stdin = lcb.user_prompt(Problem(starter_code="", **base), "livecodebench")
+    stdin = lcb.user_prompt(problem("Do it.", starter_code=""), "livecodebench")
     assert stdin.startswith("### Question:\nDo it.") and "stdin" in stdin and "# YOUR CODE HERE" in stdin
     assert stdin.endswith("### Answer: (use the provided format with backticks)\n\n")
-    functional = lcb.user_prompt(Problem(starter_code="class Solution:\n    def f(self):", **base), "livecodebench")
+    functional = lcb.user_prompt(problem("Do it.", starter_code="class Solution:\n    def f(self):"), "livecodebench")
     assert "class Solution" in functional and "# YOUR CODE HERE" not in functional
     messages = chat.eval_messages("SYS", stdin)
     assert messages == [{"role": "system", "content": "SYS"}, {"role": "user", "content": stdin}]
@@ -79,10 +83,8 @@ def test_livecodebench_template_for_stdin_and_functional():
 
 def test_study_prompt_is_the_training_user_turn_plus_the_io_convention():
     lcb = get_benchmark("livecodebench")
-    base = {"question_id": "q", "question_title": "t", "question_content": "Do it.\n", "platform": "atcoder",
-            "contest_id": "c", "contest_date": "2024-01-01T00:00:00", "difficulty": "easy", "func_name": None,
-            "public_tests": [], "private_tests": []}
-    stdin = lcb.user_prompt(Problem(starter_code="", **base), "study")
+    stdin = lcb.user_prompt(problem("Do it.\n", starter_code=""), "study")
     assert stdin == "Do it.\n\n" + STUDY_STDIN and "YOUR CODE HERE" not in stdin
-    functional = lcb.user_prompt(Problem(starter_code="class Solution:\n    def f(self):\n        ", **base), "study")
+    functional = lcb.user_prompt(problem("Do it.\n", starter_code="class Solution:\n    def f(self):\n        "),
+                                 "study")
     assert functional.startswith("Do it.\n\n") and functional.endswith("def f(self):\n```")
