@@ -80,13 +80,13 @@ def time_switches(base_dir: Path, adapters: list[Path], precision: str) -> None:
     host = ModelHost(base_dir, precision)
     started = time.perf_counter()
     for adapter in adapters:
-        with host.merged(adapter) as merged:
-            last = {k: v.clone() for k, v in merged.state_dict().items() if "layers.0." in k}
+        with host.adapted(adapter) as adapted:
+            last = {k: v.clone() for k, v in adapted.state_dict().items() if "layers.0." in k}
     swap_s = (time.perf_counter() - started) / len(adapters)
-    fresh = PeftModel.from_pretrained(load_base(base_dir, precision)[0], adapters[-1]).merge_and_unload()
+    fresh = PeftModel.from_pretrained(load_base(base_dir, precision)[0], adapters[-1]).base_model.model
     same = all(torch.equal(v, fresh.state_dict()[k]) for k, v in last.items())
     print(f"checkpoint switch, {len(adapters)} adapters: reload base + merge {reload_s:.2f} s each, "
-          f"merge into the loaded base + restore {swap_s:.2f} s each; merged weights identical: {same}")
+          f"adapter loaded into the host's LoRA layers {swap_s:.2f} s each; weights identical: {same}")
 
 
 def compare(args, params, precision: str, settings: DecodingSettings) -> None:

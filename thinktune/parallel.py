@@ -2,7 +2,7 @@
 
 ``open_generator(base_dir, params, n)`` gives an object with
 ``generate(adapter_dir, chats, settings, label) -> answers``; the base model is loaded once
-per process (``thinktune.modelhost``) and each checkpoint's adapter merged in and out.
+per process (``thinktune.modelhost``) and each checkpoint's adapter applied unmerged.
 
 With ``eval.num_processes`` = N > 1, N worker processes (spawned, so CUDA initialises in
 each) hold one device each: ``cuda:<rank>`` when there are N GPUs, otherwise the CPU with
@@ -65,7 +65,7 @@ class LocalGenerator:
         if not chats:
             return []
         tokenizer = self.host.tokenizer
-        with self.host.merged(adapter_dir) as model:
+        with self.host.adapted(adapter_dir) as model:
             run = generate_tokens(model, chat_prompt_ids(tokenizer, chats), settings, stop_token_ids(model, tokenizer),
                                   keys=keys, engine=self.engine, desc=label, mode=self.mode)
         self.engine = run.engine
