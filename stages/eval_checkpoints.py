@@ -21,7 +21,7 @@ from thinktune.evaluation import evaluate_checkpoints, write_results
 from thinktune.generation import stop_tokens_of
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
-from thinktune.training import checkpoint_step, list_checkpoints
+from thinktune.layout import checkpoint_step, list_checkpoints
 
 log = get_logger("eval_checkpoints")
 

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from thinktune.errors import run_stage
-from thinktune.evaluation import read_summary
+from thinktune.records import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS, curve_rows, draw_answer_shape, draw_curve, write_curve_csv

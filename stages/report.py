@@ -16,7 +16,7 @@ from pathlib import Path
 
 from thinktune.atomic import atomic_file, write_json
 from thinktune.errors import run_stage
-from thinktune.evaluation import read_summary
+from thinktune.records import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS

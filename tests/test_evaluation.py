@@ -16,7 +16,8 @@ import yaml
 from stages import eval_checkpoints as eval_stage
 from thinktune import hardware
 from thinktune.atomic import read_jsonl, write_jsonl
-from thinktune.evaluation import fingerprint, read_summary, summarize
+from thinktune.evaluation import fingerprint
+from thinktune.records import read_summary, summarize
 from thinktune.livecodebench import load_rows
 
 CHECKPOINTS = ("checkpoint-1", "checkpoint-2", "checkpoint-3")

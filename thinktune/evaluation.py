@@ -13,7 +13,7 @@ checkpoints it had not finished, and adding a checkpoint grades only the new one
 model is loaded only when some checkpoint is not cached, once for the whole set.
 
 Results of a target: ``results/<target>/<checkpoint>.jsonl`` and ``summary.json`` (see
-:func:`write_results`, read back with :func:`read_summary`).
+:func:`write_results`, read back with :func:`thinktune.records.read_summary`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
 from thinktune.benchmark import Benchmark, Problem, get_benchmark
 from thinktune.chat import eval_messages
+from thinktune.codedeps import code_digest
 from thinktune.extract import extract_code, split_reasoning
 from thinktune.generation import DecodingSettings, Generation
 from thinktune.grading import grade_many
@@ -32,22 +33,17 @@ from thinktune.hardware import describe_environment, device, resolve_precision
 from thinktune.logs import get_logger
 from thinktune.modelsource import cache_dir
 from thinktune.params import EvalParams
+from thinktune.records import SUMMARY, summarize
 from thinktune.sandbox import Limits
-from thinktune.stats import mean_pass_at_k, wilson_interval
 
 log = get_logger("evaluation")
 
 # Bump when the record format changes. The code that decides a record's content (prompt,
-# generation, extraction, grading, sandbox) is hashed into the cache key as well, so a
-# change there never reuses answers graded the old way.
+# generation, extraction, grading, sandbox: everything this module imports, found by
+# thinktune.codedeps as for dvc.yaml) is hashed into the cache key as well, so a change
+# there never reuses answers graded the old way.
 RECORD_VERSION = 3
-_RECORD_CODE = [Path(__file__).parent / f"{name}.py" for name in (
-    "benchmark", "livecodebench", "humaneval", "chat", "generation", "engine", "sampling", "modelhost",
-    "extract", "grading", "evaluation")] + sorted((Path(__file__).parent / "sandbox").glob("*.py"))
 
-# pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
-PASS_AT_K = (5, 10)
-SUMMARY = "summary.json"
 
 
 def limits_from(params: EvalParams) -> Limits:
@@ -96,40 +92,6 @@ def grade_answers(benchmark: Benchmark, problems: list[Problem], answers: list[l
     return records
 
 
-def summarize(records: list[dict], step: int) -> dict:
-    """The metrics of one checkpoint: Pass@1 with a 95% interval, solved/total, answer shape.
-
-    ``solved`` counts problems with at least one passing sample; with n_samples > 1 the
-    unbiased pass@k for k in ``PASS_AT_K`` (k <= n) is added. Shares are over all samples.
-    """
-    total = len(records)
-    pass_at_1 = mean_pass_at_k([(r["n_samples"], r["n_correct"]) for r in records], 1)
-    low, high = wilson_interval(pass_at_1 * total, total)
-    samples = [s for r in records for s in r["samples"]]
-    n = max(len(samples), 1)
-    truncated = sum(s["hit_token_limit"] for s in samples)
-    no_code = sum(s["code"] is None for s in samples)
-    summary = {
-        "step": step,
-        "pass_at_1": round(pass_at_1, 6),
-        "solved": sum(r["n_correct"] > 0 for r in records),
-        "total": total,
-        "ci95_low": round(low, 6),
-        "ci95_high": round(high, 6),
-        "mean_reasoning_chars": round(sum(s["reasoning_chars"] for s in samples) / n, 1),
-        "mean_reasoning_tokens": round(sum(s.get("reasoning_tokens", 0) for s in samples) / n, 1),
-        "hit_token_limit": truncated,
-        "truncated_share": round(truncated / n, 6),
-        "no_code": no_code,
-        "no_code_share": round(no_code / n, 6),
-    }
-    n_min = min((r["n_samples"] for r in records), default=0)
-    for k in PASS_AT_K:
-        if 1 < k <= n_min:
-            summary[f"pass_at_{k}"] = round(mean_pass_at_k([(r["n_samples"], r["n_correct"]) for r in records], k), 6)
-    return summary
-
-
 def _hash_files(paths: list[Path], digest) -> None:
     for path in sorted(paths):
         digest.update(path.name.encode())
@@ -150,7 +112,7 @@ def fingerprint(base_dir: Path, adapter_dir: Path | None, problems_file: Path, p
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(device().encode())
     digest.update(system_prompt.encode())
-    _hash_files(_RECORD_CODE, digest)
+    digest.update(code_digest(__name__).encode())
     _hash_files([problems_file, *base_dir.glob("*.json"), *base_dir.glob("*.safetensors")], digest)
     if adapter_dir is not None:
         _hash_files([adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"], digest)
@@ -217,11 +179,3 @@ def write_results(out_dir: Path, target: str, records: dict[str, list], steps: d
             write_jsonl(tmp / f"{name}.jsonl", recs)
         write_json(tmp / SUMMARY, summary)
     return summary
-
-
-def read_summary(results_dir: Path, target: str) -> dict:
-    """``results/<target>/summary.json`` as written by :func:`write_results`."""
-    path = Path(results_dir) / target / SUMMARY
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro eval_checkpoints@{target}`")
-    return json.loads(path.read_text())

@@ -24,7 +24,7 @@ needs its own loop. Its resume state must also live outside the published checkp
 Trainer resumes only from a checkpoint folder holding the optimizer), and DVC deletes those.
 """
 
-from thinktune.training.checkpoints import checkpoint_step, list_checkpoints
+from thinktune.layout import checkpoint_step, list_checkpoints
 
 
 def __getattr__(name: str):

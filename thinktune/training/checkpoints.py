@@ -35,20 +35,9 @@ from pathlib import Path
 import yaml
 
 from thinktune.atomic import atomic_dir
+from thinktune.layout import list_checkpoints
 
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = re.compile(r"^step-(\d+)$")
-
-
-def checkpoint_step(path: Path) -> int | None:
-    match = CHECKPOINT_DIR.match(Path(path).name)
-    return int(match.group(1)) if match else None
-
-
-def list_checkpoints(adapters_dir: Path) -> list[Path]:
-    """``checkpoint-<step>`` folders of a training run, in step order."""
-    found = [p for p in Path(adapters_dir).iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    return sorted(found, key=checkpoint_step)
 
 
 def run_key(fingerprint: dict) -> str:
