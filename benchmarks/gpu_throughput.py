@@ -204,7 +204,7 @@ class Bench:
 
         args, train = self.args, self.train
         precision = resolve_precision(train.precision)
-        attention = choose_attention(train.attn_implementation, self.on_cuda)
+        attention, _ = choose_attention(train.attn_implementation, self.device)
         low, high = args.chat_tokens
         batch = train.effective_batch_size
         model = build_model(self.config, precision, attention, self.device, train.seed)

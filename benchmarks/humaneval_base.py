@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         problems_file = Path(tmp) / "humaneval.jsonl"
         write_jsonl(problems_file, (p.to_json() for p in problems))
-        records = evaluate_checkpoints(args.base_model, {"base": None}, problems, problems_file, eval_params,
+        records, _ = evaluate_checkpoints(args.base_model, {"base": None}, problems, problems_file, eval_params,
                                        params.format.system_prompt, label="humaneval")["base"]
     if args.out:
         write_jsonl(args.out, records)

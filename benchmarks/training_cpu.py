@@ -98,7 +98,7 @@ def run_new(args, out: Path) -> dict:
     chats = load_tokenized(REPO / f"data/formatted/{args.strategy}/train.jsonl", tokenizer, params.format.max_length)
     steps = total_steps(len(chats), train.effective_batch_size, train.epochs, train.max_steps)
     model = AutoModelForCausalLM.from_pretrained(REPO / "models/base", dtype=torch_dtype(resolve_precision(train.precision)),
-                                                 attn_implementation=choose_attention(train.attn_implementation, False))
+                                                 attn_implementation=choose_attention(train.attn_implementation, "cpu")[0])
     trainer = LoraTrainer(model, params.lora, train, steps, pad_token_id=tokenizer.pad_token_id or 0)
     record = {"step_seconds": [], "tokens": 0, "micro_batches": []}
     for step in range(1, steps + 1):

@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s: %d model(s) x %d problems (%s, %d sample(s) each)", args.target, len(adapters),
              len(problems), params.eval.benchmark, params.eval.n_samples)
 
-    records = evaluate_checkpoints(args.base_model, adapters, problems, args.problems, params.eval,
-                                   params.format.system_prompt, label=args.target)
+    records, decode = evaluate_checkpoints(args.base_model, adapters, problems, args.problems, params.eval,
+                                           params.format.system_prompt, label=args.target)
     summary = write_results(args.results / args.target, args.target, records, steps, params.eval,
-                            stop_tokens_of(args.base_model))
+                            stop_tokens_of(args.base_model), decode)
     for name, point in summary["checkpoints"].items():
         log.info("%s/%s: Pass@1 %.1f%% (%d/%d), %.0f reasoning tokens, %.0f%% truncated, %.0f%% without code",
                  args.target, name, 100 * point["pass_at_1"], point["solved"], point["total"],

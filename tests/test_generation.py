@@ -160,12 +160,42 @@ def test_token_chooser_matches_transformers_processors():
             sampler.start(slot, [1], key=slot, sample=0)
         for _ in range(5):
             assert torch.equal(sampler.choose(logits, [0, 1]), logits.argmax(-1))
-    warped = TokenChooser(DecodingSettings(max_new_tokens=1, temperature=0.5, top_k=5, top_p=0.9), 1, vocab, "cpu")
-    want = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(5)(None, logits / 0.5))
-    got = logits.float()
-    for warper in warped.warpers:
-        got = warper(None, got)
-    assert torch.equal(got, want)
+
+
+def test_sampling_draws_from_the_hand_computed_temperature_top_k_top_p_distribution():
+    """Sampled tokens, counted over many draws, against the distribution computed by hand:
+    softmax(logits / T), the k most likely kept and renormalised, then the fewest of those
+    (most likely first) whose probability reaches top_p, renormalised."""
+    import math
+
+    import torch
+
+    vocab, temperature, top_k, top_p = 12, 0.7, 5, 0.8
+    logits = torch.tensor([[2.0, 0.5, 1.7, -1.0, 1.1, 0.0, 1.4, -2.0, 0.9, 0.2, -0.5, 1.0]])
+    weights = [math.exp(v / temperature) for v in logits[0].tolist()]
+    probs = [w / sum(weights) for w in weights]
+    ranked = sorted(range(vocab), key=lambda i: -probs[i])[:top_k]
+    in_top_k = sum(probs[i] for i in ranked)
+    kept, mass = [], 0.0
+    for i in ranked:
+        kept.append(i)
+        mass += probs[i] / in_top_k
+        if mass >= top_p:
+            break
+    want = {i: probs[i] / sum(probs[j] for j in kept) for i in kept}
+    assert 1 < len(kept) < top_k  # both cuts bite on these logits
+
+    chooser = TokenChooser(DecodingSettings(max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p),
+                           1, vocab, torch.device("cpu"))
+    draws = 4000
+    counts = [0] * vocab
+    for key in range(40):  # 40 rows' seeds, 100 draws each
+        chooser.start(0, [1], key=key, sample=0)
+        for _ in range(draws // 40):
+            counts[int(chooser.choose(logits, [0])[0])] += 1
+    assert {i for i, c in enumerate(counts) if c} == set(kept)
+    for i, p in want.items():
+        assert abs(counts[i] / draws - p) < 4 * math.sqrt(p * (1 - p) / draws), (i, counts[i] / draws, p)
 
 
 def test_samples_do_not_depend_on_batch_or_neighbours(tiny_model_dir):

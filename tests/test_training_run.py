@@ -63,8 +63,22 @@ def test_adapters_every_save_steps_and_at_the_end(trained, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), saved[-1])
-    assert merged.merge_and_unload() is not None
+    import torch
+    from safetensors.torch import load_file
+
+    # PEFT loads the published adapter as it is: every saved LoRA tensor lands in the model, and
+    # the model then answers differently from the base.
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids = torch.arange(1, 20)[None]
+    with torch.no_grad():
+        base_logits = base(input_ids=ids).logits
+    loaded = PeftModel.from_pretrained(base, saved[-1]).eval()
+    state = {k.replace(".default", ""): v for k, v in loaded.state_dict().items() if "lora_" in k}
+    saved_tensors = load_file(saved[-1] / "adapter_model.safetensors")
+    assert saved_tensors.keys() == state.keys()
+    assert all(torch.equal(saved_tensors[k].float(), state[k].float()) for k in state)
+    with torch.no_grad():
+        assert not torch.allclose(loaded(input_ids=ids).logits, base_logits, atol=1e-4)
     assert not (trained / "cache" / "train").exists() or not any((trained / "cache" / "train").iterdir())
 
 

@@ -68,6 +68,7 @@ class EngineStats:
     graphs_captured: int = 0
     shifts: int = 0
     cuda_graphs: bool = False
+    graphs_off_reason: str | None = None  # why decoding ran without CUDA graphs (None: it used them)
     max_active: int = 0
     decode_tokens: int = field(default=0)  # tokens produced by decode steps (not by prefills)
 
@@ -82,6 +83,7 @@ class EngineStats:
             "tokens_per_s": round(self.new_tokens / wall, 2) if wall else None,
             "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 2) if self.decode_s else None,
             "cuda_graphs": self.cuda_graphs,
+            "graphs_off_reason": self.graphs_off_reason,
             "graphs_captured": self.graphs_captured,
             "shifts": self.shifts,
             "max_active": self.max_active,
@@ -169,6 +171,8 @@ class DecodeEngine:
         if mode == "graphs" and not on_cuda:
             raise ValueError(f"CUDA graphs need a CUDA device; the model is on {self.device}")
         self.use_graphs = mode == "graphs" or (mode == "auto" and on_cuda)
+        self.graphs_off_reason = None if self.use_graphs else (
+            f"decode mode {mode!r} (eval.cuda_graphs false)" if on_cuda else f"not a CUDA device ({self.device})")
         self.bucketed = self.use_graphs or mode == "buckets"
         self.graphs: dict[tuple[int, int], tuple] = {}
         self.graph_pool = None
@@ -220,8 +224,10 @@ class DecodeEngine:
                 self.graphs[(bucket, span)] = self._capture(bucket, span)
                 stats.graphs_captured += 1
             except Exception as exc:  # noqa: BLE001 - any capture failure: decode eagerly instead
-                log.warning("CUDA graph capture failed (%s: %s); decoding without graphs", type(exc).__name__, exc)
+                log.warning("CUDA graph capture failed (%s: %s); decoding without graphs, recorded in summary.json",
+                            type(exc).__name__, exc)
                 self.use_graphs = self.bucketed = False
+                self.graphs_off_reason = f"capture failed: {type(exc).__name__}: {exc}"[:300]
                 return self._forward_step(rows, window)
         graph, logits = self.graphs[(bucket, span)]
         graph.replay()
@@ -375,4 +381,5 @@ class DecodeEngine:
                 if slot_row and (waste := min(start)) >= max(WINDOW_BUCKET // 4, column // 4):
                     shift_left(waste)  # the rows that held the leftmost columns have ended
         stats.cuda_graphs = self.use_graphs  # false if a capture failed on the way
+        stats.graphs_off_reason = self.graphs_off_reason
         return [Completion(out[i], limit_hit[i]) for i in range(len(requests))], stats

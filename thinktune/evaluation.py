@@ -120,23 +120,27 @@ def fingerprint(base_dir: Path, adapter_dir: Path | None, problems_file: Path, p
 
 
 def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], problems: list[Problem],
-                         problems_file: Path, params: EvalParams, system_prompt: str, label: str) -> dict[str, list]:
-    """Records of each named model (``None``: the base alone), from the cache where this exact
-    evaluation was done before; the rest generated (one model load for all of them), graded
-    and cached one checkpoint at a time."""
+                         problems_file: Path, params: EvalParams, system_prompt: str,
+                         label: str) -> tuple[dict[str, list], dict[str, dict]]:
+    """(records, decode) of each named model (``None``: the base alone), from the cache where
+    this exact evaluation was done before; the rest generated (one model load for all of
+    them), graded and cached one checkpoint at a time. ``decode[name]``: the decode engine's
+    figures when those answers were generated (CUDA graphs used or why not, tokens/s)."""
     from thinktune.parallel import open_generator
 
     benchmark = get_benchmark(params.benchmark)
     cached = {name: cache_dir() / "eval" / f"{fingerprint(base_dir, adapter, problems_file, params, system_prompt)}.jsonl"
               for name, adapter in checkpoints.items()}
-    records = {}
+    records, decode = {}, {}
     for name, path in cached.items():
         if path.is_file():
             log.info("%s/%s: reusing graded answers from %s", label, name, path)
             records[name] = read_jsonl(path)
+            stats_file = path.with_suffix(".decode.json")
+            decode[name] = {**(json.loads(stats_file.read_text()) if stats_file.is_file() else {}), "cached": True}
     todo = [name for name in checkpoints if name not in records]
     if not todo:
-        return records
+        return records, decode
 
     from transformers import AutoTokenizer
 
@@ -150,17 +154,20 @@ def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], pr
             answers = generator.generate(checkpoints[name], chats, settings, label=f"{label}/{name}")
             records[name] = grade_answers(benchmark, problems, answers, params,
                                           lambda text: len(tokenizer(text, add_special_tokens=False).input_ids))
+            decode[name] = {**generator.last_stats, "cached": False}
+            write_json(cached[name].with_suffix(".decode.json"), decode[name])
             write_jsonl(cached[name], records[name])
     finally:
         generator.close()
-    return records
+    return records, decode
 
 
 def write_results(out_dir: Path, target: str, records: dict[str, list], steps: dict[str, int],
-                  params: EvalParams, stop_tokens: list[str]) -> dict:
+                  params: EvalParams, stop_tokens: list[str], decode: dict[str, dict] | None = None) -> dict:
     """``out_dir`` (replaced atomically): ``<checkpoint>.jsonl`` per model and ``summary.json``:
     target, benchmark, n_problems, n_samples, the decoding used, the environment (resolved
-    precision, device, versions) and each checkpoint's summary."""
+    precision, device, versions), how the decode engine ran per checkpoint (CUDA graphs or
+    why not) and each checkpoint's summary."""
     n_problems = {len(r) for r in records.values()}
     if len(n_problems) > 1:
         raise ValueError(f"{target}: checkpoints were evaluated on different numbers of problems {n_problems}")
@@ -172,6 +179,9 @@ def write_results(out_dir: Path, target: str, records: dict[str, list], steps: d
         "decoding": {**DecodingSettings.from_params(params).describe(), "prompt_style": params.prompt_style,
                      "stop_tokens": stop_tokens},
         "environment": describe_environment(params.precision),
+        "decode_engine": {name: {key: stats.get(key) for key in ("cuda_graphs", "graphs_off_reason", "tokens_per_s",
+                                                                 "new_tokens", "cached")}
+                          for name, stats in (decode or {}).items()},
         "checkpoints": {name: summarize(recs, steps[name]) for name, recs in records.items()},
     }
     with atomic_dir(out_dir) as tmp:

@@ -59,6 +59,7 @@ class LocalGenerator:
         self.mode = "auto" if cuda_graphs else "eager"
         self.rank = rank
         self.engine = None  # kept from one checkpoint to the next: same slots, cache, CUDA graphs
+        self.last_stats: dict = {}  # the decode engine's figures for the last generate()
 
     def generate(self, adapter_dir: Path | None, chats: list[list[dict]], settings: DecodingSettings,
                  label: str, keys: list[int] | None = None) -> list[list[Generation]]:
@@ -69,7 +70,10 @@ class LocalGenerator:
             run = generate_tokens(model, chat_prompt_ids(tokenizer, chats), settings, stop_token_ids(model, tokenizer),
                                   keys=keys, engine=self.engine, desc=label, mode=self.mode)
         self.engine = run.engine
-        log.info("%s: %s", label, run.stats.as_dict())
+        self.last_stats = run.stats.as_dict()
+        log.info("%s: %s", label, self.last_stats)
+        if self.engine.device.type == "cuda" and not self.last_stats["cuda_graphs"]:
+            log.warning("%s: decoded without CUDA graphs (%s)", label, self.last_stats["graphs_off_reason"])
         return decode_answers(tokenizer, run)
 
     def close(self) -> None:
@@ -90,7 +94,8 @@ def _serve(conn: Connection) -> None:
         conn.send(("ready", generator.host.device))
         while (message := conn.recv()) is not None:
             adapter_dir, chats, settings, label, keys = message
-            conn.send(("ok", generator.generate(adapter_dir, chats, settings, f"{label} [{rank}]", keys)))
+            answers = generator.generate(adapter_dir, chats, settings, f"{label} [{rank}]", keys)
+            conn.send(("ok", (answers, generator.last_stats)))
     except (EOFError, KeyboardInterrupt):
         pass
     except BaseException:  # noqa: BLE001 - the parent reports it and stops
@@ -104,6 +109,7 @@ class ShardedGenerator:
         package_root = str(Path(__file__).resolve().parent.parent)
         env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         self.workers: list[tuple[subprocess.Popen, Connection]] = []
+        self.last_stats: dict = {}
         try:
             for rank in range(world):
                 ours, theirs = socket.socketpair()
@@ -137,9 +143,16 @@ class ShardedGenerator:
         for (_, conn), shard in zip(self.workers, shards, strict=True):
             conn.send((adapter_dir, [chats[i] for i in shard], settings, label, [keys[i] for i in shard]))
         answers: list[list[Generation] | None] = [None] * len(chats)
+        shard_stats = []
         for rank, shard in enumerate(shards):
-            for i, result in zip(shard, self._receive(rank), strict=True):
+            shard_answers, stats = self._receive(rank)
+            shard_stats.append(stats)
+            for i, result in zip(shard, shard_answers, strict=True):
                 answers[i] = result
+        reasons = [s["graphs_off_reason"] for s in shard_stats if s.get("graphs_off_reason")]
+        self.last_stats = {"cuda_graphs": all(s.get("cuda_graphs") for s in shard_stats),
+                           "graphs_off_reason": reasons[0] if reasons else None,
+                           "new_tokens": sum(s.get("new_tokens", 0) for s in shard_stats), "shards": shard_stats}
         return answers  # type: ignore[return-value]  # every prompt is in one shard
 
     def close(self) -> None:

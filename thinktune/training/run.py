@@ -110,7 +110,9 @@ def train_lora(
     accelerator.wait_for_everyone()
     latest = store.latest_state()
 
-    attention = choose_attention(train.attn_implementation, accelerator.device.type == "cuda")
+    attention, attention_fallback = choose_attention(train.attn_implementation, accelerator.device)
+    if attention_fallback:
+        log.warning("attention: %s, not flash_attention_2 (%s)", attention, attention_fallback)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch_dtype(precision),
                                                  attn_implementation=attention)
     trainer = LoraTrainer(model, lora, train, steps, pad_token_id=tokenizer.pad_token_id or 0,
@@ -182,7 +184,8 @@ def train_lora(
                 "valid_loss": extra.get("last_valid_loss"),
                 "tokens_per_s": extra["tokens"] / extra["seconds"] if extra["seconds"] else None,
                 "seconds_per_step": extra["seconds"] / steps, "resumed_from_step": start or None,
-                "processes": accelerator.num_processes, "attention": attention, "loss_impl": trainer.loss_impl,
+                "processes": accelerator.num_processes, "attention": attention,
+                "attention_fallback": attention_fallback, "loss_impl": trainer.loss_impl,
                 "environment": describe_environment(train.precision),
             }
             write_json(metrics_file, {metrics_key: summary} if metrics_key else summary)

@@ -68,24 +68,51 @@ class Progress:
         self.step, self.extra = int(state["step"]), dict(state["extra"])
 
 
-def choose_attention(requested: str, on_cuda: bool) -> str:
-    """``auto``: FlashAttention 2 where installed, else flex attention on CUDA; sdpa on CPU.
+def flash_attention_problem(device) -> str | None:
+    """None when FlashAttention 2 runs a tiny forward on ``device``; else why not.
 
-    All of them keep packed chats apart (transformers reads the boundaries from position_ids).
+    Its package metadata can be present while the build cannot run (compiled for another
+    torch or GPU): that would crash the first training step instead of falling back.
     """
-    if requested != "auto":
-        return requested
-    if not on_cuda:
-        return "sdpa"
-    from transformers.utils import is_flash_attn_2_available
+    try:
+        import torch
+        from flash_attn import flash_attn_func
 
-    if is_flash_attn_2_available():
-        return "flash_attention_2"
+        q = torch.randn(1, 8, 2, 64, device=device, dtype=torch.bfloat16)
+        flash_attn_func(q, q, q, causal=True)
+        torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not use it
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return None
+
+
+def choose_attention(requested: str, device, probe=flash_attention_problem) -> tuple[str, str | None]:
+    """(implementation, why it is not the first choice or None).
+
+    ``auto``: FlashAttention 2 where installed *and* a test forward runs, else flex attention
+    on CUDA; sdpa on CPU. An explicit ``flash_attention_2`` that cannot run is an error naming
+    the fix. All of them keep packed chats apart (transformers reads the boundaries from
+    position_ids).
+    """
+    on_cuda = getattr(device, "type", str(device).split(":")[0]) == "cuda"
+    if requested == "flash_attention_2" or (requested == "auto" and on_cuda):
+        from transformers.utils import is_flash_attn_2_available
+
+        problem = probe(device) if is_flash_attn_2_available() else "flash-attn is not installed"
+        if requested == "flash_attention_2" and problem:
+            raise ValueError(f"train.attn_implementation=flash_attention_2 cannot run here ({problem}): install a "
+                             "flash-attn built for this torch and GPU, or set train.attn_implementation=auto")
+        if not problem:
+            return "flash_attention_2", None
+    if requested != "auto":
+        return requested, None
+    if not on_cuda:
+        return "sdpa", None
     try:
         import torch.nn.attention.flex_attention  # noqa: F401
     except ImportError:
-        return "sdpa"
-    return "flex_attention"
+        return "sdpa", f"{problem}; flex attention not available"
+    return "flex_attention", problem
 
 
 def lora_config(lora: LoraParams):

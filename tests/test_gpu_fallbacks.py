@@ -1,0 +1,88 @@
+"""GPU degradations are recorded, never silent: FlashAttention 2 is used only after a test
+forward runs, and decoding without CUDA graphs says why in summary.json.
+
+No GPU here: the FlashAttention probe and the graph capture are made to fail on purpose."""
+
+from __future__ import annotations
+
+import pytest
+
+from thinktune.training.session import choose_attention
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def flash_installed(monkeypatch):
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: True)
+
+
+def broken(device):
+    return "RuntimeError: FlashAttention only supports Ampere GPUs or newer."
+
+
+def test_flash_attention_that_fails_its_test_forward_falls_back_and_says_why(flash_installed):
+    name, why = choose_attention("auto", "cuda:0", probe=broken)
+    assert name == "flex_attention" and "Ampere" in why
+
+
+def test_flash_attention_that_runs_is_chosen(flash_installed):
+    assert choose_attention("auto", "cuda:0", probe=lambda device: None) == ("flash_attention_2", None)
+
+
+def test_flash_attention_asked_for_by_name_but_broken_is_an_error_naming_the_fix(flash_installed):
+    with pytest.raises(ValueError, match=r"train.attn_implementation=flash_attention_2 cannot run here.*Ampere.*auto"):
+        choose_attention("flash_attention_2", "cuda:0", probe=broken)
+
+
+def test_cpu_takes_sdpa_without_probing():
+    def must_not_run(device):
+        raise AssertionError("probed on a CPU")
+
+    assert choose_attention("auto", "cpu", probe=must_not_run) == ("sdpa", None)
+
+
+def test_a_failed_graph_capture_decodes_eagerly_and_records_the_reason(tiny_model_dir, monkeypatch):
+    """The engine in ``buckets`` mode runs the shapes a graph would replay; with graphs forced
+    on and a capture that fails, the answers still come (eagerly) and the stats say why."""
+    import torch
+
+    from thinktune.engine import DecodeEngine, Request
+    from thinktune.generation import DecodingSettings
+    from thinktune.modelhost import load_base
+    from thinktune.sampling import TokenChooser
+
+    model, _ = load_base(tiny_model_dir, "fp32")
+    engine = DecodeEngine(model, slots=2, capacity=64, mode="buckets")
+    assert engine.graphs_off_reason.startswith("not a CUDA device")
+    engine.use_graphs = True
+
+    def capture(rows, window):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(engine, "_capture", capture)
+    chooser = TokenChooser(DecodingSettings(max_new_tokens=5), 2, model.config.vocab_size, torch.device("cpu"))
+    done, stats = engine.run([Request([5, 6, 7], key=0), Request([8, 9], key=1)], chooser, set(), max_new_tokens=5)
+    assert [len(c.token_ids) for c in done] == [5, 5]
+    assert stats.cuda_graphs is False
+    assert stats.as_dict()["graphs_off_reason"] == "capture failed: RuntimeError: operation not permitted when " \
+                                                   "stream is capturing"
+
+
+def test_summary_records_how_each_checkpoint_was_decoded(tmp_path, params):
+    import json
+
+    from thinktune.evaluation import write_results
+
+    records = {"checkpoint-2": [{"question_id": "q", "difficulty": "easy", "n_samples": 1, "n_correct": 0,
+                                 "pass_at_1": 0.0, "samples": [{"raw_output": "", "code": None, "verdicts": [],
+                                                                "reasoning_chars": 0, "reasoning_tokens": 0,
+                                                                "hit_token_limit": False, "passed": False}]}]}
+    decode = {"checkpoint-2": {"cuda_graphs": False, "graphs_off_reason": "capture failed: X", "tokens_per_s": 3.0,
+                               "new_tokens": 9, "cached": False, "decode_steps": 4}}
+    write_results(tmp_path / "deep", "deep", records, {"checkpoint-2": 2}, params.eval, ["<|im_end|>"], decode)
+    summary = json.loads((tmp_path / "deep" / "summary.json").read_text())
+    assert summary["decode_engine"] == {"checkpoint-2": {"cuda_graphs": False, "graphs_off_reason": "capture failed: X",
+                                                         "tokens_per_s": 3.0, "new_tokens": 9, "cached": False}}
