@@ -379,4 +379,5 @@ def run_moments(a: Mapping[int, Checkpoint], b: Mapping[int, Checkpoint]) -> Run
                       seed=float(np.mean(seed)) if seed else None,
                       sampling=float(np.mean(sampling)) if sampling else None,
                       seeds=(len(last[0].seeds), len(last[1].seeds)),
-                      samples=float(1.0 / np.mean([(1.0 / cp.n).mean() for cp in last])), problems=len(last[0].question_ids))
+                      samples=float(1.0 / np.mean([(1.0 / cp.n).mean() for cp in last])),
+                      problems=len(last[0].question_ids))

@@ -72,7 +72,8 @@ class Components:
     def df(self, seeds: int, samples: int, problems: int) -> float:
         """Satterthwaite degrees of freedom of the analysis' SE for this design (problems: P - 1, each
         strategy's seed term: S - 1; with one seed that term is not estimated and adds none)."""
-        by_problem = self.strategy_problem / problems + 2 * (self.seed_problem + self.sampling / samples) / (seeds * problems)
+        within = 2 * (self.seed_problem + self.sampling / samples) / (seeds * problems)
+        by_problem = self.strategy_problem / problems + within
         seed = self.seed / seeds
         terms = [(by_problem, problems - 1)] + ([(seed, seeds - 1)] * 2 if seeds >= 2 else [])
         denominator = sum(v * v / d for v, d in terms if d > 0)
@@ -172,7 +173,8 @@ class Throughput:
 THROUGHPUT = {
     "cpu": Throughput("CPU figures; GPU not measured with this code: 2-core AMD EPYC, bf16, 0.5B-shaped model",
                       57.0, 44.8, "README.md, 'GPU throughput': python -m benchmarks.gpu_throughput --preset cpu "
-                      "--warmup-steps 1 --train-steps 2 --gen-prompts 12 --gen-prompt-tokens 200 400 --gen-new-tokens 128"),
+                      "--warmup-steps 1 --train-steps 2 --gen-prompts 12 --gen-prompt-tokens 200 400 "
+                      "--gen-new-tokens 128"),
     "h100-issue7": Throughput("1 x H100, paper preset, measured with the code before issue 7's changes",
                               6900.0, 456.0, "README.md, 'GPU throughput' (issue 7: 6.9k trained tokens/s, "
                               "456 decoded tokens/s)"),
@@ -308,7 +310,8 @@ def _speed(args: argparse.Namespace) -> Throughput:
     if args.throughput_json:
         report = json.loads(args.throughput_json.read_text())
         speed = Throughput(f"measured by benchmarks.gpu_throughput on {report['machine'].get('device_name')}",
-                           report["train"]["tokens_per_s"], report["generate"]["tokens_per_s"], str(args.throughput_json))
+                           report["train"]["tokens_per_s"], report["generate"]["tokens_per_s"],
+                           str(args.throughput_json))
     if args.train_tokens_per_s or args.gen_tokens_per_s:
         speed = Throughput(speed.label + " (overridden on the command line)",
                            args.train_tokens_per_s or speed.train_tokens_per_s,
