@@ -252,3 +252,25 @@ def test_token_entry_point_for_throughput_benchmarks(tiny_model_dir):
     assert stats["max_active"] == 3 and stats["decode_tokens_per_s"] > 0 and stats["cuda_graphs"] is False
     warm = generate_tokens(model, prompts, settings, stop_ids=set(), engine=first.engine, progress=False)
     assert warm.engine is first.engine and warm.completions == first.completions
+
+
+def test_samples_of_one_prompt_share_its_prefill(tiny_model_dir, monkeypatch):
+    """n samples of a prompt cost one prefill of it: the engine prefills each distinct prompt
+    once and copies its keys and values into every sample's slot."""
+    from thinktune.engine import DecodeEngine
+
+    model, tokenizer = load(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(tokenizer, CHATS[:3])
+    prefilled = []
+    original = DecodeEngine._prefill
+
+    def counting(self, batch):
+        prefilled.extend(map(tuple, batch))
+        return original(self, batch)
+
+    monkeypatch.setattr(DecodeEngine, "_prefill", counting)
+    settings = DecodingSettings(max_new_tokens=4, temperature=1.0, n_samples=5, seed=3, batch_size=15)
+    run = generate_tokens(model, prompts, settings, set(), progress=False)
+    assert [len(c) for c in run.completions] == [5, 5, 5]
+    assert sorted(prefilled) == sorted(map(tuple, prompts))  # each prompt once, not 5 times
+    assert run.stats.prefills == 1 and run.stats.prompt_tokens == 5 * sum(map(len, prompts))
