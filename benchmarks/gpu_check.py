@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="a subset (to rerun one)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.tiny:
+        import torch
+
+        torch.set_num_threads(1)  # tiny ops: threads only wait on each other (much slower on a busy machine)
     check = Check(args)
     print(summary(check.report)[0], flush=True)
     for name in args.phases:

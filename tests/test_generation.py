@@ -274,3 +274,30 @@ def test_samples_of_one_prompt_share_its_prefill(tiny_model_dir, monkeypatch):
     assert [len(c) for c in run.completions] == [5, 5, 5]
     assert sorted(prefilled) == sorted(map(tuple, prompts))  # each prompt once, not 5 times
     assert run.stats.prefills == 1 and run.stats.prompt_tokens == 5 * sum(map(len, prompts))
+
+
+def test_prefill_is_split_under_its_token_budget_with_the_same_answers(tiny_model_dir, monkeypatch):
+    """Prompts are prefilled in groups of at most PREFILL_TOKENS distinct prompt tokens (the
+    evaluation's memory peak); every free slot is still filled before decoding, and greedy
+    answers are the ones of a single prefill."""
+    from thinktune.engine import DecodeEngine
+
+    model, tokenizer = load(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(tokenizer, CHATS[:6])
+    settings = DecodingSettings(max_new_tokens=8, batch_size=6)
+    whole = generate_tokens(model, prompts, settings, set(), progress=False)
+    budget = max(map(len, prompts)) + 1  # one prompt per prefill, two when both are short enough
+    calls = []
+    original = DecodeEngine._prefill
+
+    def recording(self, batch):
+        calls.append([len(p) for p in batch])
+        return original(self, batch)
+
+    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", budget)
+    monkeypatch.setattr(DecodeEngine, "_prefill", recording)
+    split = generate_tokens(model, prompts, settings, set(), progress=False)
+    assert len(calls) > 1 and all(sum(c) <= budget or len(c) == 1 for c in calls), calls
+    assert sorted(n for c in calls for n in c) == sorted(map(len, prompts))
+    assert [c[0].token_ids for c in split.completions] == [c[0].token_ids for c in whole.completions]
+    assert split.stats.max_active == 6  # all slots filled before the first decode step

@@ -42,6 +42,11 @@ log = get_logger("engine")
 # CUDA graphs are captured per bucket: the batch rounded up to a power of two (or the slot
 # count), the attended columns rounded up to this many.
 WINDOW_BUCKET = 512
+# Distinct prompt tokens prefilled in one forward (at least one prompt): bounds the prefill's
+# activations, which are what the evaluation's peak memory is made of (the 12 default prompts,
+# ~7k tokens, at once took an fp32 0.5B's evaluation past 4 GiB RSS); freed slots are still all
+# filled before the next decode step, by as many prefills as it takes.
+PREFILL_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -319,7 +324,18 @@ class DecodeEngine:
             """Fill free slots from ``waiting`` (prefill together, copy into the slot cache)."""
             nonlocal column
             free = self.slots - len(slot_row)
-            group = [waiting.pop() for _ in range(min(free, len(waiting)))]
+            group: list[int] = []
+            distinct: set[int] = set()
+            tokens = 0
+            while waiting and len(group) < free:
+                request = requests[waiting[-1]]
+                new = request.key not in distinct  # a prompt's samples share its prefill
+                if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
+                    break
+                group.append(waiting.pop())
+                if new:
+                    distinct.add(request.key)
+                    tokens += len(request.prompt_ids)
             if not group:
                 return
             prompts = {}
