@@ -136,7 +136,13 @@ def _tt_main():
     namespace = globals()
     namespace["__name__"] = "solution"
     del namespace["_tt_main"]
-    exec(compile({source!r}, "solution.py", "exec"), namespace)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # compiled as `python main.py` compiles: the compiler's depth guard follows it
+    try:
+        code = compile({source!r}, "solution.py", "exec")
+    finally:
+        sys.setrecursionlimit(limit)
+    exec(code, namespace)
     if "Solution" in namespace:
         target = getattr(namespace["Solution"](), {func_name!r})
     else:
@@ -225,11 +231,34 @@ def humaneval_check_program(program: str, test_code: str) -> str:
     return f"{program}\n{test_code}"
 
 
-def _functional_arguments(test_input: str) -> list[Any]:
+def _functional_arguments(test_input: str) -> str:
+    """The test's arguments (one JSON value per line) as one JSON array, as the driver reads it."""
+    lines = test_input.split("\n")
     try:
-        return [json.loads(line) for line in test_input.split("\n")]
-    except json.JSONDecodeError as exc:
+        for line in lines:
+            decode_json(line)
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"functional test input is not one JSON value per line: {test_input[:200]!r}") from exc
+    return f"[{', '.join(lines)}]"
+
+
+# What the programs may produce (the official prelude's int/str limit), decoded here too.
+MAX_INT_DIGITS = 50000
+
+
+def _decode_int(text: str) -> int:
+    """A JSON integer of up to MAX_INT_DIGITS digits, whatever this process's int/str limit
+    (Python's default, 4300): through Decimal, which has none."""
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(Decimal(text))
+
+
+def decode_json(text: str) -> Any:
+    """JSON as the programs' side may write it: integers of up to MAX_INT_DIGITS digits.
+    Raises ValueError (not JSON, a longer integer) or RecursionError (nested deeper than
+    this process's recursion limit, ~1000 levels)."""
+    return json.loads(text, parse_int=_decode_int)
 
 
 # --------------------------------------------------------------------------------------
@@ -320,11 +349,11 @@ def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) 
             raise ValueError("functional tests need func_name")
         arguments = _functional_arguments(test.input)
         try:
-            expected = json.loads(test.output)
-        except json.JSONDecodeError as exc:
+            expected = decode_json(test.output)
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
         marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{json.dumps(arguments)}",
+        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{arguments}",
                         lambda result: _judge_functional(test, expected, marker, result, limits))
     if test.testtype == "assertion":
         marker = secrets.token_hex(16)
@@ -348,13 +377,18 @@ def _judge_functional(test: TestCase, expected: Any, marker: str, result: RunRes
     at = result.stdout.rfind(marker)
     if at == -1:
         return Verdict.WRONG_ANSWER, "the solution returned no result (it exited early)"
+    text = result.stdout[at + len(marker):]
     try:
-        got = json.loads(result.stdout[at + len(marker):])
+        got = decode_json(text)
+        if got == expected:
+            return Verdict.PASSED, ""
     except json.JSONDecodeError:  # the solution printed after returning (atexit, threads)
         return Verdict.WRONG_ANSWER, "output after the result"
-    if got == expected:
-        return Verdict.PASSED, ""
-    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(json.dumps(got))}"
+    except ValueError as exc:  # an integer longer than the programs may print
+        return Verdict.WRONG_ANSWER, f"the result cannot be read: {exc}"
+    except RecursionError:  # decoding, or comparing with the expected value
+        return Verdict.WRONG_ANSWER, "the result is nested too deeply to be read (more than ~1000 levels)"
+    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(text.strip())}"
 
 
 def _judge_assertion(marker: str, result: RunResult, limits: Limits) -> tuple[Verdict, str]:

@@ -35,6 +35,11 @@ from thinktune.sandbox.limits import Limits, set_rlimits
 SCRIPT = "main.py"
 # Written (only by sandbox code, on pipes the program never holds) when a run could not be set up.
 SETUP_FAILED = b"setup-failed "
+# CPython's default recursion limit: the compiler's guard on nesting depth follows it, so a
+# program is compiled as `python main.py` compiles it, whatever its preamble set (the
+# official prelude's setrecursionlimit(50000)): a deeply nested expression is then a
+# RecursionError, not an overflow of the C stack.
+DEFAULT_RECURSION_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Plan:
     contained: bool  # namespaces, allowlist root, seccomp, memory cgroup
     uid: int | None  # the program's own unprivileged uid (None: the evaluator's)
     env: dict[str, str]
+    compile: bool = True  # compiled once by the zygote; False: each run compiles it (under its timeout)
 
     def to_json(self) -> bytes:
         return json.dumps({**dataclasses.asdict(self), "limits": dataclasses.asdict(self.limits)}).encode()
@@ -334,7 +340,14 @@ def run_main(start: Start) -> None:
     try:
         # compiled from bytes: the source encoding as `python main.py` reads it; no
         # __future__ flags of this module leak in (dont_inherit)
-        code = start.code or compile(start.source, SCRIPT, "exec", dont_inherit=True)
+        code = start.code
+        if code is None:  # the zygote did not compile it: a syntax error to report, or too slow or deep for it
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)  # as `python main.py` compiles, whatever the preamble set
+            try:
+                code = compile(start.source, SCRIPT, "exec", dont_inherit=True)
+            finally:
+                sys.setrecursionlimit(limit)
         del start
         exec(code, main.__dict__)  # noqa: S102 - running the program is the point
         status = 0
