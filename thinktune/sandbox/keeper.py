@@ -231,6 +231,10 @@ def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, start: Start, std
             os.setresgid(plan.uid, plan.uid, plan.uid)
             os.setresuid(plan.uid, plan.uid, plan.uid)
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        # Not dumpable (as a change of uid leaves it where fs.suid_dumpable is 0, in every
+        # tier here): no other process of the run's uid reads its memory or opens its
+        # descriptors through /proc (HumanEval's check process, beside the candidate's).
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         if not plan.contained:
             kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # again: setresuid clears it
             os.environ["HOME"] = os.environ["TMPDIR"] = cwd  # the run's host temp dir
