@@ -249,3 +249,53 @@ def test_finding_6_the_check_side_decodes_plain_data_only():
             decode(malformed)
     with pytest.raises(TypeError):
         encode(object())
+
+
+# --------------------------------------------------------------------------------------
+# Finding 7: what the mount table and Unix sockets give a program, as the README says.
+
+
+def test_finding_7_mount_table_and_unix_sockets_are_as_documented():
+    """The mount table names bound host directories: of the checkout (where the virtualenv
+    lies inside it), only numpy's; socket(AF_UNIX) is denied, socketpair(AF_UNIX) and
+    passing a descriptor over it work, between processes of the run only."""
+    import json
+    import os
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from thinktune.sandbox import isolation_report, run_python
+
+    if not isolation_report().get("seccomp"):
+        pytest.skip("tier without the seccomp filter: Unix sockets are not filtered there")
+    source = textwrap.dedent("""
+        import array, json, os, socket
+        mounts = [line.split()[3] for line in open("/proc/self/mountinfo")]
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix = "allowed"
+        except OSError as exc:
+            unix = type(exc).__name__
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        r, w = os.pipe()
+        socket.send_fds(left, [b"x"], [w])
+        _, fds, _, _ = socket.recv_fds(right, 1, 1)
+        os.write(fds[0], b"passed")
+        print(json.dumps({"mounts": mounts, "unix": unix, "pair": os.read(r, 6).decode()}))
+    """)
+    from thinktune.sandbox import Limits
+
+    result = run_python(source, "", Limits(timeout_s=5.0))
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["unix"] == "PermissionError" and seen["pair"] == "passed"
+    import numpy
+
+    numpy_dir = os.path.dirname(os.path.realpath(numpy.__file__))
+    allowed = {numpy_dir, numpy_dir + ".libs"}
+    # the checkout and the virtualenv (here or elsewhere): of them, numpy's directories only
+    roots = (str(Path(__file__).resolve().parent.parent), os.path.dirname(numpy_dir), os.path.realpath(sys.prefix))
+    named = {m for m in seen["mounts"] if m.startswith(roots)}
+    assert named and named <= allowed, named
+    assert_healthy()
