@@ -46,7 +46,9 @@ from thinktune.sandbox.limits import Limits
 # loaded once in the fork server instead of once per test.
 PRELOAD = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
            "statistics", "itertools", "functools", "operator", "io", "json", "typing", "decimal", "fractions",
-           "atexit", "threading", "traceback", "types")
+           "atexit", "threading", "traceback", "types",
+           # and what the HumanEval harness (thinktune/humaneval_harness.py) imports in each run
+           "contextlib", "faulthandler", "shutil", "struct", "subprocess")
 BOOT = ("from thinktune.sandbox.forkserver import main\n"
         "from thinktune.sandbox.keeper import run_main\n"
         "run_main(main())\n")
