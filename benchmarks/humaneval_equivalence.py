@@ -27,7 +27,7 @@ from benchmarks import load_file
 from benchmarks.lcb_equivalence import print_comparison
 from thinktune import humaneval
 from thinktune.atomic import read_jsonl
-from thinktune.grading import TestCase, grade_many
+from thinktune.grading import grade_many
 from thinktune.sandbox import Limits
 
 
@@ -61,7 +61,7 @@ def model_completions(results_dir: Path, rows: dict[str, dict]) -> list[dict]:
 def grade_ours(cases: list[dict], timeout: float, workers: int) -> list[bool]:
     problems = {p.question_id: p for p in humaneval.load_problems()}
     jobs = [(humaneval.program_to_grade(problems[c["task_id"]], c["completion"]),
-             [TestCase(**t) for t in problems[c["task_id"]].tests], problems[c["task_id"]].func_name)
+             humaneval.HUMANEVAL.tests(problems[c["task_id"]]), problems[c["task_id"]].func_name)
             for c in cases]
     return [r.passed for r in grade_many(jobs, Limits(timeout_s=timeout), workers=workers, progress=True)]
 

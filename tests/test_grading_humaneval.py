@@ -11,7 +11,7 @@ import pytest
 from grading_corpus import HUMANEVAL_CASES, HUMANEVAL_KNOWN_DIFFERENCES
 
 from thinktune import humaneval
-from thinktune.grading import TestCase, Verdict, grade_many, grade_program
+from thinktune.grading import Verdict, grade_many, grade_program
 from thinktune.sandbox import Limits
 
 LIMITS = Limits(timeout_s=3.0)
@@ -25,7 +25,7 @@ def problems():
 @pytest.fixture(scope="module")
 def verdicts(problems):
     jobs = [(humaneval.program_to_grade(problems[c["task_id"]], c["completion"]),
-             [TestCase(**t) for t in problems[c["task_id"]].tests], problems[c["task_id"]].func_name)
+             humaneval.HUMANEVAL.tests(problems[c["task_id"]]), problems[c["task_id"]].func_name)
             for c in HUMANEVAL_CASES]
     return dict(zip([c["name"] for c in HUMANEVAL_CASES], grade_many(jobs, LIMITS, workers=2), strict=True))
 
@@ -46,7 +46,7 @@ def test_our_verdict(case, verdicts):
 @pytest.mark.parametrize("name, verdict", [
     ("body_wrong", Verdict.WRONG_ANSWER),
     ("sys_exit_0_before_check", Verdict.RUNTIME_ERROR),  # SystemExit is an exception in check's module
-    ("os_exit_0_before_check", Verdict.WRONG_ANSWER),  # ended with status 0, without check's marker
+    ("os_exit_0_before_check", Verdict.RUNTIME_ERROR),  # the candidate's process ended: check's call fails
     ("atexit_os_exit_0", Verdict.WRONG_ANSWER),  # the failed assert, not the atexit handler, decides
     ("sigkill_self_before_check", Verdict.RUNTIME_ERROR),
     ("sleeps_past_the_timeout", Verdict.TIMEOUT),
@@ -66,5 +66,6 @@ def test_the_marker_is_per_run_and_not_in_the_program(problems):
         "seen = [open(name, 'rb').read() for name in os.listdir('.')] + [os.read(0, 4096)]\n"
         "os.write(2, b'\\n'.join(seen) + b'\\n')\n"
         "os._exit(0)\n")
-    result = grade_program(humaneval.program_to_grade(problem, snoop), [TestCase(**problem.tests[0])], LIMITS)
+    result = grade_program(humaneval.program_to_grade(problem, snoop), humaneval.HUMANEVAL.tests(problem), LIMITS,
+                           func_name=problem.func_name)
     assert not result.passed

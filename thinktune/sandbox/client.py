@@ -36,6 +36,9 @@ log = logging.getLogger("thinktune.sandbox")
 # enforces the timeout itself, this only guards against a lost or stuck keeper.
 _KEEPER_GRACE_S = 10.0
 _BOOT_TIMEOUT_S = 60.0
+# A zygote's compile of its program may take the timeout and this much more (a busy
+# machine); past that, the runs compile it themselves, under their timeout.
+_COMPILE_GRACE_S = 0.5
 _STDERR_KEEP = 64 << 10
 # The fork server's interpreter flags, which its programs inherit: -s: no user site;
 # -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED.)
@@ -62,6 +65,12 @@ def _program_env() -> dict[str, str]:
 
 class _LostKeeper(Exception):
     """A zygote (or the fork server) went away without reporting: retried once."""
+
+
+class _CompileEnded(_LostKeeper):
+    """A zygote ended (or ran past the timeout) while compiling its program: the program's
+    own text did it (a compile that crashes or takes too long), so its runs compile it
+    themselves, under their limits, and get a verdict for it. Not counted as a lost keeper."""
 
 
 # --------------------------------------------------------------------------------------
@@ -185,6 +194,7 @@ class Program:
         self._pid: int | None = None
         self._ready = False
         self._buffer = b""
+        self._compile_in_zygote = True
 
     def __enter__(self) -> Self:
         return self
@@ -238,10 +248,13 @@ class Program:
                     result = self._receive(pending[0][1])
                 except _LostKeeper as exc:
                     self._drop_zygote(kill=True)
-                    if lost_once:
+                    if isinstance(exc, _CompileEnded):
+                        log.info("%s; its runs compile it themselves", exc)
+                    elif lost_once:
                         raise SandboxError(f"sandbox keeper lost twice, last: {exc}") from None
-                    lost_once = True
-                    log.warning("sandbox keeper lost (%s); running the test again with a new one", exc)
+                    else:
+                        lost_once = True
+                        log.warning("sandbox keeper lost (%s); running the test again with a new one", exc)
                     for _, fds in pending:  # sent to the lost zygote
                         _close_all(fds)
                         fds.clear()
@@ -256,7 +269,8 @@ class Program:
                     _close_all(fds)
 
     def _start_zygote(self) -> None:
-        plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env())
+        plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env(),
+                           compile=self._compile_in_zygote)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         source = _memfd("source", self._source)
         try:
@@ -286,6 +300,13 @@ class Program:
         limits = self._limits
         if not self._ready:
             line = self._next_line(_BOOT_TIMEOUT_S)
+            if line == forkserver.COMPILING:  # the compile gets the test's timeout
+                line = self._next_line(limits.timeout_s + _COMPILE_GRACE_S)
+                if line != forkserver.COMPILED:
+                    self._compile_in_zygote = False
+                    raise _CompileEnded(f"zygote {self._pid} ended or ran past the timeout while compiling the "
+                                        f"program ({line!r})")
+                line = self._next_line(_BOOT_TIMEOUT_S)
             if line and line.startswith(keeper.SETUP_FAILED):
                 self._drop_zygote(kill=True)
                 raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")

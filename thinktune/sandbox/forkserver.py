@@ -46,11 +46,17 @@ from thinktune.sandbox.limits import Limits
 # loaded once in the fork server instead of once per test.
 PRELOAD = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
            "statistics", "itertools", "functools", "operator", "io", "json", "typing", "decimal", "fractions",
-           "atexit", "threading", "traceback", "types")
+           "atexit", "threading", "traceback", "types",
+           # and what the HumanEval harness (thinktune/humaneval_harness.py) imports in each run
+           "contextlib", "faulthandler", "shutil", "struct", "subprocess")
 BOOT = ("from thinktune.sandbox.forkserver import main\n"
         "from thinktune.sandbox.keeper import run_main\n"
         "run_main(main())\n")
 READY = b"ready "
+# Sent by a zygote before and after it compiles its program: the evaluator gives the compile
+# the test's timeout, and a zygote that ends or runs past it in between was ended by the
+# program's own text (a compile that crashed or took too long), not by a sandbox failure.
+COMPILING, COMPILED = b"compiling", b"compiled"
 # Sources above this size are compiled by each run instead (the run's timeout then covers it).
 _ZYGOTE_COMPILE_MAX = 1 << 20
 
@@ -255,7 +261,11 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
         if shared.pidns_fd >= 0 and shared.cgroup_parent is not None:
             cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
                              + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
-        code = _compile(source, plan.limits)
+        code = None
+        if plan.compile:
+            conn.sendall(COMPILING + b"\n")
+            code = _compile(source, plan.limits)
+            conn.sendall(COMPILED + b"\n")
         if code is not None:
             _load_imported_packages(code)
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator
@@ -284,14 +294,23 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
 def _compile(source: bytes, limits: Limits) -> CodeType | None:
     """The program compiled once for all its runs, or None where each run had better
     compile it itself: a syntax error or a warning (the run reports it as ``python
-    main.py`` would), or a source too big to compile before its first run's timeout starts."""
+    main.py`` would), or a source too big to compile before its first run's timeout starts.
+
+    Compiled as ``python main.py`` compiles it: at CPython's default recursion limit (its
+    guard on the compiler's depth). The evaluator gives it the test's timeout (compiling
+    takes superlinear time on some sources) and kills a zygote that runs past it; it
+    takes that, or a crash, for "compile in each run" (whose limits then give the
+    verdict), never for a failure of the sandbox. (No timer here: the zygote is init of
+    its PID namespace, which ignores its own SIGALRM.)"""
     if len(source) > _ZYGOTE_COMPILE_MAX:
         return None
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    recursion_limit = sys.getrecursionlimit()
     try:
         resource.setrlimit(resource.RLIMIT_AS, (min(limits.memory_mb << 20, hard), hard))
+        sys.setrecursionlimit(keeper.DEFAULT_RECURSION_LIMIT)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             code = compile(source, keeper.SCRIPT, "exec", dont_inherit=True)
@@ -299,6 +318,7 @@ def _compile(source: bytes, limits: Limits) -> CodeType | None:
     except BaseException:  # noqa: BLE001 - SyntaxError, MemoryError, RecursionError, ValueError...
         return None
     finally:
+        sys.setrecursionlimit(recursion_limit)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 

@@ -35,6 +35,11 @@ from thinktune.sandbox.limits import Limits, set_rlimits
 SCRIPT = "main.py"
 # Written (only by sandbox code, on pipes the program never holds) when a run could not be set up.
 SETUP_FAILED = b"setup-failed "
+# CPython's default recursion limit: the compiler's guard on nesting depth follows it, so a
+# program is compiled as `python main.py` compiles it, whatever its preamble set (the
+# official prelude's setrecursionlimit(50000)): a deeply nested expression is then a
+# RecursionError, not an overflow of the C stack.
+DEFAULT_RECURSION_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Plan:
     contained: bool  # namespaces, allowlist root, seccomp, memory cgroup
     uid: int | None  # the program's own unprivileged uid (None: the evaluator's)
     env: dict[str, str]
+    compile: bool = True  # compiled once by the zygote; False: each run compiles it (under its timeout)
 
     def to_json(self) -> bytes:
         return json.dumps({**dataclasses.asdict(self), "limits": dataclasses.asdict(self.limits)}).encode()
@@ -225,6 +231,10 @@ def _program(seccomp: kernel.SeccompFilter | None, plan: Plan, start: Start, std
             os.setresgid(plan.uid, plan.uid, plan.uid)
             os.setresuid(plan.uid, plan.uid, plan.uid)
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        # Not dumpable (as a change of uid leaves it where fs.suid_dumpable is 0, in every
+        # tier here): no other process of the run's uid reads its memory or opens its
+        # descriptors through /proc (HumanEval's check process, beside the candidate's).
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         if not plan.contained:
             kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # again: setresuid clears it
             os.environ["HOME"] = os.environ["TMPDIR"] = cwd  # the run's host temp dir
@@ -334,7 +344,14 @@ def run_main(start: Start) -> None:
     try:
         # compiled from bytes: the source encoding as `python main.py` reads it; no
         # __future__ flags of this module leak in (dont_inherit)
-        code = start.code or compile(start.source, SCRIPT, "exec", dont_inherit=True)
+        code = start.code
+        if code is None:  # the zygote did not compile it: a syntax error to report, or too slow or deep for it
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)  # as `python main.py` compiles, whatever the preamble set
+            try:
+                code = compile(start.source, SCRIPT, "exec", dont_inherit=True)
+            finally:
+                sys.setrecursionlimit(limit)
         del start
         exec(code, main.__dict__)  # noqa: S102 - running the program is the point
         status = 0

