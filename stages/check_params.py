@@ -22,12 +22,10 @@ import os
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from thinktune.atomic import atomic_file
 from thinktune.errors import run_stage
 from thinktune.logs import get_logger
-from thinktune.params import ParamsError, parse_params, read_raw
+from thinktune.params import ParamsError, load_yaml, parse_params, read_raw
 from thinktune.presets import yaml_value
 from thinktune.sources import RELATED_KEYS, local_problems
 
@@ -46,7 +44,7 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
                            text=True, check=False)
     if shown.returncode != 0:
         return []
-    baseline = yaml.safe_load(shown.stdout) or {}
+    baseline = load_yaml(shown.stdout) or {}
     try:
         parse_params(baseline)
     except ParamsError:

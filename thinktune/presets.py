@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from thinktune.params import ParamsError, load_yaml, parse_params
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "conf" / "presets"
