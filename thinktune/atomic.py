@@ -79,7 +79,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove that line") from None
+                where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+                raise InputError(f"{path}:{lineno}: not valid JSON ({where}); fix or remove that line") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; "
                                  "fix or remove that line")
