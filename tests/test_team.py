@@ -43,6 +43,17 @@ def team(tmp_path_factory, repo_root, tiny_model_dir) -> dict:
     return {"a": a, "b": b, "env": env, "work": work}
 
 
+@pytest.fixture()
+def clone_b(team):
+    """B's clone; afterwards back at its last commit, whatever the test did or failed to undo,
+    so that one failure does not cascade into the next test."""
+    yield team["b"], team["env"]
+    for f in (team["b"] / "inputs").rglob("*"):
+        if f.is_file() and f.name != ".gitignore":
+            f.unlink()
+    restore(team["b"], team["env"])
+
+
 def files_of(root: Path, *paths: str) -> dict[str, bytes]:
     out = {}
     for path in paths:
@@ -61,7 +72,7 @@ def test_clone_and_pull_give_an_up_to_date_workspace(team):
     assert "Data and pipelines are up to date" in sh(["dvc", "status"], b, env)
 
 
-def test_experiment_and_run_cache_travel_so_b_restores_instead_of_retraining(team):
+def test_experiment_and_run_cache_travel_so_b_restores_instead_of_retraining(team, clone_b):
     a, b, env = team["a"], team["b"], team["env"]
     output = sh(EXPERIMENT, a, env)
     assert {"train_deep", "train_diverse"} <= ran(output)
@@ -77,7 +88,6 @@ def test_experiment_and_run_cache_travel_so_b_restores_instead_of_retraining(tea
     assert "Stage 'train_deep' is cached - skipping run" in again
     a_metrics = json.loads((a / "metrics/study.json").read_text())
     assert json.loads((b / "metrics/study.json").read_text()) == a_metrics
-    restore(b, env)
 
 
 def test_metrics_show_and_compact_exp_show_fit_120_columns(team):
@@ -96,8 +106,8 @@ def test_metrics_show_and_compact_exp_show_fit_120_columns(team):
     assert len(diff.splitlines()) == 1 + 5, diff  # header + the five headline numbers
 
 
-def test_a_local_data_file_is_a_dependency(team):
-    b, env = team["b"], team["env"]
+def test_a_local_data_file_is_a_dependency(clone_b):
+    b, env = clone_b
     local = b / "inputs" / "codegen"
     shutil.copy(b / "data/sample/codegen_deep.jsonl", local / "CodeGen-Deep-5K.jsonl")
     shutil.copy(b / "data/sample/codegen_diverse.jsonl", local / "CodeGen-Diverse-5K.jsonl")
@@ -110,10 +120,6 @@ def test_a_local_data_file_is_a_dependency(team):
     assert "fetch_data:" in status and "inputs/codegen" in status, status
     (b / "inputs/livecodebench/test.jsonl").write_text("{}\n")  # eval.local_dir is one too
     assert "inputs/livecodebench" in sh(["dvc", "status"], b, env)
-    (b / "inputs/livecodebench/test.jsonl").unlink()
-    for f in local.glob("*.jsonl"):
-        f.unlink()
-    restore(b, env)
 
 
 def restore(repo: Path, env: dict) -> None:
@@ -133,8 +139,8 @@ def one_error_line(output: str, expected: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: " + expected), output
 
 
-def test_a_bad_row_stops_fetch_data_and_keeps_every_output(team):
-    b, env = team["b"], team["env"]
+def test_a_bad_row_stops_fetch_data_and_keeps_every_output(clone_b):
+    b, env = clone_b
     before, status = kept(b), sh(["dvc", "status"], b, env)
     sample = b / "data/sample/codegen_deep.jsonl"
     rows = sample.read_text().splitlines(keepends=True)
@@ -155,8 +161,8 @@ def test_a_bad_row_stops_fetch_data_and_keeps_every_output(team):
     assert sh(["dvc", "status"], b, env) == status
 
 
-def test_unequal_training_sets_stop_before_training(team):
-    b, env = team["b"], team["env"]
+def test_unequal_training_sets_stop_before_training(clone_b):
+    b, env = clone_b
     before = kept(b)
     sample = b / "data/sample/codegen_diverse.jsonl"
     rows = sample.read_text().splitlines(keepends=True)
@@ -169,13 +175,12 @@ def test_unequal_training_sets_stop_before_training(team):
     assert not {"train_deep", "train_diverse"} & ran(output)
     assert files_of(b, "models/base", "data/formatted", "models/deep") == \
            {k: v for k, v in before.items() if k.startswith(("models/", "data/formatted"))}
-    sample.write_text("".join(rows))
-    restore(b, env)
 
 
-def test_no_hub_fails_in_one_line_and_keeps_the_base_model(team):
+
+def test_no_hub_fails_in_one_line_and_keeps_the_base_model(clone_b):
     """The issue's `python -m thinktune.presets paper && dvc repro` on a machine without the hub."""
-    b, env = team["b"], team["env"]
+    b, env = clone_b
     before, status = kept(b), sh(["dvc", "status"], b, env)
     sh([sys.executable, "-m", "thinktune.presets", "paper"], b, env)
     output = fails(["dvc", "repro"], b, env)
@@ -191,8 +196,8 @@ def test_no_hub_fails_in_one_line_and_keeps_the_base_model(team):
     assert sh(["dvc", "status"], b, env) == status
 
 
-def test_a_rejected_set_leaves_params_and_status_as_they_were(team):
-    b, env = team["b"], team["env"]
+def test_a_rejected_set_leaves_params_and_status_as_they_were(clone_b):
+    b, env = clone_b
     before, status = kept(b), sh(["dvc", "status"], b, env)
     for bad, message in ((["-S", "lora.r=-1"], "params.yaml: lora.r: -1 is not allowed"),
                          (["-S", "+lora.rr=3"], "params.yaml: lora.rr: unknown key")):
