@@ -6,9 +6,13 @@ with one line per bad key (key, value, what is allowed), and every output alread
 produced stays as it was. Writes ``params.ok``, whose content never changes, so a valid
 edit re-runs only the stages that read the edited keys.
 
+It also checks that the local files the settings name are there (``model.local_path``,
+``data.local_dir``, ``eval.local_dir`` with source ``local``; the sample files).
+
 Under `dvc exp run -S key=bad`, the bad keys are also set back to their values in the
-experiment's baseline commit (and the log says so), so the workspace is left as it was
-before the command.
+experiment's baseline commit, and keys the baseline lacks (added with `-S +key=value`) are
+removed (the log says so), so the workspace is left as it was before the command. DVC
+keeps ``params.ok`` (``persist: true``), so a rejected run leaves `dvc status` as it was.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from thinktune.atomic import atomic_file
 from thinktune.errors import run_stage
 from thinktune.logs import get_logger
-from thinktune.params import ParamsError, parse_params, read_raw
+from thinktune.params import ParamsError, load_yaml, parse_params, read_raw
+from thinktune.presets import yaml_value
+from thinktune.local_inputs import RELATED_KEYS, local_problems
 
 log = get_logger("check_params")
 
@@ -31,15 +35,16 @@ STAMP = "params.yaml passed thinktune's validation\n"
 
 
 def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str) -> list[str]:
-    """Set ``keys`` back to their values at ``baseline_rev`` (only keys that exist there
-    and only if the baseline's file validates); return the keys restored."""
+    """Set ``keys`` back to their values at ``baseline_rev``, and remove those the baseline
+    lacks (added with `-S +key=value`); only if the baseline's file validates. Return what
+    was done, one entry per key."""
     from dvc.utils.serialize import modify_yaml
 
     shown = subprocess.run(["git", "show", f"{baseline_rev}:{params_path.as_posix()}"], capture_output=True,
                            text=True, check=False)
     if shown.returncode != 0:
         return []
-    baseline = yaml.safe_load(shown.stdout) or {}
+    baseline = load_yaml(shown.stdout) or {}
     try:
         parse_params(baseline)
     except ParamsError:
@@ -52,12 +57,16 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
             try:
                 for part in parents:
                     here, there = here[part], there[part]
-                value = there[leaf]
             except (KeyError, TypeError):
                 continue
-            if leaf in here and here[leaf] != value:
-                here[leaf] = value
-                restored.append(f"{key} = {value!r}")
+            if not isinstance(here, dict) or leaf not in here:
+                continue
+            if not isinstance(there, dict) or leaf not in there:
+                del here[leaf]
+                restored.append(f"{key} removed")
+            elif here[leaf] != there[leaf]:
+                here[leaf] = yaml_value(there[leaf])
+                restored.append(f"{key} = {there[leaf]!r}")
     return restored
 
 
@@ -67,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("params.ok"))
     args = parser.parse_args(argv)
     try:
-        parse_params(read_raw(args.params), origin=str(args.params))
+        params = parse_params(read_raw(args.params), origin=str(args.params))
+        missing = local_problems(params)
+        if missing:
+            raise ParamsError("\n".join(f"{args.params}: {line}" for line in missing),
+                              keys=[key for line in missing for key in RELATED_KEYS[line.split(":")[0]]])
     except ParamsError as exc:
         baseline = os.environ.get("DVC_EXP_BASELINE_REV")
         if baseline and exc.keys:

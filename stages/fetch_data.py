@@ -2,7 +2,8 @@
 
 Writes ``data/raw/deep.jsonl`` and ``data/raw/diverse.jsonl`` (CodeGen rows as published,
 validated first) and ``data/raw/eval.jsonl`` (the problems ``eval.benchmark`` selects with
-the eval params, tests decoded). The base model is fetched by its own stage (fetch_model),
+the eval params, tests decoded). Every input is read and validated before any output is
+written. The base model is fetched by its own stage (fetch_model),
 so new training data never re-converts the model.
 """
 
@@ -16,41 +17,49 @@ from pathlib import Path
 from thinktune import codegen
 from thinktune.atomic import atomic_file, write_jsonl
 from thinktune.benchmark import get_benchmark
-from thinktune.errors import InputError, run_stage
+from thinktune.errors import SourceError, run_stage
 from thinktune.logs import get_logger
 from thinktune.params import DataParams, EvalParams, load_params
+from thinktune.sources import from_hub
 
 log = get_logger("fetch_data")
 
 
-def fetch_training_data(data: DataParams, out_dir: Path) -> None:
-    """``<out_dir>/deep.jsonl`` and ``diverse.jsonl``, each validated before it is renamed in."""
+def training_sources(data: DataParams) -> dict[str, Path]:
+    """Each strategy's CodeGen file: downloaded (hub), or where data.local_dir/sample_dir say."""
+    sources = {}
     for strategy, repo, filename in (("deep", data.deep_repo, data.deep_file),
                                      ("diverse", data.diverse_repo, data.diverse_file)):
-        dest = out_dir / f"{strategy}.jsonl"
-        with atomic_file(dest, "wb") as tmp:
-            if data.source == "hub":
-                log.info("downloading %s/%s", repo, filename)
-                src = codegen.download_codegen(repo, filename)
-            elif data.source == "local":
-                src = Path(data.local_dir or "") / filename
-                if not src.is_file():
-                    raise InputError(f"data.local_dir: {src} not found; copy {repo}'s {filename} there")
-            else:
-                src = Path(data.sample_dir) / f"codegen_{strategy}.jsonl"
-            _, report = codegen.load_codegen(src, data.splits, data.max_rows)
-            with src.open("rb") as fh:
-                shutil.copyfileobj(fh, tmp)
-        log.info("%s: %d rows usable (skipped: %s) -> %s", strategy, report.kept,
-                 dict(report.skipped) or "none", dest)
+        if data.source == "hub":
+            log.info("downloading %s/%s", repo, filename)
+            with from_hub("data.source", f"dataset {repo} ({filename})",
+                          "copy the files elsewhere and use data.source=local with data.local_dir"):
+                sources[strategy] = codegen.download_codegen(repo, filename)
+        elif data.source == "local":
+            sources[strategy] = Path(data.local_dir) / filename
+            if not sources[strategy].is_file():
+                raise SourceError(f"data.local_dir: {sources[strategy]} not found; copy {repo}'s {filename} there "
+                                  "or set data.local_dir to the folder holding it")
+        else:
+            sources[strategy] = Path(data.sample_dir) / f"codegen_{strategy}.jsonl"
+    return sources
+
+
+def select_problems(params: EvalParams) -> list:
+    source_fix = "copy the release's test*.jsonl files and use eval.source=local with eval.local_dir"
+    with from_hub("eval.source", f"dataset {params.lcb_repo} ({params.lcb_release})", source_fix):
+        return get_benchmark(params.benchmark).load_problems(params)
+
+
+def write_problems(chosen: list, out_file: Path) -> None:
+    write_jsonl(out_file, (p.to_json() for p in chosen))
+    by_difficulty = dict(Counter(p.difficulty for p in chosen))
+    log.info("%d problems (%s) -> %s", len(chosen), by_difficulty, out_file)
 
 
 def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
     """The problems ``eval.benchmark`` selects with the eval params, tests decoded."""
-    chosen = get_benchmark(params.benchmark).load_problems(params)
-    write_jsonl(out_file, (p.to_json() for p in chosen))
-    by_difficulty = dict(Counter(p.difficulty for p in chosen))
-    log.info("%s: %d problems (%s) -> %s", params.benchmark, len(chosen), by_difficulty, out_file)
+    write_problems(select_problems(params), out_file)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,8 +70,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    fetch_training_data(params.data, args.data_out)
-    fetch_eval_problems(params.eval, args.eval_out)
+    # Everything is read and checked first; only then is anything written (each file renamed
+    # into place whole), so a bad row or an unreachable source leaves data/raw as it was.
+    sources = training_sources(params.data)
+    for strategy, src in sources.items():
+        _, report = codegen.load_codegen(src, params.data.splits, params.data.max_rows, params.data.malformed)
+        log.info("%s: %d rows usable (skipped: %s)", strategy, report.kept, dict(report.skipped) or "none")
+        if report.malformed:
+            log.warning("%s: %d malformed row(s) dropped (data.malformed=drop), counted in the data report",
+                        strategy, report.malformed)
+    chosen = select_problems(params.eval)
+
+    for strategy, src in sources.items():
+        with atomic_file(args.data_out / f"{strategy}.jsonl", "wb") as tmp, src.open("rb") as fh:
+            shutil.copyfileobj(fh, tmp)
+    log.info("training rows -> %s", args.data_out)
+    write_problems(chosen, args.eval_out)
 
 
 if __name__ == "__main__":

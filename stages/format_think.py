@@ -4,7 +4,9 @@ Reads ``data/raw/{deep,diverse}.jsonl``, the base model's tokenizer (for lengths
 ``data/raw/eval.jsonl`` (for the contamination check). Writes
 ``data/formatted/{deep,diverse}/{train,valid}.jsonl`` and ``data/formatted/report.json`` (rows kept,
 dropped or shortened to fit ``format.max_length``, token lengths, eval problems whose text
-overlaps the training statements).
+overlaps the training statements). Deep and Diverse must end with the same number of
+training chats (the study's design): ``format.balance`` stops the run when they differ, or
+trims the larger set.
 """
 
 from __future__ import annotations
@@ -35,20 +37,31 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
     data_report: dict = {"max_length": params.format.max_length, "overlength": params.format.overlength}
     statements: list[str] = []
+    # Everything is checked before data/formatted is replaced (whole, in one rename).
     with atomic_dir(args.out) as tmp:
+        train: dict[str, list[dict]] = {}
+        valid: dict[str, list[dict]] = {}
         for strategy in STRATEGIES:
             rows, load_report = codegen.load_codegen(args.raw / f"{strategy}.jsonl", params.data.splits,
-                                                     params.data.max_rows)
+                                                     params.data.max_rows, params.data.malformed)
             statements += [row["input"] for row in rows]
             chats, report = formatting.format_rows(rows, tokenizer, params.format)
-            train, valid = formatting.split_by_problem(chats, params.format.valid_fraction, params.format.seed)
-            write_jsonl(tmp / strategy / "train.jsonl", train)
-            write_jsonl(tmp / strategy / "valid.jsonl", valid)
-            data_report[strategy] = {"load": load_report.as_dict(), **report.as_dict(),
-                                 "train_rows": len(train), "valid_rows": len(valid)}
-            log.info("%s: %d chats from %d problems (%d train, %d valid), dropped %s, truncated %d, "
-                     "code from the `solution` field %d", strategy, report.kept, len(report.problems), len(train),
-                     len(valid), dict(report.dropped) or "none", report.truncated, report.code_from_solution)
+            train[strategy], valid[strategy] = formatting.split_by_problem(chats, params.format.valid_fraction,
+                                                                           params.format.seed)
+            data_report[strategy] = {"load": load_report.as_dict(), **report.as_dict()}
+            log.info("%s: %d chats from %d problems (%d train, %d valid), malformed rows dropped %d, dropped %s, "
+                     "truncated %d, code from the `solution` field %d", strategy, report.kept, len(report.problems),
+                     len(train[strategy]), len(valid[strategy]), load_report.malformed,
+                     dict(report.dropped) or "none", report.truncated, report.code_from_solution)
+        trimmed = formatting.balance(train, params.format.balance, params.format.seed)
+        for strategy in STRATEGIES:
+            if trimmed[strategy]:
+                log.warning("%s: %d training chats left out to match the other strategy (format.balance=trim)",
+                            strategy, trimmed[strategy])
+            write_jsonl(tmp / strategy / "train.jsonl", train[strategy])
+            write_jsonl(tmp / strategy / "valid.jsonl", valid[strategy])
+            data_report[strategy].update(train_rows=len(train[strategy]), valid_rows=len(valid[strategy]),
+                                         trimmed_for_balance=trimmed[strategy])
 
         eval_problems = {r["question_id"]: r["question_content"] for r in read_jsonl(args.raw / "eval.jsonl")}
         data_report["contamination"] = formatting.contamination(statements, eval_problems)

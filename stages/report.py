@@ -2,9 +2,12 @@
 
 Reads ``results/{base,deep,diverse}/summary.json`` (Pass@1 and answer shape per checkpoint,
 decoding, environment), ``results/<target>/<checkpoint>.jsonl`` (which problems each
-checkpoint solved, for the paired tests), ``metrics/train_<strategy>.json`` (training loss
-and speed) and links the two plots. Writes ``report/README.md`` and the headline numbers to
-``metrics/study.json`` (what `dvc exp show` and `dvc metrics diff` compare).
+checkpoint solved, for the paired tests), ``dvclive/train_<strategy>/summary.json`` (training
+loss, speed, environment), ``data/formatted/report.json`` (training chats per strategy, rows
+left out) and links the two plots. Writes ``report/README.md``, the study's summary to
+``report/study.json`` (best and final steps, paired tests, environment) and the headline to
+``metrics/study.json`` (what `dvc exp show` and `dvc metrics diff` compare: Pass@1 of the base
+model and of each strategy's best checkpoint).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics"))
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--plots", type=Path, default=Path("plots"))
+    parser.add_argument("--live", type=Path, default=Path("dvclive"))
+    parser.add_argument("--data-report", type=Path, default=Path("data/formatted/report.json"))
     parser.add_argument("--out", type=Path, default=Path("report/README.md"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -44,13 +49,16 @@ def main(argv: list[str] | None = None) -> None:
     context = {"model": params.model.name, "data": data, "benchmark": evals["base"]["benchmark"],
                "platform": params.eval.platform, "difficulties": params.eval.difficulties,
                "n_samples": params.eval.n_samples}
-    training = {s: json.loads(path.read_text())[s] for s in STRATEGIES
-                if (path := args.metrics / f"train_{s}.json").is_file()}
+    training = {s: json.loads(path.read_text()) for s in STRATEGIES
+                if (path := args.live / f"train_{s}" / "summary.json").is_file()}
+    data_report = json.loads(args.data_report.read_text()) if args.data_report.is_file() else {}
     links = [os.path.relpath(args.plots / name, args.out.parent) for name in ("pass_at_1.png", "answer_shape.png")]
     with atomic_file(args.out) as fh:
-        fh.write(render_markdown(study, context, evals, training, *links))
-    write_json(args.metrics / "study.json", study["summary"])
-    log.info("report in %s, headline metrics in %s", args.out, args.metrics / "study.json")
+        fh.write(render_markdown(study, context, evals, training, *links, data=data_report))
+    write_json(args.out.parent / "study.json", study["summary"])
+    write_json(args.metrics / "study.json", study["metrics"])
+    log.info("report in %s, summary in %s, headline metrics in %s", args.out, args.out.parent / "study.json",
+             args.metrics / "study.json")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Reads ``data/formatted/<strategy>/{train,valid}.jsonl`` and ``models/base``; writes one PEFT
 adapter (with its model card) per ``train.save_steps`` to ``models/<strategy>/checkpoint-<step>/``,
-the DVCLive log (loss, learning rate, tokens/s, validation loss) to ``dvclive/train_<strategy>/``
-and a summary to ``metrics/train_<strategy>.json``. Killed, it resumes from its last saved step
+the DVCLive log (loss, learning rate, tokens/s, validation loss) and ``summary.json`` (losses,
+speed, chats, environment) to ``dvclive/train_<strategy>/`` and the headline (final validation
+loss) to ``metrics/train_<strategy>.json``. Killed, it resumes from its last saved step
 on the next run. With ``train.num_processes`` > 1 it re-launches itself in that many
 data-parallel processes (torchrun, or ``accelerate launch`` with ``train.accelerate_config``).
 """

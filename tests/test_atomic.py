@@ -30,5 +30,5 @@ def test_jsonl_round_trip_and_bad_line(tmp_path):
     assert write_jsonl(path, [{"x": 1}, {"y": "é"}]) == 2
     assert read_jsonl(path) == [{"x": 1}, {"y": "é"}]
     path.write_text('{"x": 1}\n{oops\n')
-    with pytest.raises(ValueError, match=r"rows\.jsonl:2"):
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: not valid JSON \(Expecting property name .* at column 2\); fix or"):
         read_jsonl(path)

@@ -16,26 +16,42 @@ def write(path, rows):
     return path
 
 
-def test_load_codegen_skips_malformed_rows_and_other_splits(tmp_path):
+def test_load_codegen_stops_at_a_malformed_row_naming_file_line_and_field(tmp_path):
+    good = {"id": "p1", "input": "Square n.", "output": OUTPUT, "solution": "print(1)", "split": "train"}
+    cases = [({k: v for k, v in good.items() if k != "input"}, "missing `input`"),
+             ({**good, "output": "  "}, "empty `output`"),
+             ({k: v for k, v in good.items() if k != "solution"}, "missing `solution`"),
+             ({**good, "solution": 5}, "`solution` is not a string")]
+    for bad, reason in cases:
+        path = write(tmp_path / "d.jsonl", [good, good, bad, good])
+        with pytest.raises(codegen.InputError) as info:
+            codegen.load_codegen(path, ["train"])
+        assert str(info.value).startswith(f"{path}:3: {reason}; ") and "data.malformed=drop" in str(info.value)
+
+
+def test_load_codegen_drops_and_counts_malformed_rows_when_asked(tmp_path):
+    good = {"input": "Square n.", "output": OUTPUT, "solution": "print(1)"}
     rows = [
-        {"id": "p1", "input": "Square n.", "output": OUTPUT, "split": "train"},
-        {"id": "p2", "input": "", "output": OUTPUT, "split": "train"},
-        {"id": "p3", "input": "x", "split": "train"},
-        {"id": "p4", "input": "x", "output": OUTPUT, "split": "test"},
-        {"id": "p5", "input": "x", "output": OUTPUT, "solution": 5},
+        {"id": "p1", **good, "split": "train"},
+        {"id": "p2", **good, "input": ""},
+        {"id": "p3", "input": "x", "solution": "s", "split": "train"},
+        {"id": "p4", **good, "split": "test"},
+        {"id": "p5", **good, "solution": 5},
+        {"id": "p6", "input": "x", "output": OUTPUT},
     ]
-    kept, report = codegen.load_codegen(write(tmp_path / "d.jsonl", rows), ["train"])
+    kept, report = codegen.load_codegen(write(tmp_path / "d.jsonl", rows), ["train"], malformed="drop")
     assert [r["id"] for r in kept] == ["p1"]
-    assert report.skipped == {"missing or empty `input`": 1, "missing or empty `output`": 1,
-                              "split 'test' not in data.splits": 1, "`solution` is not a string": 1}
-    with pytest.raises(ValueError, match="no usable rows.*non-empty `input` and `output`"):
-        codegen.load_codegen(write(tmp_path / "e.jsonl", rows[1:3]), ["train"])
+    assert report.skipped == {"empty `input`": 1, "missing `output`": 1, "split 'test' not in data.splits": 1,
+                              "`solution` is not a string": 1, "missing `solution`": 1}
+    assert report.malformed == 4 and report.as_dict()["malformed"] == 4
+    with pytest.raises(ValueError, match="no usable rows.*non-empty `input`, `output` and `solution`"):
+        codegen.load_codegen(write(tmp_path / "e.jsonl", rows[1:3]), ["train"], malformed="drop")
 
 
 def test_empty_data_file_errors_name_the_real_cause(tmp_path):
     with pytest.raises(codegen.InputError, match="holds no rows: it is empty"):
         codegen.load_codegen(write(tmp_path / "empty.jsonl", []), ["train"])
-    only_test = [{"id": "p", "input": "x", "output": OUTPUT, "split": "test"}] * 2
+    only_test = [{"id": "p", "input": "x", "output": OUTPUT, "solution": "s", "split": "test"}] * 2
     with pytest.raises(codegen.InputError, match=r"none of its 2 rows is in data.splits=\['train'\].*\['test'\]"):
         codegen.load_codegen(write(tmp_path / "t.jsonl", only_test), ["train"])
 

@@ -65,3 +65,20 @@ def test_rows_whose_code_comes_from_the_solution_field_are_counted(tokenizer):
     assert report.kept == 2 and report.code_from_solution == 1
     assert report.as_dict()["code_from_solution"] == 1
     assert chats[-1]["messages"][-1]["content"].endswith(f"```python\n{CODE}\n```")
+
+
+def test_unequal_training_sets_stop_or_are_trimmed_to_equal_size():
+    chats = {"deep": [{"problem_id": f"d{i // 3}", "n": i} for i in range(9)],
+             "diverse": [{"problem_id": f"v{i}", "n": i} for i in range(7)]}
+    assert formatting.balance({"deep": chats["deep"][:7], "diverse": list(chats["diverse"])}, "error", 0) == \
+           {"deep": 0, "diverse": 0}
+    with pytest.raises(formatting.InputError, match=r"^format\.balance: .*\(deep 9, diverse 7\).*format\.balance=trim"):
+        formatting.balance({k: list(v) for k, v in chats.items()}, "error", 0)
+    trimmed = {k: list(v) for k, v in chats.items()}
+    assert formatting.balance(trimmed, "trim", 0) == {"deep": 2, "diverse": 0}
+    assert len(trimmed["deep"]) == len(trimmed["diverse"]) == 7
+    kept = [c["n"] for c in trimmed["deep"]]
+    assert kept == sorted(kept) and trimmed["diverse"] == chats["diverse"]  # order kept, smaller set untouched
+    again = {k: list(v) for k, v in chats.items()}
+    formatting.balance(again, "trim", 0)
+    assert again == trimmed  # the same seed cuts the same chats

@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 
 from thinktune import livecodebench as lcb
+from thinktune.errors import SourceError
 
 TESTS = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
 
@@ -82,7 +83,7 @@ def test_release_files_from_a_local_folder(tmp_path):
     files = lcb.release_files(tmp_path, "release_v2")
     assert [f.name for f in files] == ["test.jsonl", "test2.jsonl"]
     assert len(lcb.load_rows(files + files)) == 2  # duplicates across files are kept once
-    with pytest.raises(FileNotFoundError, match="test3.jsonl"):
+    with pytest.raises(SourceError, match="test3.jsonl"):
         lcb.release_files(tmp_path, "release_v3")
     with pytest.raises(ValueError, match="lcb_release"):
         lcb.release_files(tmp_path, "v9")

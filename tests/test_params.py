@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from thinktune import presets
-from thinktune.params import ParamsError, load_params, parse_params
+from thinktune.params import ParamsError, load_params, load_yaml, parse_params
 
 
 @pytest.fixture()
@@ -106,7 +106,10 @@ def test_preset_as_dvc_set_args_gives_the_same_file(params_copy, tmp_path):
     args = presets.set_args("paper")
     apply_overrides(via_dvc, args[1::2])  # what `dvc exp run -S k=v -S ...` does
     presets.apply("paper", params_copy)
-    assert via_dvc.read_text() == params_copy.read_text()
+    # The same values; the text differs only where DVC writes a float as `5e-05` (a YAML 1.2
+    # float, a string to PyYAML's YAML 1.1 safe_load) and the preset writer as `5.0e-05`.
+    assert load_yaml(via_dvc.read_text()) == load_yaml(params_copy.read_text())
+    assert via_dvc.read_text().replace("5e-05", "5.0e-05") == params_copy.read_text()
 
 
 def test_invalid_preset_result_writes_nothing(params_copy, tmp_path):
@@ -178,6 +181,9 @@ def test_load_params_missing_file_and_bad_yaml(tmp_path):
 
 
 def run_check(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    if not (cwd / "data" / "sample").exists():  # the sample files params.yaml names, checked too
+        (cwd / "data").mkdir(exist_ok=True)
+        (cwd / "data" / "sample").symlink_to(Path(__file__).resolve().parent.parent / "data" / "sample")
     return subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=cwd, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
                                **(env or {})})
@@ -211,3 +217,80 @@ def test_check_params_under_exp_run_restores_the_bad_key(params_copy):
     assert "set back to the baseline's lora.r = 16" in result.stderr
     # only the bad key is restored: the valid edit stays
     assert params_copy.read_text() == before.replace("  alpha: 32\n", "  alpha: 64\n")
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_preset_writer_values_read_back_as_the_presets_types(params_copy, name, monkeypatch):
+    """Every key of both presets, after `python -m thinktune.presets <name>`: PyYAML's YAML 1.1
+    safe_load, ruamel (DVC's reader) and ours all read the preset's value with its type, and the
+    checker finds no change (it reported `5e-05` as a change from the preset)."""
+    from ruamel.yaml import YAML
+
+    other = "paper" if name == "cpu" else "cpu"
+    presets.apply(other, params_copy)
+    presets.apply(name, params_copy)
+    text = params_copy.read_text()
+    readers = {"pyyaml": yaml.safe_load(text), "ruamel": YAML(typ="safe", pure=True).load(text),
+               "thinktune": load_yaml(text)}
+    preset = presets.load_preset(name)
+    for key, wanted in preset.items():
+        for reader, tree in readers.items():
+            value = presets._get(tree, key)
+            assert value == wanted and type(value) is type(wanted), (reader, key, value, wanted)
+    for reader, tree in readers.items():
+        assert presets.differences(tree, preset) == [], reader
+    monkeypatch.chdir(params_copy.parent)
+    shown = subprocess.run([sys.executable, "-m", "thinktune.presets"], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert shown.stdout.strip() == f"params.yaml is preset {name}"
+
+
+def test_yaml_reader_reads_dvc_written_floats_as_numbers(params_copy):
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(params_copy, ["train.learning_rate=5e-5"])  # what `dvc exp run -S` writes: 5e-05
+    assert "learning_rate: 5e-05" in params_copy.read_text()
+    assert load_params(params_copy).train.learning_rate == 5e-5
+
+
+def init_baseline(work: Path) -> str:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=work, check=True)
+    subprocess.run([*git, "add", "params.yaml"], cwd=work, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=work, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_rejected_added_keys_are_removed_byte_for_byte(params_copy):
+    """`dvc exp run -S +lora.rr=3` (DVC's own suggestion for a misspelt key) and `-S +extra.x=1`:
+    rejected, and params.yaml is left byte for byte as it was, so later runs work."""
+    from dvc.utils.hydra import apply_overrides
+
+    work = params_copy.parent
+    baseline = init_baseline(work)
+    before = params_copy.read_bytes()
+    apply_overrides(params_copy, ["+lora.rr=3", "+extra.x=1", "train.learning_rate=5e-5"])
+    result = run_check(work, {"DVC_EXP_BASELINE_REV": baseline})
+    assert result.returncode == 2 and "lora.rr: unknown key" in result.stderr and "extra: unknown key" in result.stderr
+    assert "lora.rr removed" in result.stderr and "extra removed" in result.stderr
+    assert "Traceback" not in result.stderr
+    after = params_copy.read_text()
+    assert "learning_rate: 5e-05" in after  # the valid override stays, as DVC wrote it
+    assert after.replace("learning_rate: 5e-05", "learning_rate: 0.001").encode() == before
+    assert run_check(work).returncode == 0
+
+
+def test_missing_local_inputs_are_named_before_any_stage_runs(params_copy):
+    work = params_copy.parent
+    baseline = init_baseline(work)
+    before = params_copy.read_bytes()
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(params_copy, ["data.source=local"])  # `dvc exp run -S data.source=local`
+    result = run_check(work, {"DVC_EXP_BASELINE_REV": baseline})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("error: params.yaml: data.local_dir: inputs/codegen/CodeGen-Deep-5K.jsonl (data.deep_file) not found; "
+            "copy the file there or set data.local_dir to the folder holding it") in result.stderr
+    assert "data.source = 'sample'" in result.stderr  # set back: the workspace is as it was
+    assert params_copy.read_bytes() == before

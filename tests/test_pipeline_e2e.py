@@ -8,73 +8,26 @@ sample data, TRL + PEFT training, batched generation, sandboxed grading, plot an
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import EVERY_STAGE, make_project, ran, sh
 
 pytestmark = pytest.mark.e2e
-
-STAGES_RUN = re.compile(r"Running stage '([^']+)'")
-
-
-def sh(cmd: list[str], cwd: Path, env: dict) -> str:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-6000:]}"
-    return output
-
-
-def ran(output: str) -> set[str]:
-    return set(STAGES_RUN.findall(output))
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, repo_root, tiny_model_dir) -> tuple[Path, dict]:
     """A fresh git + DVC copy of the repo whose default preset is the tiny model."""
-    work = tmp_path_factory.mktemp("e2e")
-    repo = work / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=repo_root, capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = repo_root / name
-        if src.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name)
-
-    # A preset as a user would add one; applied the way the README applies `paper`.
-    (repo / "conf" / "presets" / "tiny.yaml").write_text(yaml.safe_dump({
-        "model": {"source": "local", "name": "tiny-random-qwen2", "local_path": str(tiny_model_dir)},
-        "data": {"source": "sample", "splits": ["train"]},
-        "format": {"max_length": 4096},
-        "train": {"epochs": 1, "effective_batch_size": 4, "save_steps": 2, "logging_steps": 1,
-                  "precision": "fp32", "gradient_checkpointing": False},
-        "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
-                 "timeout_s": 3.0, "workers": 2},
-    }))
-
-    bin_dir = str(Path(sys.executable).parent)
-    env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ["PATH"],
-                        "THINKTUNE_CACHE": str(work / "cache"), "DVC_NO_ANALYTICS": "1",
-                        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@t", "HF_HUB_OFFLINE": "1"}
-    sh([sys.executable, "-m", "thinktune.presets", "tiny"], repo, env)
-    sh(["git", "init", "-q"], repo, env)
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-qm", "copy"], repo, env)
-    return repo, env
+    return make_project(repo_root, tmp_path_factory.mktemp("e2e"), tiny_model_dir)
 
 
 def test_repro_builds_every_output(project):
     repo, env = project
     output = sh(["dvc", "repro"], repo, env)
-    assert ran(output) == {"check_params", "fetch_model", "fetch_data", "format_think", "train_deep", "train_diverse", "eval_checkpoints@base",
-                           "eval_checkpoints@deep", "eval_checkpoints@diverse", "plot", "report"}
+    assert ran(output) == EVERY_STAGE
 
     for path in ["models/base/model.safetensors", "data/raw/deep.jsonl", "data/raw/diverse.jsonl",
                  "data/raw/eval.jsonl", "data/formatted/deep/train.jsonl", "data/formatted/diverse/train.jsonl",
@@ -122,16 +75,20 @@ def test_repro_builds_every_output(project):
     # Headline metrics only, under names that make distinct `dvc exp show` columns.
     for strategy in ("deep", "diverse"):
         training = json.loads((repo / f"metrics/train_{strategy}.json").read_text())
-        assert list(training) == [strategy] and training[strategy]["tokens_per_s"] > 0
+        assert list(training) == [strategy] and list(training[strategy]) == ["valid_loss"]
+        summary = json.loads((repo / f"dvclive/train_{strategy}/summary.json").read_text())
+        assert summary["tokens_per_s"] > 0 and summary["chats"] == 9 and summary["environment"]["device"]
     study = json.loads((repo / "metrics/study.json").read_text())
-    assert study["base"]["pass1"] == base["pass_at_1"]
+    assert set(study) == {"base", "deep", "diverse"} and study["base"]["pass1"] == base["pass_at_1"]
+    full = json.loads((repo / "report/study.json").read_text())
     for strategy in ("deep", "diverse"):  # best: highest Pass@1 in results/, the earliest step on a tie
         points = json.loads((repo / "results" / strategy / "summary.json").read_text())["checkpoints"].values()
         top = max(p["pass_at_1"] for p in points)
-        assert study[strategy]["best_pass1"] == top
-        assert study[strategy]["best_step"] == min(p["step"] for p in points if p["pass_at_1"] == top)
+        assert study[strategy]["pass1"] == full[strategy]["best_pass1"] == top
+        assert full[strategy]["best_step"] == min(p["step"] for p in points if p["pass_at_1"] == top)
     assert sorted(p.name for p in (repo / "metrics").glob("*.json")) == ["study.json", "train_deep.json",
                                                                          "train_diverse.json"]
+    assert json.loads((repo / "report/study.json").read_text())["environment"]["precision"] in ("bf16", "fp32")
 
 
 def test_second_repro_is_up_to_date(project):
@@ -150,7 +107,10 @@ def test_plot_setting_reruns_only_plot_and_report(project):
 def test_retraining_diverse_leaves_deep_alone(project):
     repo, env = project
     sample = repo / "data/sample/codegen_diverse.jsonl"
-    sample.write_text("".join(sample.read_text().splitlines(keepends=True)[:-4]))  # 8 Diverse rows
+    lines = sample.read_text().splitlines(keepends=True)
+    row = json.loads(lines[-1])  # new Diverse data, the same number of rows (format.balance: error)
+    row["output"] = "Let me read the statement once more. " + row["output"]
+    sample.write_text("".join(lines[:-1]) + json.dumps(row) + "\n")
     output = sh(["dvc", "repro"], repo, env)
     assert {"train_diverse", "eval_checkpoints@diverse"} <= ran(output)
     assert not {"fetch_model", "train_deep", "eval_checkpoints@deep", "eval_checkpoints@base"} & ran(output)

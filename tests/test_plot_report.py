@@ -98,9 +98,12 @@ def test_best_prefers_the_earlier_step_on_a_tie(workspace):
 
 def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
-    write_json(workspace / "metrics" / "train_deep.json", {"deep": {  # as stages.train writes it
-        "steps": 12, "chats_per_step": 2, "train_loss": 0.812, "valid_loss": 0.9, "tokens_per_s": 140.2,
-        "environment": {"precision": "bf16", "device_name": "AMD EPYC"}}})
+    write_json(workspace / "dvclive" / "train_deep" / "summary.json", {  # as stages.train writes it
+        "chats": 24, "steps": 12, "chats_per_step": 2, "train_loss": 0.812, "valid_loss": 0.9, "tokens_per_s": 140.2,
+        "environment": {"precision": "bf16", "device_name": "AMD EPYC"}})
+    write_json(workspace / "data" / "formatted" / "report.json", {
+        s: {"load": {"kept": 30, "skipped": {}, "malformed": m}, "dropped": {"overlength": 2}, "train_rows": 24,
+            "valid_rows": 4, "trimmed_for_balance": t} for s, m, t in (("deep", 0, 0), ("diverse", 1, 3))})
     plot_stage.main([])
     for name in ("pass_at_1.png", "answer_shape.png"):
         assert (workspace / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -116,9 +119,16 @@ def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     assert "| deep | checkpoint-8 | 8 | 0 | 10.0% | 0.0% |" in report  # reasoning tokens, cut, no code
     assert "answers generated in **bf16** on cpu (AMD EPYC); torch 2.13.0" in report
     assert "training deep: 12 steps of 2 chats, final loss 0.812, final validation loss 0.900, 140 tokens/s" in report
+    assert ("training data: deep 24 training chats (4 held out; 0 malformed rows dropped, 2 over the length limit, "
+            "0 trimmed for balance); diverse 24 training chats (4 held out; 1 malformed rows dropped, 2 over the "
+            "length limit, 3 trimmed for balance)") in report
+    summary = json.loads((workspace / "report" / "study.json").read_text())
+    assert summary["base"] == {"pass1": 0.2, "solved": 2}
+    assert set(summary) == {"n_problems", "base", "deep", "diverse", "deep_vs_diverse", "environment"}
+    # metrics: the headline only, a few short columns (issue 14: `dvc metrics show` was 1,499 wide)
     study = json.loads((workspace / "metrics" / "study.json").read_text())
-    assert study["base"] == {"pass1": 0.2, "solved": 2}
-    assert set(study) == {"n_problems", "base", "deep", "diverse", "deep_vs_diverse", "environment"}
+    assert study == {"base": {"pass1": 0.2}, "deep": {"pass1": summary["deep"]["best_pass1"]},
+                     "diverse": {"pass1": summary["diverse"]["best_pass1"]}}
     assert not list(workspace.rglob(".*tmp-*"))  # no temporary files left behind
 
 

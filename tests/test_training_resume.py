@@ -56,7 +56,7 @@ def test_killed_run_resumes_and_ends_with_the_uninterrupted_adapters(tmp_path, t
     assert max_difference(adapter_weights(reference / "models"), adapter_weights(killed / "models")) <= TOLERANCE
     assert sorted(p.name for p in (killed / "models/deep").iterdir()) == [f"checkpoint-{s}" for s in
                                                                           sorted(range(2, 19, 2), key=str)]
-    metrics = json.loads((killed / "metrics/train_deep.json").read_text())["deep"]
+    metrics = json.loads((killed / "dvclive/train_deep/summary.json").read_text())
     assert metrics["resumed_from_step"] == resumed and metrics["steps"] == 18
 
     log = killed / "dvclive/train_deep"

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from thinktune.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
@@ -67,9 +69,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return count
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file; a malformed line raises naming the file and line number."""
-    rows = []
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a JSONL file; a malformed line raises an :class:`InputError`
+    naming the file and line number."""
     with Path(path).open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -77,8 +79,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+                raise InputError(f"{path}:{lineno}: not valid JSON ({where}); fix or remove that line") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")  # noqa: TRY004 (bad data)
-            rows.append(row)
-    return rows
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; "
+                                 "fix or remove that line")
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file; a malformed line raises naming the file and line number."""
+    return [row for _, row in iter_jsonl(path)]

@@ -18,7 +18,7 @@ import importlib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from thinktune.grading import TestCase
+from thinktune.testcase import TestCase
 
 if TYPE_CHECKING:
     from thinktune.params import EvalParams

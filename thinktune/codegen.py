@@ -2,8 +2,11 @@
 
 Both datasets are one JSONL file each, with the OpenCodeReasoning fields (``id``,
 ``input``, ``output``, ``solution``, ``split``, ``difficulty``, ...). ``output`` is what the
-model learns: step-by-step reasoning, then the code. Rows are validated on load; a
-malformed row is skipped and counted, never trusted.
+model learns: step-by-step reasoning, then the code. Rows are validated on load: a row
+without a non-empty ``input``, ``output`` or ``solution`` string stops the load naming the
+file, line and field (``data.malformed: error``, the default), or is skipped and counted
+(``data.malformed: drop``; the counts go into the data report and report/README.md).
+Rows of other splits are filtered out by ``data.splits`` and counted too.
 """
 
 from __future__ import annotations
@@ -13,19 +16,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinktune.atomic import read_jsonl
+from thinktune.atomic import iter_jsonl
 from thinktune.errors import InputError
 
-REQUIRED_TEXT_FIELDS = ("input", "output")
+REQUIRED_TEXT_FIELDS = ("input", "output", "solution")
 
 
 @dataclass
 class LoadReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> count
+    malformed: int = 0  # rows dropped as malformed (data.malformed: drop), among ``skipped``
 
     def as_dict(self) -> dict:
-        return {"kept": self.kept, "skipped": dict(self.skipped)}
+        return {"kept": self.kept, "skipped": dict(self.skipped), "malformed": self.malformed}
 
 
 def problem_key(row: dict) -> str:
@@ -39,20 +43,32 @@ def row_problem(row: dict) -> str | None:
     """Why a row is unusable, or None when it is fine."""
     for name in REQUIRED_TEXT_FIELDS:
         value = row.get(name)
-        if not isinstance(value, str) or not value.strip():
-            return f"missing or empty `{name}`"
-    if "solution" in row and row["solution"] is not None and not isinstance(row["solution"], str):
-        return "`solution` is not a string"
+        if name not in row or value is None:
+            return f"missing `{name}`"
+        if not isinstance(value, str):
+            return f"`{name}` is not a string"
+        if not value.strip():
+            return f"empty `{name}`"
     return None
 
 
-def load_codegen(path: str | Path, splits: list[str], max_rows: int | None = None) -> tuple[list[dict], LoadReport]:
-    """Rows of one CodeGen JSONL file whose ``split`` is in ``splits`` (rows without one are kept)."""
+def load_codegen(path: str | Path, splits: list[str], max_rows: int | None = None,
+                 malformed: str = "error") -> tuple[list[dict], LoadReport]:
+    """Rows of one CodeGen JSONL file whose ``split`` is in ``splits`` (rows without one are kept).
+
+    A malformed row raises :class:`InputError` (``<file>:<line>: <field> ...``) with
+    ``malformed="error"``; with ``"drop"`` it is skipped and counted."""
     report = LoadReport()
     rows = []
-    for row in read_jsonl(path):
+    for lineno, row in iter_jsonl(path):
         reason = row_problem(row)
-        if reason is None and row.get("split") is not None and row["split"] not in splits:
+        if reason:
+            if malformed == "error":
+                raise InputError(f"{path}:{lineno}: {reason}; every row needs non-empty `input`, `output` and "
+                                 "`solution` strings: fix or remove the row, or set data.malformed=drop to skip "
+                                 "such rows (counted in the data report)")
+            report.malformed += 1
+        elif row.get("split") is not None and row["split"] not in splits:
             reason = f"split {row['split']!r} not in data.splits"
         if reason:
             report.skipped[reason] += 1
@@ -75,8 +91,8 @@ def _why_empty(path: Path, report: LoadReport, splits: list[str]) -> str:
         seen = sorted(reason.split("'")[1] for reason in report.skipped)
         return (f"{path}: none of its {by_split} rows is in data.splits={splits} (its rows have split {seen}); "
                 "add one of those to data.splits")
-    return (f"{path}: no usable rows ({dict(report.skipped)}); rows need non-empty `input` and `output` "
-            "strings: fix the file")
+    return (f"{path}: no usable rows ({dict(report.skipped)}); rows need non-empty `input`, `output` and "
+            "`solution` strings: fix the file")
 
 
 def download_codegen(repo_id: str, filename: str) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from thinktune.chat import split_reasoning_and_code, training_messages
 from thinktune.codegen import problem_key
+from thinktune.errors import InputError
 from thinktune.params import FormatParams
 
 TRUNCATION_MARK = "\n…"
@@ -105,6 +106,34 @@ def split_by_problem(chats: list[dict], valid_fraction: float, seed: int) -> tup
     train = [c for c in chats if not held_out(c["problem_id"])]
     valid = [c for c in chats if held_out(c["problem_id"])]
     return train, valid
+
+
+def balance(train: dict[str, list[dict]], mode: str, seed: int) -> dict[str, int]:
+    """The study's design: every strategy trains on the same number of chats.
+
+    Unequal counts raise :class:`InputError` naming them (``format.balance: error``), or the
+    larger sets are cut in place to the smallest count (``trim``: the chats kept are chosen by a
+    seeded hash, in their original order). Returns the chats removed per strategy."""
+    counts = {name: len(chats) for name, chats in train.items()}
+    smallest = min(counts.values())
+    if smallest == max(counts.values()):
+        return dict.fromkeys(counts, 0)
+    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+    if mode == "error":
+        raise InputError(f"format.balance: the strategies would train on unequal numbers of chats ({listed}); the "
+                         "study compares equal numbers: fix the data (data/formatted/report.json says what was "
+                         f"dropped) or set format.balance=trim to cut each set to {smallest}")
+
+    def order(index_chat: tuple[int, dict]) -> bytes:
+        index, chat = index_chat
+        return hashlib.sha256(f"{seed}:{chat['problem_id']}:{index}".encode()).digest()
+
+    removed = {}
+    for name, chats in train.items():
+        keep = sorted(i for i, _ in sorted(enumerate(chats), key=order)[:smallest])
+        removed[name] = len(chats) - smallest
+        chats[:] = [chats[i] for i in keep]
+    return removed
 
 
 _WORD = re.compile(r"[a-z0-9]+")

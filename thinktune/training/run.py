@@ -70,8 +70,9 @@ def train_lora(
     """Fine-tune one LoRA adapter; return the published checkpoint folders in step order.
 
     Saves ``out_dir/checkpoint-<step>/`` (adapter + model card) every ``train.save_steps`` and at
-    the last step, the DVCLive log in ``live_dir`` and, if given, a summary in ``metrics_file``
-    (under ``metrics_key`` if given, so that `dvc exp show` names its columns ``<key>.valid_loss``).
+    the last step, the DVCLive log and ``summary.json`` (losses, speed, chats, environment) in
+    ``live_dir`` and, if given, the headline (final validation loss) in ``metrics_file`` (under
+    ``metrics_key`` if given, so that `dvc exp show` names its column ``<key>.valid_loss``).
     A run killed at any moment continues from its last saved step when called again with the
     same inputs (see :mod:`thinktune.training.checkpoints`). Call it in every launched process.
     """
@@ -178,17 +179,19 @@ def train_lora(
 
     if main:
         published = store.publish(Path(out_dir), Path(live_dir))
-        if metrics_file:
-            summary = {  # tokens_per_s: over the optimizer steps, validation and saving excluded
-                "steps": steps, "chats_per_step": batch, "train_loss": extra.get("last_loss"),
-                "valid_loss": extra.get("last_valid_loss"),
-                "tokens_per_s": extra["tokens"] / extra["seconds"] if extra["seconds"] else None,
-                "seconds_per_step": extra["seconds"] / steps, "resumed_from_step": start or None,
-                "processes": accelerator.num_processes, "attention": attention,
-                "attention_fallback": attention_fallback, "loss_impl": trainer.loss_impl,
-                "environment": describe_environment(train.precision),
-            }
-            write_json(metrics_file, {metrics_key: summary} if metrics_key else summary)
+        summary = {  # tokens_per_s: over the optimizer steps, validation and saving excluded
+            "chats": len(chats), "steps": steps, "chats_per_step": batch, "train_loss": extra.get("last_loss"),
+            "valid_loss": extra.get("last_valid_loss"),
+            "tokens_per_s": extra["tokens"] / extra["seconds"] if extra["seconds"] else None,
+            "seconds_per_step": extra["seconds"] / steps, "resumed_from_step": start or None,
+            "processes": accelerator.num_processes, "attention": attention,
+            "attention_fallback": attention_fallback, "loss_impl": trainer.loss_impl,
+            "environment": describe_environment(train.precision),
+        }
+        write_json(Path(live_dir) / "summary.json", summary)  # everything, environment included
+        if metrics_file:  # the headline only, so that `dvc metrics show` stays narrow
+            headline = {"valid_loss": summary["valid_loss"]}
+            write_json(metrics_file, {metrics_key: headline} if metrics_key else headline)
         store.remove()
         log.info("saved %d adapter checkpoint(s) to %s, training log to %s", len(published), out_dir, live_dir)
     accelerator.wait_for_everyone()
