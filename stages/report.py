@@ -17,13 +17,14 @@ import json
 import os
 from pathlib import Path
 
-from thinktune.atomic import atomic_file, write_json
+from thinktune.atomic import atomic_file, read_jsonl, write_json
 from thinktune.errors import run_stage
 from thinktune.records import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS
 from thinktune.reporting import build_study, load_solved, render_markdown
+from thinktune.study_answer import analysis_rows, answer, validation_losses
 
 log = get_logger("report")
 
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     solved = {t: {name: load_solved(args.results / t / f"{name}.jsonl") for name in evals[t]["checkpoints"]}
               for t in TARGETS}
     study = build_study(evals, solved)
+    records = {t: {name: read_jsonl(args.results / t / f"{name}.jsonl") for name in evals[t]["checkpoints"]}
+               for t in TARGETS}
+    steps = {t: {name: point["step"] for name, point in evals[t]["checkpoints"].items()} for t in TARGETS}
+    study["analysis"] = answer(analysis_rows(records, steps, params.train.seed),
+                               {s: validation_losses(args.live / f"train_{s}") for s in STRATEGIES})
+    study["summary"]["analysis"] = study["analysis"]
     data = ("the project's sample data (data/sample/)" if params.data.source == "sample"
             else f"{params.data.deep_repo} and {params.data.diverse_repo}")
     context = {"model": params.model.name, "data": data, "benchmark": evals["base"]["benchmark"],

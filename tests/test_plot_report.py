@@ -124,7 +124,10 @@ def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
             "length limit, 3 trimmed for balance)") in report
     summary = json.loads((workspace / "report" / "study.json").read_text())
     assert summary["base"] == {"pass1": 0.2, "solved": 2}
-    assert set(summary) == {"n_problems", "base", "deep", "diverse", "deep_vs_diverse", "environment"}
+    assert set(summary) == {"n_problems", "base", "deep", "diverse", "deep_vs_diverse", "environment", "analysis"}
+    # No validation loss logged here: each strategy's step is chosen on one half of the problems
+    assert summary["analysis"]["headline"]["rules"] == ["split-half"]
+    assert report.index("**Answer:") < report.index("McNemar") and "## Deep − Diverse, with intervals" in report
     # metrics: the headline only, a few short columns (issue 14: `dvc metrics show` was 1,499 wide)
     study = json.loads((workspace / "metrics" / "study.json").read_text())
     assert study == {"base": {"pass1": 0.2}, "deep": {"pass1": summary["deep"]["best_pass1"]},

@@ -19,6 +19,7 @@ from pathlib import Path
 from thinktune.atomic import read_jsonl
 from thinktune.params import STRATEGIES
 from thinktune.stats import discordant, mcnemar_exact
+from thinktune.study_answer import answer_paragraph
 
 # Differences with a paired p-value below this are called significant in the text.
 ALPHA = 0.05
@@ -191,6 +192,36 @@ def _environment_lines(evals: dict[str, dict], training: dict[str, dict]) -> lis
     return lines
 
 
+def _interval(p: dict, sign: str = "+") -> str:
+    return f"{100 * p['estimate']:{sign}.1f} [{100 * p['ci95_low']:{sign}.1f}, {100 * p['ci95_high']:{sign}.1f}]"
+
+
+def analysis_lines(result: dict) -> list[str]:
+    """The analysis section: Deep - Diverse at every step, peak minus final, what the intervals cover."""
+    h = result["headline"]
+    first, second = h["first"].capitalize(), h["second"].capitalize()
+    lines = ["", "## Deep − Diverse, with intervals", "",
+             (f"Paired by problem; 95% intervals from clustered standard errors over problems and training "
+              f"seeds (`thinktune/analysis.py`), in points of Pass@1."), "",
+             f"| step | {first} − {second} [95% interval] | p | smallest detectable (80% power) |",
+             "|---:|---|---:|---:|"]
+    for step, d in result["difference_by_step"].items():
+        lines.append(f"| {step} | {_interval(d)} | {d['p_value']:.3g} | {100 * d['mde']:.1f} |")
+    lines += ["", "| strategy | step chosen (rule) | its Pass@1 [95% interval] | peak − final [95% interval] |",
+              "|---|---|---|---|"]
+    for strategy, best in result["best"].items():
+        drop = result["collapse"].get(strategy)
+        fall = ("— (one step)" if not drop else "— (the peak is the final step)" if drop["peak_step"] == drop["final_step"]
+                else f"{_interval(drop['peak_minus_final'])} (steps {drop['peak_step']} → {drop['final_step']})")
+        lines.append(f"| {strategy} | {best['step']} ({best['rule']}) | {_interval(best['pass_at_1'], '')} | {fall} |")
+    seed_note = h["difference"]["seed_variance"]
+    if seed_note == "not estimated":
+        lines += ["", ("One training seed per strategy: seed variance not estimated, so these intervals cover "
+                       "problems and samples only. `python -m thinktune.power` plans a design that can tell "
+                       "the strategies apart (seeds x samples x problems, with its cost).")]
+    return lines
+
+
 def render_markdown(study: dict, context: dict, evals: dict[str, dict], training: dict[str, dict],
                     plot_path: str, shape_path: str, data: dict | None = None) -> str:
     """report/README.md. ``context``: model, data, benchmark, platform, difficulties, n_samples;
@@ -209,9 +240,10 @@ def render_markdown(study: dict, context: dict, evals: dict[str, dict], training
         "",
         "## Answer",
         "",
+        *([answer_paragraph(study["analysis"]), ""] if "analysis" in study else []),
         answer_sentence(study["answer"]),
-        ("The best checkpoint of each strategy is picked on the same problems it is scored on, "
-         "so its score is optimistic; the final checkpoint is the unbiased figure."),
+        ("That best checkpoint is picked on the same problems it is scored on, so its score is optimistic; "
+         "the answer above picks each strategy's step without looking at the problems it is scored on."),
         "",
         f"![Pass@1 vs training step]({plot_path})",
         "",
@@ -226,6 +258,8 @@ def render_markdown(study: dict, context: dict, evals: dict[str, dict], training
         lines.append(f"| {r['strategy']} | {r['checkpoint']} | {r['step']} | {_pct(r['pass_at_1'])} | "
                      f"{r['solved']}/{r['total']} | {_pct(r['ci95_low'])}–{_pct(r['ci95_high'])} | {versus} | "
                      f"{r['note']} |")
+    if "analysis" in study:
+        lines += analysis_lines(study["analysis"])
     lines += [
         "",
         "## What the answers look like",

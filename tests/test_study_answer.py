@@ -1,0 +1,89 @@
+"""thinktune.study_answer: the report's answer, checked against hand calculations on constructed records.
+
+One training seed: the Deep - Diverse interval is then a paired t interval over problems
+(t(0.975, 11) = 2.200985 for 12 problems, from a table, not from the code under test)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from thinktune.study_answer import analysis_rows, answer, answer_paragraph, validation_losses
+
+T_975_11 = 2.200985
+N = 4  # samples per problem
+QIDS = [f"q{i:02d}" for i in range(12)]
+
+
+def records_of(correct: list[int]) -> list[dict]:
+    return [{"question_id": q, "n_samples": N, "n_correct": c, "pass_at_1": c / N} for q, c in zip(QIDS, correct)]
+
+
+def run(deep: dict[int, list[int]], diverse: dict[int, list[int]]) -> tuple[dict, dict]:
+    records = {"base": {"base": records_of([1] * 12)},
+               "deep": {f"checkpoint-{s}": records_of(c) for s, c in deep.items()},
+               "diverse": {f"checkpoint-{s}": records_of(c) for s, c in diverse.items()}}
+    steps = {t: {name: (0 if t == "base" else int(name.split("-")[1])) for name in by} for t, by in records.items()}
+    return records, steps
+
+
+DEEP = {3: [4, 3, 0, 2, 4, 1, 0, 3, 2, 2, 4, 1], 6: [4, 4, 4, 4, 4, 4, 3, 4, 4, 4, 4, 4]}
+DIVERSE = {3: [3, 3, 1, 2, 2, 1, 1, 3, 2, 0, 4, 2], 6: [0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 1, 0]}
+
+
+def paired_t(a: list[int], b: list[int]) -> tuple[float, float, float]:
+    d = [(x - y) / N for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return mean, mean - T_975_11 * se, mean + T_975_11 * se
+
+
+def test_headline_is_the_paired_difference_at_the_steps_validation_loss_chose():
+    records, steps = run(DEEP, DIVERSE)
+    # Validation loss picks Deep's step 3 and Diverse's step 3, although step 6 scores far higher for
+    # Deep and far lower for Diverse: the choice does not look at the problems.
+    result = answer(analysis_rows(records, steps, seed=0), {"deep": {3: 1.0, 6: 1.2}, "diverse": {3: 0.9, 6: 1.1}})
+    h = result["headline"]
+    assert (h["first_step"], h["second_step"], h["rules"]) == (3, 3, ["validation-loss"])
+    mean, low, high = paired_t(DEEP[3], DIVERSE[3])
+    d = h["difference"]
+    assert d["estimate"] == pytest.approx(mean, abs=1e-6)
+    assert (d["ci95_low"], d["ci95_high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
+    assert d["n_problems"] == 12 and d["seed_variance"] == "not estimated"
+    for step in (3, 6):  # every step both strategies evaluated, same hand calculation
+        mean, low, high = paired_t(DEEP[step], DIVERSE[step])
+        assert result["difference_by_step"][str(step)]["estimate"] == pytest.approx(mean, abs=1e-6)
+        assert result["difference_by_step"][str(step)]["ci95_high"] == pytest.approx(high, abs=1e-5)
+    text = answer_paragraph(result)
+    assert "cannot tell Deep from Diverse" in text and "seed-to-seed variance is not estimated" in text
+    assert "(3 and 3, each chosen on validation loss)" in text
+    assert "validation loss" in text and "80% power" in text
+
+
+def test_without_validation_loss_the_step_is_chosen_on_one_half_and_scored_on_the_other():
+    records, steps = run(DEEP, DIVERSE)
+    result = answer(analysis_rows(records, steps, seed=0), {"deep": None, "diverse": None})
+    h = result["headline"]
+    assert h["rules"] == ["split-half"]
+    assert h["first_step"] == 6 and h["second_step"] == 3  # the better step of each, on the selection half
+    assert 0 < h["difference"]["n_problems"] < 12  # scored only on problems the choice did not see
+    assert "Deep is better" in answer_paragraph(result)  # Deep's step 6 solves nearly everything
+
+
+def test_peak_minus_final_is_paired_within_the_run():
+    records, steps = run(DEEP, DIVERSE)
+    result = answer(analysis_rows(records, steps, seed=0), {"deep": None, "diverse": {3: 0.5, 6: 0.9}})
+    drop = result["collapse"]["diverse"]
+    assert (drop["peak_step"], drop["final_step"]) == (3, 6)
+    mean, low, high = paired_t(DIVERSE[3], DIVERSE[6])
+    assert drop["peak_minus_final"]["estimate"] == pytest.approx(mean, abs=1e-6)
+    assert drop["peak_minus_final"]["ci95_low"] == pytest.approx(low, abs=1e-5)
+
+
+def test_validation_losses_come_from_the_dvclive_log(tmp_path):
+    metrics = tmp_path / "plots" / "metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "valid_loss.tsv").write_text("step\tvalid_loss\n3\t1.25\n6\t1.5\n")
+    assert validation_losses(tmp_path) == {3: 1.25, 6: 1.5}
+    assert validation_losses(tmp_path / "missing") is None

@@ -1,0 +1,104 @@
+"""The study's answer with honest intervals, from the evaluation records and the training logs.
+
+One row per (strategy, seed, step, problem) goes to ``thinktune.analysis``; what comes back:
+
+- each checkpoint's Pass@1 with a 95% interval over problems (and seeds, when there are several);
+- Deep − Diverse at every step both evaluated, paired by problem, with interval and p-value;
+- each strategy's step chosen *without peeking*: the lowest validation loss where training logged
+  one (the chosen step is then scored on every problem), else split-half (chosen on one half of
+  the problems, scored on the other);
+- the headline: Deep − Diverse at those chosen steps, and the smallest difference this run's
+  design could detect at 80% power;
+- peak minus final ("collapse") per strategy.
+
+With one training seed the seed-to-seed variance is not estimated and every interval covers
+problems and samples only; the report says so. Everything returned is plain JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+
+from thinktune import analysis
+
+
+def analysis_rows(records: Mapping[str, Mapping[str, list[dict]]], steps: Mapping[str, Mapping[str, int]],
+                  seed: int) -> list[dict]:
+    """``records[target][checkpoint]``: the per-problem records of ``results/<target>/<checkpoint>.jsonl``;
+    ``steps[target][checkpoint]``: its training step (0 for the base model)."""
+    return [{"strategy": target, "seed": seed, "step": steps[target][name], "question_id": r["question_id"],
+             "n_samples": r["n_samples"], "n_correct": r["n_correct"]}
+            for target, by_checkpoint in records.items() for name, recs in by_checkpoint.items() for r in recs]
+
+
+def validation_losses(live_dir: Path) -> dict[int, float] | None:
+    """step -> validation loss from a training run's DVCLive log (None when it logged none)."""
+    path = Path(live_dir) / "plots" / "metrics" / "valid_loss.tsv"
+    if not path.is_file():
+        return None
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return {int(row["step"]): float(row["valid_loss"]) for row in rows} or None
+
+
+def _points(est: analysis.Estimate) -> dict:
+    return {"estimate": round(est.estimate, 6), "ci95_low": round(est.low, 6), "ci95_high": round(est.high, 6),
+            "p_value": round(est.p_value, 6), "mde": round(est.mde, 6), "n_problems": est.n_problems,
+            "seeds": list(est.n_seeds), "seed_variance": est.seed_variance, "method": est.method}
+
+
+def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None], first: str = "deep",
+           second: str = "diverse") -> dict:
+    """The analysis of ``first`` against ``second`` (the base model, strategy ``base``, for reference)."""
+    study = analysis.build_study(rows)
+    out: dict = {"checkpoints": {}, "difference_by_step": {}, "best": {}, "collapse": {}}
+    for strategy, by_step in study.items():
+        out["checkpoints"][strategy] = {str(step): _points(analysis.pass_at_1(cp)) for step, cp in by_step.items()}
+    for step in sorted(set(study[first]) & set(study[second])):
+        out["difference_by_step"][str(step)] = _points(analysis.difference(study[first][step], study[second][step]))
+    chosen = {}
+    for strategy in (first, second):
+        best = analysis.best_step(study[strategy], validation.get(strategy))
+        chosen[strategy] = best
+        out["best"][strategy] = {"step": best.step, "rule": best.rule, "pass_at_1": _points(best.pass_at_1)}
+        if len(study[strategy]) > 1:
+            drop = analysis.collapse(study[strategy], validation_loss=validation.get(strategy))
+            out["collapse"][strategy] = {"peak_step": drop.peak_step, "final_step": drop.final_step, "rule": drop.rule,
+                                         "peak_minus_final": _points(drop.peak_minus_final)}
+    # Deep - Diverse at the chosen steps, on the problems neither choice looked at.
+    scored = sorted(set(chosen[first].scored_on) & set(chosen[second].scored_on))
+    headline = analysis.difference(study[first][chosen[first].step].restrict(scored),
+                                   study[second][chosen[second].step].restrict(scored))
+    out["headline"] = {"first": first, "second": second, "first_step": chosen[first].step,
+                       "second_step": chosen[second].step, "rules": sorted({c.rule for c in chosen.values()}),
+                       "difference": _points(headline)}
+    return out
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def answer_paragraph(result: dict) -> str:
+    """The report's first paragraph: the answer in one sentence, with its interval and the smallest
+    difference this design could detect."""
+    h = result["headline"]
+    d = h["difference"]
+    first, second = h["first"].capitalize(), h["second"].capitalize()
+    rule = ("each chosen on validation loss" if h["rules"] == ["validation-loss"] else
+            "each chosen on one half of the problems and scored on the other" if h["rules"] == ["split-half"] else
+            "chosen by " + " / ".join(h["rules"]))
+    if d["ci95_low"] > 0 or d["ci95_high"] < 0:
+        verdict = f"{first if d['estimate'] > 0 else second} is better"
+    else:
+        verdict = f"this run cannot tell {first} from {second}"
+    seeds = ("one training seed per strategy, so seed-to-seed variance is not estimated and the interval covers "
+             "problems and samples only" if d["seed_variance"] == "not estimated" else
+             f"{' and '.join(map(str, d['seeds']))} training seeds")
+    return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at their best steps ({h['first_step']} and "
+            f"{h['second_step']}, {rule}) is {_pts(d['estimate'])} points, 95% interval "
+            f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}] (p = {d['p_value']:.3g}, {d['n_problems']} problems; "
+            f"{seeds}). The smallest difference this design could detect at 80% power is "
+            f"{100 * d['mde']:.1f} points.")
