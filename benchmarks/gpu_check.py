@@ -141,8 +141,8 @@ class Check:
 
 def summary(report: dict) -> list[str]:
     m = report["machine"]
-    lines = [f"machine: {m['gpu'] or 'a CPU, no GPU (' + str(m['device_name']) + ')'}; torch {m['torch']}, "
-             f"transformers {m['transformers']}, peft {m['peft']}"]
+    lines = [(f"machine: {m['gpu'] or 'a CPU, no GPU (' + str(m['device_name']) + ')'}; torch {m['torch']}, "
+              f"transformers {m['transformers']}, peft {m['peft']}")]
     for name, r in report["phases"].items():
         head = f"{name} [{r['status']}] {r.get('elapsed_s', 0):.1f} s"
         if "error" in r:

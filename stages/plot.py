@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 
 from thinktune.errors import run_stage
-from thinktune.records import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS, curve_rows, draw_answer_shape, draw_curve, write_curve_csv
+from thinktune.records import read_summary
 
 log = get_logger("plot")
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from thinktune.atomic import atomic_file, read_jsonl, write_json
 from thinktune.errors import run_stage
-from thinktune.records import read_summary
 from thinktune.logs import get_logger
 from thinktune.params import STRATEGIES, load_params
 from thinktune.plotting import TARGETS
+from thinktune.records import read_summary
 from thinktune.reporting import build_study, load_solved, render_markdown
 from thinktune.study_answer import analysis_rows, answer, validation_losses
 

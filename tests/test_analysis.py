@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from thinktune.analysis import (
-    best_step, build_study, collapse, combine, difference, minimum_detectable, pass_at_1, split_half, t_quantile,
-    t_sf, within_run_difference,
+    best_step,
+    build_study,
+    collapse,
+    combine,
+    difference,
+    minimum_detectable,
+    pass_at_1,
+    split_half,
+    t_quantile,
+    t_sf,
+    within_run_difference,
 )
 
 
@@ -137,7 +146,7 @@ def test_peak_minus_final_is_paired_within_each_run():
     steps = {400: checkpoint(peak, 4, step=400), 700: checkpoint(final, 4, step=700)}
     result = collapse(steps, peak_step=400)
     diff = [[(p - f) / 4 for p, f in zip(pr, fr)] for pr, fr in zip(peak, final)]
-    v, df = hand_variance([(1.0, diff)])
+    v, _ = hand_variance([(1.0, diff)])
     assert (result.peak_step, result.final_step, result.rule) == (400, 700, "stated")
     assert result.peak_minus_final.estimate == pytest.approx(np.mean(diff))
     assert result.peak_minus_final.se == pytest.approx(math.sqrt(v))

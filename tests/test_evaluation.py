@@ -17,8 +17,8 @@ from stages import eval_checkpoints as eval_stage
 from thinktune import hardware
 from thinktune.atomic import read_jsonl, write_jsonl
 from thinktune.evaluation import fingerprint
-from thinktune.records import read_summary, summarize
 from thinktune.livecodebench import load_rows
+from thinktune.records import read_summary, summarize
 
 CHECKPOINTS = ("checkpoint-1", "checkpoint-2", "checkpoint-3")
 

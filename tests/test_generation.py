@@ -138,8 +138,6 @@ def test_token_chooser_matches_transformers_processors():
     import torch
     from transformers.generation.logits_process import (
         RepetitionPenaltyLogitsProcessor,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
     )
 
     torch.manual_seed(0)

@@ -10,8 +10,8 @@ import pytest
 from stages import plot as plot_stage
 from stages import report as report_stage
 from thinktune.atomic import write_json, write_jsonl
-from thinktune.records import read_summary, summarize
 from thinktune.plotting import curve_rows, read_curve_csv
+from thinktune.records import read_summary, summarize
 from thinktune.reporting import answer_sentence, best, build_study, load_solved, points_of
 
 N = 10

@@ -151,7 +151,7 @@ def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
 def plots_repo(tmp_path) -> tuple[Path, dict, list[Definition]]:
     """git + DVC repo: this repo's dvc.yaml, .dvc files and template; data committed, then changed."""
     repo = tmp_path / "repo"
-    for name in ["dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]:
+    for name in ["dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]:  # dvc.yaml reads params
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, repo / name)
     shutil.copytree(TEMPLATE_DIR, repo / TEMPLATE_DIR.name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ import yaml
 
 from thinktune.analysis import build_study, run_moments
 from thinktune.power import (
-    THROUGHPUT, Priors, Schedule, cost_hours, load_rows, logit_mean, main, prior_components, run_components,
+    THROUGHPUT,
+    Priors,
+    Schedule,
+    cost_hours,
+    load_rows,
+    logit_mean,
+    main,
+    prior_components,
+    run_components,
     simulate_sd,
 )
 
@@ -73,7 +82,7 @@ def test_one_seed_one_sample_run_takes_what_it_cannot_identify_from_the_priors()
 
 
 def test_schedule_is_the_paper_preset_and_costs_match_the_readme_projection():
-    paper = yaml.safe_load(open("conf/presets/paper.yaml"))["train"]
+    paper = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf/presets/paper.yaml").read_text())["train"]
     schedule = Schedule()
     assert (schedule.epochs, schedule.batch, schedule.save_steps) == (
         paper["epochs"], paper["effective_batch_size"], paper["save_steps"])

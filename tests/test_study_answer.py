@@ -76,7 +76,7 @@ def test_peak_minus_final_is_paired_within_the_run():
     result = answer(analysis_rows(records, steps, seed=0), {"deep": None, "diverse": {3: 0.5, 6: 0.9}})
     drop = result["collapse"]["diverse"]
     assert (drop["peak_step"], drop["final_step"]) == (3, 6)
-    mean, low, high = paired_t(DIVERSE[3], DIVERSE[6])
+    mean, low, _ = paired_t(DIVERSE[3], DIVERSE[6])
     assert drop["peak_minus_final"]["estimate"] == pytest.approx(mean, abs=1e-6)
     assert drop["peak_minus_final"]["ci95_low"] == pytest.approx(low, abs=1e-5)
 

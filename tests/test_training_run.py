@@ -60,11 +60,10 @@ def test_adapters_every_save_steps_and_at_the_end(trained, tiny_model_dir):
     assert config["r"] == 4 and set(config["target_modules"]) == {"q_proj", "v_proj", "down_proj"}
     assert config["base_model_name_or_path"] == "tiny-random-qwen2"
 
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     import torch
+    from peft import PeftModel
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
 
     # PEFT loads the published adapter as it is: every saved LoRA tensor lands in the model, and
     # the model then answers differently from the base.

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from thinktune import humaneval_harness
 from thinktune.sandbox import Limits, Program, RunResult

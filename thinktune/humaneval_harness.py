@@ -177,21 +177,21 @@ def _reliability_guard() -> None:
         sys.modules[name] = None
 
 
-def _swallow_io():  # noqa: ANN202 - a context manager
+def _swallow_io():
     import contextlib
     import io
 
     class WriteOnlyStringIO(io.StringIO):
-        def read(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def read(self, *args, **kwargs):
             raise OSError
 
-        def readline(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def readline(self, *args, **kwargs):
             raise OSError
 
-        def readlines(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def readlines(self, *args, **kwargs):
             raise OSError
 
-        def readable(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def readable(self, *args, **kwargs):
             return False
 
     class RedirectStdin(contextlib._RedirectStream):

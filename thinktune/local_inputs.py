@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 # The keys a missing local input may come from (a rejected `-S` sets them back).
 RELATED_KEYS = {
     "model.local_path": ["model.source", "model.local_path"],

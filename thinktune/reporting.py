@@ -201,8 +201,8 @@ def analysis_lines(result: dict) -> list[str]:
     h = result["headline"]
     first, second = h["first"].capitalize(), h["second"].capitalize()
     lines = ["", "## Deep − Diverse, with intervals", "",
-             (f"Paired by problem; 95% intervals from clustered standard errors over problems and training "
-              f"seeds (`thinktune/analysis.py`), in points of Pass@1."), "",
+             ("Paired by problem; 95% intervals from clustered standard errors over problems and training "
+              "seeds (`thinktune/analysis.py`), in points of Pass@1."), "",
              f"| step | {first} − {second} [95% interval] | p | smallest detectable (80% power) |",
              "|---:|---|---:|---:|"]
     for step, d in result["difference_by_step"].items():
