@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from benchmarks._gpu_checks import RecordingChooser  # greedy, keeping the logits of every new token
 from thinktune.modelhost import ModelHost
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,25 +78,6 @@ def peft_unmerged(base_dir, adapter, dtype):
     return PeftModel.from_pretrained(base, adapter).eval()
 
 
-class RecordingChooser:
-    """Greedy, and keeps the logits the engine produced for each request at each new token."""
-
-    def __init__(self):
-        self.slot_key, self.seen = {}, {}
-
-    def start(self, slot, prompt_ids, key, sample):
-        self.slot_key[slot] = key
-        self.seen[key] = []
-
-    def move(self, src, dst):
-        self.slot_key[dst] = self.slot_key.pop(src)
-
-    def choose(self, logits, slots):
-        for row, slot in zip(logits.float(), slots, strict=True):
-            self.seen[self.slot_key[slot]].append(row.clone())
-        return logits.argmax(dim=-1)
-
-
 def engine_logits(model, prompts, new_tokens):
     """Per prompt: (generated ids, logits [new_tokens, vocab]) from the decode engine's batch."""
     import torch
@@ -106,7 +88,7 @@ def engine_logits(model, prompts, new_tokens):
     chooser = RecordingChooser()
     done, _ = engine.run([Request(p, key=i) for i, p in enumerate(prompts)], chooser, stop_ids=set(),
                          max_new_tokens=new_tokens)
-    return [(c.token_ids, torch.stack(chooser.seen[i])) for i, c in enumerate(done)]
+    return [(c.token_ids, torch.stack(chooser.seen[i]).float()) for i, c in enumerate(done)]
 
 
 def test_bf16_engine_answers_as_peft_unmerged_where_a_bf16_merge_loses_the_delta(tiny_model_dir, paper_lr_adapter):
