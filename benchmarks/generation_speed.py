@@ -49,6 +49,19 @@ def time_answers(name: str, generate, chats) -> tuple[list, float, float]:
     return answers, wall, cpu
 
 
+def alternate(paths: dict, chats, repeat: int, first: int = 0) -> tuple[dict, dict, dict]:
+    """Each of the two ``paths`` answers ``chats`` ``repeat`` times, the order swapped every round
+    (``first``: which one starts); (answers, wall times, CPU times) per path name."""
+    names = list(paths)
+    answers, walls, cpus = {}, {n: [] for n in names}, {n: [] for n in names}
+    for round_ in range(repeat):
+        for name in (names if (round_ + first) % 2 == 0 else names[::-1]):
+            answers[name], wall, cpu = time_answers(name, paths[name], chats)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    return answers, walls, cpus
+
+
 def random_adapters(base_dir: Path, out: Path, count: int, precision: str) -> list[Path]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -100,14 +113,7 @@ def compare(args, params, precision: str, settings: DecodingSettings) -> None:
 
     paths = {"old": lambda c: hf_generate_chats(model, tokenizer, c, settings, desc="old"),
              "new": lambda c: generate_chats(model, tokenizer, c, settings, desc="new")}
-    walls: dict[str, list[float]] = {"old": [], "new": []}
-    cpus: dict[str, list[float]] = {"old": [], "new": []}
-    answers = {}
-    for round_ in range(args.repeat):
-        for name in (("old", "new") if (round_ + args.new_first) % 2 == 0 else ("new", "old")):
-            answers[name], wall, cpu = time_answers(name, paths[name], chats)
-            walls[name].append(wall)
-            cpus[name].append(cpu)
+    answers, walls, cpus = alternate(paths, chats, args.repeat, first=int(args.new_first))
     same = sum(o[0].text == n[0].text for o, n in zip(answers["old"], answers["new"], strict=True))
     print(f"new/old wall time: {sum(walls['new']) / sum(walls['old']):.2f}, CPU time: "
           f"{sum(cpus['new']) / sum(cpus['old']):.2f}; identical greedy answers: {same}/{len(chats)}")

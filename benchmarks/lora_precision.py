@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.generation_speed import load_text, random_adapters, time_answers
+from benchmarks.generation_speed import alternate, load_text, random_adapters
 from thinktune.benchmark import get_benchmark
 from thinktune.chat import eval_messages
 from thinktune.generation import DecodingSettings, generate_chats
@@ -87,17 +87,10 @@ def compare_speed(args, params, adapter: Path, precision: str) -> None:
     host = ModelHost(args.base_model, precision)
     print(f"{len(chats)} prompts, greedy, {settings.max_new_tokens} new tokens, batch {settings.batch_size}, "
           f"{precision}, adapter {adapter}")
-    walls: dict[str, list[float]] = {"merged": [], "unmerged": []}
-    cpus: dict[str, list[float]] = {"merged": [], "unmerged": []}
-    answers = {}
     with host.adapted(adapter) as unmerged_model:
         paths = {"merged": lambda c: generate_chats(merged_model, tokenizer, c, settings, desc="merged"),
                  "unmerged": lambda c: generate_chats(unmerged_model, tokenizer, c, settings, desc="unmerged")}
-        for round_ in range(args.repeat):
-            for name in (("merged", "unmerged") if round_ % 2 == 0 else ("unmerged", "merged")):
-                answers[name], wall, cpu = time_answers(name, paths[name], chats)
-                walls[name].append(wall)
-                cpus[name].append(cpu)
+        answers, walls, cpus = alternate(paths, chats, args.repeat)
     same = sum(a[0].text == b[0].text for a, b in zip(answers["merged"], answers["unmerged"], strict=True))
     print(f"unmerged/merged wall time: {sum(walls['unmerged']) / sum(walls['merged']):.2f}, CPU time: "
           f"{sum(cpus['unmerged']) / sum(cpus['merged']):.2f}; identical greedy answers: {same}/{len(chats)}")
