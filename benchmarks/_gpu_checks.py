@@ -259,7 +259,7 @@ def train_adapter(base, scale: Scale, lora, train, out_dir, vocab: int) -> list[
 
     params = train.model_copy(update={"learning_rate": 5e-5, "precision": "bf16", "gradient_checkpointing": False,
                                       "warmup_ratio": 0.0, "effective_batch_size": scale.adapter_chats_per_step,
-                                      "micro_batch_tokens": 16384, "seed": scale.seed})
+                                      "micro_batch_tokens": 16384, "seeds": [scale.seed]})
     trainer = LoraTrainer(copy.deepcopy(base), lora, params, total_steps=scale.adapter_steps)
     losses = [trainer.train_step(synthetic_chats(scale.adapter_chats_per_step, *scale.adapter_chat_tokens, 0.7, ADAPTER_VOCAB,
                                                  f"adapter-{step}")).loss for step in range(scale.adapter_steps)]

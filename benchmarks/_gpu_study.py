@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from thinktune.logs import get_logger
-from thinktune.params import STRATEGIES, Params, parse_params, read_raw
+from thinktune.params import Params, parse_params, read_raw
 
 REPO = Path(__file__).resolve().parent.parent
 log = get_logger("gpu_throughput")
@@ -146,13 +146,14 @@ def projection(study: Params, study_name: str, chats: int, mean_chat_tokens: int
 
     steps = total_steps(chats, study.train.effective_batch_size, study.train.epochs)
     checkpoints = math.ceil(steps / study.train.save_steps)
-    models = 1 + len(STRATEGIES) * checkpoints
-    train_tokens = len(STRATEGIES) * chats * mean_chat_tokens * study.train.epochs
+    runs = len(study.strategies) * len(study.train.seeds)  # one training run per strategy and seed
+    models = 1 + runs * checkpoints
+    train_tokens = runs * chats * mean_chat_tokens * study.train.epochs
     answer_tokens = models * problems * study.eval.n_samples * mean_answer_tokens
     training = train_tokens / train_tokens_per_s / 3600 if train_tokens_per_s else None
     evaluation = answer_tokens / gen_tokens_per_s / 3600 if gen_tokens_per_s else None
     return {
-        "schedule": f"preset {study_name}: {len(STRATEGIES)} datasets x {chats:,} chats, {study.train.epochs:g} epochs, "
+        "schedule": f"preset {study_name}: {len(study.strategies)} strategies x {len(study.train.seeds)} seed(s) x {chats:,} chats, {study.train.epochs:g} epochs, "
                     f"{study.train.effective_batch_size} chats per step, a checkpoint every {study.train.save_steps} "
                     f"steps; {problems} problems x {study.eval.n_samples} sample(s) per model",
         "assumptions": {"chats_per_dataset": chats, "mean_chat_tokens": mean_chat_tokens, "problems": problems,

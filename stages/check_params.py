@@ -7,7 +7,8 @@ produced stays as it was. Writes ``params.ok``, whose content never changes, so 
 edit re-runs only the stages that read the edited keys.
 
 It also checks that the local files the settings name are there (``model.local_path``,
-``data.local_dir``, ``eval.local_dir`` with source ``local``; the sample files).
+``data.local_dir``, ``eval.local_dir`` with source ``local``; the sample files), and that
+dvc.yaml has a training stage (``train_<name>``) for every strategy params.yaml lists.
 
 Under `dvc exp run -S key=bad`, the bad keys are also set back to their values in the
 experiment's baseline commit, and keys the baseline lacks (added with `-S +key=value`) are
@@ -70,9 +71,20 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
     return restored
 
 
+def untrained_strategies(strategies: list[str], dvc_yaml: Path) -> list[str]:
+    """One line per strategy without a ``train_<name>`` stage in dvc.yaml (empty: all have one, or
+    there is no dvc.yaml: the params are checked outside a pipeline)."""
+    if not dvc_yaml.is_file():
+        return []
+    stages = (load_yaml(dvc_yaml.read_text()) or {}).get("stages", {})
+    return [f"strategies.{name}: dvc.yaml has no stage train_{name}; copy the train_deep block, rename it "
+            f"train_{name} and replace `deep` by `{name}` in it" for name in strategies if f"train_{name}" not in stages]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     parser.add_argument("--out", type=Path, default=Path("params.ok"))
     args = parser.parse_args(argv)
     try:
@@ -81,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             raise ParamsError("\n".join(f"{args.params}: {line}" for line in missing),
                               keys=[key for line in missing for key in RELATED_KEYS[line.split(":")[0]]])
+        untrained = untrained_strategies(params.strategy_names, args.dvc_yaml)
+        if untrained:
+            raise ParamsError("\n".join(f"{args.params}: {line}" for line in untrained), keys=["strategies"])
     except ParamsError as exc:
         baseline = os.environ.get("DVC_EXP_BASELINE_REV")
         if baseline and exc.keys:

@@ -1,10 +1,12 @@
-"""eval_checkpoints: Pass@1 of the base model or of every saved checkpoint of one strategy.
+"""eval_base / eval_checkpoints@<strategy>-<seed>: Pass@1 of the base model, or of every saved
+checkpoint of one training run (a strategy trained with one seed).
 
-Reads ``data/raw/eval.jsonl``, ``models/base`` and, for a strategy, every
-``models/<strategy>/checkpoint-<step>/`` adapter. Writes ``results/<target>/``: one
-per-problem record file per model (``<checkpoint>.jsonl``) and ``summary.json`` (every
-checkpoint's Pass@1 and answer shape, the decoding settings and the environment). One DVC
-stage per target, so retraining Diverse leaves the Deep evaluation alone. Generation runs
+Reads ``data/raw/eval.jsonl``, ``models/base`` and, for a run, every
+``models/<strategy>/seed-<seed>/checkpoint-<step>/`` adapter. Writes ``results/base/`` or
+``results/<strategy>/seed-<seed>/``: one per-problem record file per model
+(``<checkpoint>.jsonl``) and ``summary.json`` (every checkpoint's Pass@1 and answer shape, the
+decoding settings and the environment). One DVC stage per run, so retraining Diverse, or
+adding a seed, leaves every other evaluation alone. Generation runs
 in ``eval.num_processes`` processes (one device each); a killed run, started again,
 evaluates only the checkpoints it had not finished.
 """
@@ -19,16 +21,17 @@ from thinktune.benchmark import Problem
 from thinktune.errors import run_stage
 from thinktune.evaluation import evaluate_checkpoints, write_results
 from thinktune.generation import stop_tokens_of
-from thinktune.layout import checkpoint_step, list_checkpoints
+from thinktune.layout import BASE, adapters_dir, checkpoint_step, list_checkpoints, results_dir
 from thinktune.logs import get_logger
-from thinktune.params import STRATEGIES, load_params
+from thinktune.params import ParamsError, load_params
 
 log = get_logger("eval_checkpoints")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("target", choices=("base", *STRATEGIES))
+    parser.add_argument("target", help="base, or a name under `strategies` in params.yaml")
+    parser.add_argument("--seed", type=int, help="the training run's seed (one of train.seeds); not for base")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--problems", type=Path, default=Path("data/raw/eval.jsonl"))
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
@@ -37,27 +40,37 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
+    if args.target != BASE and args.target not in params.strategies:
+        raise ParamsError(f"strategies: no strategy {args.target!r} in {args.params} ({', '.join(params.strategies)})")
+    if (args.target == BASE) != (args.seed is None):
+        raise ParamsError(f"{args.target}: give --seed for a strategy's run, and none for base")
+    if args.seed is not None and args.seed not in params.train.seeds:
+        raise ParamsError(f"train.seeds: {args.seed} is not in {params.train.seeds}")
+
     problems = [Problem.from_json(row) for row in read_jsonl(args.problems)]
-    if args.target == "base":
+    run = args.target if args.seed is None else f"{args.target} seed {args.seed}"
+    if args.target == BASE:
         adapters, steps = {"base": None}, {"base": 0}
     else:
-        found = list_checkpoints(args.models / args.target)
+        folder = adapters_dir(args.models, args.target, args.seed)
+        found = list_checkpoints(folder) if folder.is_dir() else []
         if not found:
-            raise FileNotFoundError(f"no checkpoint-<step> folders in {args.models / args.target}: run train_{args.target}")
+            raise FileNotFoundError(f"no checkpoint-<step> folders in {folder}: run train_{args.target}@{args.seed}")
         adapters = {a.name: a for a in found}
         steps = {a.name: checkpoint_step(a) for a in found}
-    log.info("%s: %d model(s) x %d problems (%s, %d sample(s) each)", args.target, len(adapters),
+    log.info("%s: %d model(s) x %d problems (%s, %d sample(s) each)", run, len(adapters),
              len(problems), params.eval.benchmark, params.eval.n_samples)
 
     records, decode = evaluate_checkpoints(args.base_model, adapters, problems, args.problems, params.eval,
-                                           params.format.system_prompt, label=args.target)
-    summary = write_results(args.results / args.target, args.target, records, steps, params.eval,
-                            stop_tokens_of(args.base_model), decode)
+                                           params.format.system_prompt, label=run)
+    out = results_dir(args.results, args.target, args.seed)
+    summary = write_results(out, args.target, records, steps, params.eval, stop_tokens_of(args.base_model), decode,
+                            seed=args.seed)
     for name, point in summary["checkpoints"].items():
         log.info("%s/%s: Pass@1 %.1f%% (%d/%d), %.0f reasoning tokens, %.0f%% truncated, %.0f%% without code",
-                 args.target, name, 100 * point["pass_at_1"], point["solved"], point["total"],
+                 run, name, 100 * point["pass_at_1"], point["solved"], point["total"],
                  point["mean_reasoning_tokens"], 100 * point["truncated_share"], 100 * point["no_code_share"])
-    log.info("records and summary in %s (%s, %s)", args.results / args.target, summary["environment"]["device"],
+    log.info("records and summary in %s (%s, %s)", out, summary["environment"]["device"],
              summary["environment"]["precision"])
 
 

@@ -1,7 +1,7 @@
 """fetch_data: the study's training data and evaluation problems, from the sources params name.
 
-Writes ``data/raw/deep.jsonl`` and ``data/raw/diverse.jsonl`` (CodeGen rows as published,
-validated first) and ``data/raw/eval.jsonl`` (the problems ``eval.benchmark`` selects with
+Writes ``data/raw/train/<dataset>.jsonl`` for every entry of ``data.datasets`` (CodeGen rows as
+published, validated first; the strategies pick their rows from them in format_think) and ``data/raw/eval.jsonl`` (the problems ``eval.benchmark`` selects with
 the eval params, tests decoded). Every input is read and validated before any output is
 written. The base model is fetched by its own stage (fetch_model),
 so new training data never re-converts the model.
@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from thinktune import codegen
-from thinktune.atomic import atomic_file, write_jsonl
+from thinktune.atomic import atomic_dir, write_jsonl
 from thinktune.benchmark import get_benchmark
 from thinktune.errors import SourceError, run_stage
 from thinktune.logs import get_logger
@@ -26,22 +26,21 @@ log = get_logger("fetch_data")
 
 
 def training_sources(data: DataParams) -> dict[str, Path]:
-    """Each strategy's CodeGen file: downloaded (hub), or where data.local_dir/sample_dir say."""
+    """Each dataset's CodeGen file: downloaded (hub), or where data.local_dir/sample_dir say."""
     sources = {}
-    for strategy, repo, filename in (("deep", data.deep_repo, data.deep_file),
-                                     ("diverse", data.diverse_repo, data.diverse_file)):
+    for name, dataset in data.datasets.items():
         if data.source == "hub":
-            log.info("downloading %s/%s", repo, filename)
-            with from_hub("data.source", f"dataset {repo} ({filename})",
+            log.info("downloading %s/%s", dataset.repo, dataset.file)
+            with from_hub("data.source", f"dataset {dataset.repo} ({dataset.file})",
                           "copy the files elsewhere and use data.source=local with data.local_dir"):
-                sources[strategy] = codegen.download_codegen(repo, filename)
+                sources[name] = codegen.download_codegen(dataset.repo, dataset.file)
         elif data.source == "local":
-            sources[strategy] = Path(data.local_dir) / filename
-            if not sources[strategy].is_file():
-                raise SourceError(f"data.local_dir: {sources[strategy]} not found; copy {repo}'s {filename} there "
-                                  "or set data.local_dir to the folder holding it")
+            sources[name] = Path(data.local_dir) / dataset.file
+            if not sources[name].is_file():
+                raise SourceError(f"data.local_dir: {sources[name]} not found; copy {dataset.repo}'s {dataset.file} "
+                                  "there or set data.local_dir to the folder holding it")
         else:
-            sources[strategy] = Path(data.sample_dir) / f"codegen_{strategy}.jsonl"
+            sources[name] = Path(data.sample_dir) / dataset.sample_file
     return sources
 
 
@@ -65,7 +64,7 @@ def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--data-out", type=Path, default=Path("data/raw"))
+    parser.add_argument("--data-out", type=Path, default=Path("data/raw/train"))
     parser.add_argument("--eval-out", type=Path, default=Path("data/raw/eval.jsonl"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -73,18 +72,19 @@ def main(argv: list[str] | None = None) -> None:
     # Everything is read and checked first; only then is anything written (each file renamed
     # into place whole), so a bad row or an unreachable source leaves data/raw as it was.
     sources = training_sources(params.data)
-    for strategy, src in sources.items():
+    for name, src in sources.items():
         _, report = codegen.load_codegen(src, params.data.splits, params.data.max_rows, params.data.malformed)
-        log.info("%s: %d rows usable (skipped: %s)", strategy, report.kept, dict(report.skipped) or "none")
+        log.info("%s: %d rows usable in %s (skipped: %s)", name, report.kept, src, dict(report.skipped) or "none")
         if report.malformed:
             log.warning("%s: %d malformed row(s) dropped (data.malformed=drop), counted in the data report",
-                        strategy, report.malformed)
+                        name, report.malformed)
     chosen = select_problems(params.eval)
 
-    for strategy, src in sources.items():
-        with atomic_file(args.data_out / f"{strategy}.jsonl", "wb") as tmp, src.open("rb") as fh:
-            shutil.copyfileobj(fh, tmp)
-    log.info("training rows -> %s", args.data_out)
+    with atomic_dir(args.data_out) as tmp:  # the whole folder, so a dataset removed from params goes too
+        for name, src in sources.items():
+            with (tmp / f"{name}.jsonl").open("wb") as out, src.open("rb") as fh:
+                shutil.copyfileobj(fh, out)
+    log.info("training rows of %s -> %s", ", ".join(sources), args.data_out)
     write_problems(chosen, args.eval_out)
 
 

@@ -1,10 +1,13 @@
-"""plot: Pass@1 and the answers' shape against training step, Deep and Diverse from the base model.
+"""plot: Pass@1 and the answers' shape against training step, every strategy from the base model.
 
-Reads ``results/{base,deep,diverse}/summary.json``. Writes ``plots/pass_at_1.csv`` (every
-point: strategy, checkpoint, step, Pass@1, solved/total, 95% interval, mean reasoning
-tokens, shares cut by the token limit and without code), ``plots/curve/{deep,diverse}.csv``
-(one curve each, for ``dvc plots show``), ``plots/pass_at_1.png`` and
-``plots/answer_shape.png`` (seaborn, styled by params ``plot``).
+Reads ``results/base/`` and ``results/<strategy>/seed-<seed>/`` (summary.json and the
+per-problem records, for the intervals) for every strategy and seed in params.yaml, and the
+training runs' DVCLive logs ``dvclive/train_<strategy>/seed-<seed>/``. Writes
+``plots/pass_at_1.csv`` (every point: strategy, checkpoint, step, seeds, Pass@1 as the mean over
+seeds with its 95% interval over problems and seeds, answer shape), ``plots/training/<metric>.csv``
+(every run's loss, validation loss, learning rate and tokens/s), all drawn by ``dvc plots show``
+(dvc.yaml ``plots:``), and ``plots/pass_at_1.png`` and ``plots/answer_shape.png`` (seaborn,
+styled by params ``plot``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import argparse
 from pathlib import Path
 
 from thinktune.errors import run_stage
+from thinktune.layout import live_dir
 from thinktune.logs import get_logger
-from thinktune.params import STRATEGIES, load_params
-from thinktune.plotting import TARGETS, curve_rows, draw_answer_shape, draw_curve, write_curve_csv
-from thinktune.records import read_summary
+from thinktune.params import load_params
+from thinktune.plotting import curve_rows, draw_answer_shape, draw_curve, gather_training_logs, write_curve_csv
+from thinktune.records import read_runs
+from thinktune.study_answer import analysis_rows, checkpoint_points
 
 log = get_logger("plot")
 
@@ -25,18 +30,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--live", type=Path, default=Path("dvclive"))
     parser.add_argument("--out", type=Path, default=Path("plots"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    evals = {t: read_summary(args.results, t) for t in TARGETS}
-    rows = curve_rows(evals)
+    strategies, seeds = params.strategy_names, params.train.seeds
+    runs = read_runs(args.results, strategies, seeds)
+    rows = curve_rows(runs, checkpoint_points(analysis_rows(runs)), strategies)
     write_curve_csv(rows, args.out / "pass_at_1.csv")
-    for strategy in STRATEGIES:
-        write_curve_csv([r for r in rows if r["strategy"] == strategy], args.out / "curve" / f"{strategy}.csv")
+    logs = gather_training_logs({(s, seed): live_dir(args.live, s, seed) for s in strategies for seed in seeds},
+                                args.out / "training")
     draw_curve(rows, params.plot, args.out / "pass_at_1.png")
     draw_answer_shape(rows, params.plot, args.out / "answer_shape.png")
-    log.info("%d points; curves in %s, figures %s and %s", len(rows), args.out / "pass_at_1.csv",
+    log.info("%d points of %d strategies x %d seed(s) in %s; training logs in %s; figures %s and %s", len(rows),
+             len(strategies), len(seeds), args.out / "pass_at_1.csv", ", ".join(p.name for p in logs),
              args.out / "pass_at_1.png", args.out / "answer_shape.png")
 
 

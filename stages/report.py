@@ -1,13 +1,14 @@
-"""report: the study's table and answer, regenerated from the evaluation results.
+"""report: the study's answer and table, regenerated from the evaluation results.
 
-Reads ``results/{base,deep,diverse}/summary.json`` (Pass@1 and answer shape per checkpoint,
-decoding, environment), ``results/<target>/<checkpoint>.jsonl`` (which problems each
-checkpoint solved, for the paired tests), ``dvclive/train_<strategy>/summary.json`` (training
-loss, speed, environment), ``data/formatted/report.json`` (training chats per strategy, rows
-left out) and links the two plots. Writes ``report/README.md``, the study's summary to
-``report/study.json`` (best and final steps, paired tests, environment) and the headline to
-``metrics/study.json`` (what `dvc exp show` and `dvc metrics diff` compare: Pass@1 of the base
-model and of each strategy's best checkpoint).
+Reads ``results/base/`` and ``results/<strategy>/seed-<seed>/`` (summary.json and the
+per-problem records) for every strategy and seed in params.yaml, each run's DVCLive log
+``dvclive/train_<strategy>/seed-<seed>/`` (validation loss picks each strategy's step without
+looking at the problems; summary.json: losses, speed, environment), ``data/formatted/report.json``
+(training chats per strategy, rows left out), ``plots/pass_at_1.csv`` (the curve) and links the two
+figures. Writes ``report/README.md`` (the answer in its first paragraph), ``report/study.json``
+(the design, the whole analysis, the environment) and the headline ``metrics/study.json`` (what
+`dvc exp show` and `dvc metrics diff` compare: Pass@1 of the base model and of each strategy at its
+chosen step, the headline difference with its 95% interval, the number of problems).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import json
 import os
 from pathlib import Path
 
-from thinktune.atomic import atomic_file, read_jsonl, write_json
+from thinktune.atomic import atomic_file, write_json
 from thinktune.errors import run_stage
+from thinktune.layout import live_dir
 from thinktune.logs import get_logger
-from thinktune.params import STRATEGIES, load_params
-from thinktune.plotting import TARGETS
-from thinktune.records import read_summary
-from thinktune.reporting import build_study, load_solved, render_markdown
+from thinktune.params import load_params
+from thinktune.plotting import read_curve_csv
+from thinktune.records import read_runs
+from thinktune.reporting import data_sources, render_markdown, study_metrics, study_summary
 from thinktune.study_answer import analysis_rows, answer, validation_losses
 
 log = get_logger("report")
@@ -41,29 +43,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    evals = {t: read_summary(args.results, t) for t in TARGETS}
-    solved = {t: {name: load_solved(args.results / t / f"{name}.jsonl") for name in evals[t]["checkpoints"]}
-              for t in TARGETS}
-    study = build_study(evals, solved)
-    records = {t: {name: read_jsonl(args.results / t / f"{name}.jsonl") for name in evals[t]["checkpoints"]}
-               for t in TARGETS}
-    steps = {t: {name: point["step"] for name, point in evals[t]["checkpoints"].items()} for t in TARGETS}
-    study["analysis"] = answer(analysis_rows(records, steps, params.train.seed),
-                               {s: validation_losses(args.live / f"train_{s}") for s in STRATEGIES})
-    study["summary"]["analysis"] = study["analysis"]
-    data = ("the project's sample data (data/sample/)" if params.data.source == "sample"
-            else f"{params.data.deep_repo} and {params.data.diverse_repo}")
-    context = {"model": params.model.name, "data": data, "benchmark": evals["base"]["benchmark"],
-               "platform": params.eval.platform, "difficulties": params.eval.difficulties,
-               "n_samples": params.eval.n_samples}
-    training = {s: json.loads(path.read_text()) for s in STRATEGIES
-                if (path := args.live / f"train_{s}" / "summary.json").is_file()}
+    strategies, seeds = params.strategy_names, params.train.seeds
+    runs = read_runs(args.results, strategies, seeds)
+    validation = {s: validation_losses([live_dir(args.live, s, seed) for seed in seeds]) for s in strategies}
+    result = answer(analysis_rows(runs), validation, strategies)
+    training = {(s, seed): json.loads(path.read_text()) for s in strategies for seed in seeds
+                if (path := live_dir(args.live, s, seed) / "summary.json").is_file()}
     data_report = json.loads(args.data_report.read_text()) if args.data_report.is_file() else {}
+    base = runs[0].summary
+    context = {"model": params.model.name, "benchmark": base["benchmark"], "platform": params.eval.platform,
+               "difficulties": params.eval.difficulties, "n_samples": base["n_samples"],
+               "n_problems": base["n_problems"], "seeds": seeds}
+    curve = read_curve_csv(args.plots / "pass_at_1.csv")
     links = [os.path.relpath(args.plots / name, args.out.parent) for name in ("pass_at_1.png", "answer_shape.png")]
     with atomic_file(args.out) as fh:
-        fh.write(render_markdown(study, context, evals, training, *links, data=data_report))
-    write_json(args.out.parent / "study.json", study["summary"])
-    write_json(args.metrics / "study.json", study["metrics"])
+        fh.write(render_markdown(result, context, curve, runs, training, *links, sources=data_sources(params),
+                                 data=data_report))
+    write_json(args.out.parent / "study.json", study_summary(result, runs, params, data_report))
+    write_json(args.metrics / "study.json", study_metrics(result, base["n_problems"]))
     log.info("report in %s, summary in %s, headline metrics in %s", args.out, args.out.parent / "study.json",
              args.metrics / "study.json")
 

@@ -17,8 +17,10 @@ from pathlib import Path
 import yaml
 
 STAGES_RUN = re.compile(r"Running stage '([^']+)'")
-EVERY_STAGE = {"check_params", "fetch_model", "fetch_data", "format_think", "train_deep", "train_diverse",
-               "eval_checkpoints@base", "eval_checkpoints@deep", "eval_checkpoints@diverse", "plot", "report"}
+SEEDS = (1, 2)  # the tiny study: 2 training seeds x 2 samples per problem, through every stage and the analysis
+EVERY_STAGE = {"check_params", "fetch_model", "fetch_data", "format_think", "eval_base", "plot", "report",
+               *(f"train_{s}@{seed}" for s in ("deep", "diverse") for seed in SEEDS),
+               *(f"eval_checkpoints@{s}-{seed}" for s in ("deep", "diverse") for seed in SEEDS)}
 
 
 def tiny_preset(tiny_model_dir: Path) -> dict:
@@ -27,9 +29,9 @@ def tiny_preset(tiny_model_dir: Path) -> dict:
         "data": {"source": "sample", "splits": ["train"]},
         "format": {"max_length": 4096},
         "train": {"epochs": 1, "effective_batch_size": 4, "micro_batch_tokens": 4096, "save_steps": 2,
-                  "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": False},
+                  "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": False, "seeds": list(SEEDS)},
         "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
-                 "timeout_s": 3.0, "workers": 2},
+                 "timeout_s": 3.0, "workers": 2, "n_samples": 2, "temperature": 0.7},
     }
 
 

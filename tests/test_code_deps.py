@@ -40,7 +40,25 @@ def covers(dep: str, path: Path) -> bool:
 
 def test_every_stage_of_dvc_yaml_is_checked():
     assert {name for name, _, _ in STAGES} >= {"check_params", "fetch_model", "fetch_data", "format_think",
-                                                 "train_deep", "train_diverse", "eval_checkpoints", "plot", "report"}
+                                                 "train_deep", "train_diverse", "eval_base", "eval_checkpoints",
+                                                 "plot", "report"}
+
+
+def test_each_run_depends_on_every_setting_but_the_seed_list():
+    """A training or evaluation stage per (strategy, seed) must not depend on `train.seeds` (adding a
+    seed would re-run every run) and must depend on every other key it reads."""
+    from thinktune.params import TrainParams
+
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    every_train_key = {f"train.{k}" for k in TrainParams.model_fields} - {"train.seeds"}
+    from thinktune.params import load_params
+
+    for name in (f"train_{s}" for s in load_params(ROOT / "params.yaml").strategies):
+        params = set(doc["stages"][name]["do"]["params"])
+        assert "train" not in params and "train.seeds" not in params, name
+        assert every_train_key <= params, f"{name} misses {sorted(every_train_key - params)}"
+    for name in ("eval_base", "eval_checkpoints"):
+        assert not {p for p in doc["stages"][name]["params"] if str(p).startswith("train")}, name
 
 
 @pytest.mark.parametrize(("stage", "module", "deps"), STAGES, ids=[s[0] for s in STAGES])

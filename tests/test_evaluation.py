@@ -44,12 +44,12 @@ def workspace(tmp_path_factory, repo_root, tiny_model_dir) -> Path:
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
         config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
                             init_lora_weights=False, task_type="CAUSAL_LM")
-        get_peft_model(model, config).save_pretrained(root / "models" / "deep" / name)
+        get_peft_model(model, config).save_pretrained(root / "models" / "deep" / "seed-42" / name)
     return root
 
 
 def stage_args(root: Path, tiny_model_dir: Path, results: str, params: str = "params.yaml") -> list[str]:
-    return ["deep", "--params", str(root / params), "--problems", str(root / "eval.jsonl"),
+    return ["deep", "--seed", "42", "--params", str(root / params), "--problems", str(root / "eval.jsonl"),
             "--base-model", str(tiny_model_dir), "--models", str(root / "models"), "--results", str(root / results)]
 
 
@@ -61,7 +61,7 @@ def with_params(root: Path, name: str, **eval_updates) -> str:
 
 
 def records_of(results: Path) -> dict[str, list[dict]]:
-    return {name: read_jsonl(results / "deep" / f"{name}.jsonl") for name in CHECKPOINTS}
+    return {name: read_jsonl(results / "deep" / "seed-42" / f"{name}.jsonl") for name in CHECKPOINTS}
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,11 @@ def reference(workspace, tiny_model_dir, reference_cache):
 
 
 def test_results_layout_and_summary(workspace, reference, params):
-    summary = read_summary(workspace / "results-ref", "deep")
-    assert sorted(p.name for p in (workspace / "results-ref" / "deep").iterdir()) == \
+    summary = read_summary(workspace / "results-ref", "deep", 42)
+    assert sorted(p.name for p in (workspace / "results-ref" / "deep" / "seed-42").iterdir()) == \
            sorted([f"{c}.jsonl" for c in CHECKPOINTS] + ["summary.json"])
-    assert (summary["target"], summary["benchmark"], summary["n_problems"], summary["n_samples"]) == \
-           ("deep", "livecodebench", 5, 1)
+    assert (summary["target"], summary["seed"], summary["benchmark"], summary["n_problems"], summary["n_samples"]) == \
+           ("deep", 42, "livecodebench", 5, 1)
     assert summary["decoding"] | {"stop_tokens": None} == {
         "strategy": "greedy", "max_new_tokens": 120, "temperature": 0.0, "top_p": 1.0, "top_k": 0,
         "repetition_penalty": 1.0, "n_samples": 1, "seed": 0, "prompt_style": "study", "stop_tokens": None}
@@ -167,7 +167,7 @@ def test_killed_stage_evaluates_only_unfinished_checkpoints(workspace, tiny_mode
     process.wait()
     process.stderr.close()
     assert finished() == 1  # killed while on the second checkpoint
-    assert not (workspace / "results-killed" / "deep").exists()  # nothing half-written
+    assert not (workspace / "results-killed" / "deep" / "seed-42").exists()  # nothing half-written
 
     generated = []
     real = thinktune.parallel.LocalGenerator.generate
@@ -188,8 +188,8 @@ def test_two_processes_give_the_one_process_records(workspace, tiny_model_dir, r
     name = with_params(workspace, "params-2proc.yaml", num_processes=2)
     eval_stage.main(stage_args(workspace, tiny_model_dir, "results-2proc", params=name))
     assert records_of(workspace / "results-2proc") == reference
-    summary = json.loads((workspace / "results-2proc" / "deep" / "summary.json").read_text())
-    assert summary["checkpoints"] == read_summary(workspace / "results-ref", "deep")["checkpoints"]
+    summary = json.loads((workspace / "results-2proc" / "deep" / "seed-42" / "summary.json").read_text())
+    assert summary["checkpoints"] == read_summary(workspace / "results-ref", "deep", 42)["checkpoints"]
 
 
 def test_a_failing_worker_is_reported_with_its_traceback(tmp_path):

@@ -73,11 +73,12 @@ def test_tiny_run_generation_figures(tiny):
     report, stdout = tiny
     gen = report["generate"]
     assert gen["status"] == "measured" and gen["figures_from"].startswith("timed run")
-    assert gen["decoding"]["strategy"] == "greedy"
+    assert gen["decoding"]["strategy"] == "sampling"  # the paper preset: LiveCodeBench's n=10 at temperature 0.2
     assert gen["batch_size"] == study.preset_params("paper").eval.batch_size  # --tiny keeps the preset's batch
     for run in (gen["warmup_run"], gen["timed_run"]):
-        assert run["answers"] == run["answers_at_limit"] == 4  # no stop tokens: all run to the limit
-        assert run["new_tokens"] == 4 * 8 and run["prompt_tokens"] >= 4 * 8
+        samples = study.preset_params("paper").eval.n_samples  # 10 answers per prompt
+        assert run["answers"] == run["answers_at_limit"] == 4 * samples  # no stop tokens: all run to the limit
+        assert run["new_tokens"] == 4 * samples * 8 and run["prompt_tokens"] >= 4 * 8
         assert close(run["seconds"], run["prefill_s"] + run["decode_s"]) and run["decode_s"] > 0
         assert close(run["tokens_per_s"], run["new_tokens"] / run["seconds"])
         assert run["decode_tokens_per_s"] > 0 and run["ms_per_decode_step"] > 0 and run["wall_s"] >= run["seconds"]
@@ -91,11 +92,12 @@ def test_tiny_run_generation_figures(tiny):
 def test_tiny_run_projection(tiny):
     report, stdout = tiny
     proj = report["projection"]
-    # The paper schedule: ceil(3 x ceil(5000/16)) = 939 steps, a checkpoint every 100 -> 10 per strategy.
+    # The paper schedule: ceil(3 x ceil(5000/16)) = 939 steps, a checkpoint every 100 -> 10 per run;
+    # 2 strategies x 3 seeds = 6 runs, so 1 + 6 x 10 models, each answering 41 problems 10 times.
     assert proj["optimizer_steps_per_strategy"] == 939 and proj["checkpoints_per_strategy"] == 10
-    assert proj["models_evaluated"] == 21
-    train_s = 2 * 5000 * 4000 * 3 / report["train"]["tokens_per_s"]
-    eval_s = 21 * 41 * 1 * 2000 / report["generate"]["tokens_per_s"]
+    assert proj["models_evaluated"] == 61
+    train_s = 6 * 5000 * 4000 * 3 / report["train"]["tokens_per_s"]
+    eval_s = 61 * 41 * 10 * 2000 / report["generate"]["tokens_per_s"]
     assert close(proj["training_hours"], train_s / 3600) and close(proj["evaluation_hours"], eval_s / 3600)
     assert close(proj["total_hours"], proj["training_hours"] + proj["evaluation_hours"]) and proj["total_hours"] > 0
     assert "tiny" in proj["caveat"] and "projected full study" in stdout
@@ -143,9 +145,9 @@ def test_mfu_and_peaks():
 def test_projection_arithmetic():
     paper = study.preset_params("paper")
     proj = study.projection(paper, "paper", 5000, 4000, 41, 2000, train_tokens_per_s=10_000, gen_tokens_per_s=1_000)
-    assert proj["models_evaluated"] == 21 and proj["training_tokens"] == 120_000_000
-    assert proj["training_hours"] == pytest.approx(120e6 / 1e4 / 3600)
-    assert proj["evaluation_hours"] == pytest.approx(21 * 41 * 2000 / 1e3 / 3600)
+    assert proj["models_evaluated"] == 61 and proj["training_tokens"] == 360_000_000  # 6 runs
+    assert proj["training_hours"] == pytest.approx(360e6 / 1e4 / 3600)
+    assert proj["evaluation_hours"] == pytest.approx(61 * 41 * 10 * 2000 / 1e3 / 3600)
     half = study.projection(paper, "paper", 5000, 4000, 41, 2000, train_tokens_per_s=10_000, gen_tokens_per_s=None)
     assert half["evaluation_hours"] is None and half["total_hours"] is None and half["training_hours"] > 0
 

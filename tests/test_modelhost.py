@@ -53,7 +53,7 @@ def paper_lr_adapter(tiny_model_dir, tmp_path_factory):
     lora = LoraParams(r=16, alpha=32, dropout=0.05, target_modules=TARGETS)
     train = TrainParams(epochs=1, learning_rate=5e-5, lr_scheduler="linear", warmup_ratio=0.0, weight_decay=0.0,
                         effective_batch_size=2, gradient_checkpointing=False, precision="bf16", save_steps=16,
-                        logging_steps=1, seed=0, micro_batch_tokens=512)
+                        logging_steps=1, seeds=[0], micro_batch_tokens=512)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("THINKTUNE_CACHE", str(root / "cache"))
         train_lora(tiny_model_dir, train_file, valid_file, root / "models" / "deep", root / "dvclive", lora, train,

@@ -75,9 +75,44 @@ def test_paper_preset_has_the_study_settings(params_copy):
     assert len(paper.lora.target_modules) == 7
     assert paper.train.epochs == 3 and paper.train.learning_rate == 5e-5
     assert paper.train.effective_batch_size == 16 and paper.format.max_length == 8192
-    assert paper.data.deep_repo == "Naholav/CodeGen-Deep-5K" and paper.data.diverse_repo == "Naholav/CodeGen-Diverse-5K"
+    datasets = {name: paper.data.datasets[part.dataset].repo for name, [part] in paper.strategies.items()}
+    assert datasets == {"deep": "Naholav/CodeGen-Deep-5K", "diverse": "Naholav/CodeGen-Diverse-5K"}
+    # LiveCodeBench's runner samples 10 answers at temperature 0.2, top_p 0.95; three training seeds.
+    assert (paper.eval.n_samples, paper.eval.temperature, paper.eval.top_p) == (10, 0.2, 0.95)
+    assert paper.train.seeds == [0, 1, 2]
     assert paper.eval.platform == "atcoder" and paper.eval.difficulties == ["easy", "medium"]
     assert str(paper.eval.date_from) == "2025-01-01"
+
+
+def test_original_preset_is_the_original_design(params_copy):
+    presets.apply("original", params_copy)
+    original = load_params(params_copy)
+    assert original.train.seeds == [42] and original.eval.n_samples == 1 and original.eval.temperature == 0
+    presets.apply("paper", params_copy)
+    assert load_params(params_copy).model_dump(exclude={"train", "eval"}) == original.model_dump(exclude={"train", "eval"})
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"train": {"seed": 42}}, "train.seed (42) is now train.seeds, a list: write `seeds: [42]`"),
+    ({"train": {"seeds": [1, 1]}}, "train.seeds: [1, 1] repeats a seed"),
+    ({"train": {"seeds": []}}, "train.seeds: [] is not allowed"),
+    ({"strategies": {"deep": [{"dataset": "codegen_dep"}]}},
+     "strategies.deep: dataset 'codegen_dep' is not in data.datasets ['codegen_deep', 'codegen_diverse']"),
+    ({"strategies": {"base": [{"dataset": "codegen_deep"}]}}, "`base` names the base model's results"),
+    ({"strategies": {"Deep-2K": [{"dataset": "codegen_deep"}]}}, "strategies.Deep-2K: 'Deep-2K' is not allowed as a name; use lowercase letters"),
+    ({"strategies": {"deep": [{"dataset": "codegen_deep", "problems": 0}]}}, "strategies.deep.problems: 0"),
+])
+def test_seed_and_strategy_mistakes_are_named(raw, edit, message):
+    for section, values in edit.items():
+        if section == "train" and "seed" in values:
+            raw["train"].pop("seeds")
+        raw[section] = raw[section] | values if section == "train" else values | (
+            {} if "deep" in values else {"deep": [{"dataset": "codegen_deep"}]})
+        if section == "strategies":
+            raw[section].setdefault("diverse", [{"dataset": "codegen_diverse"}])
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert message in str(err.value), str(err.value)
 
 
 def test_preset_round_trip_restores_the_file_byte_for_byte(params_copy):
@@ -290,7 +325,7 @@ def test_missing_local_inputs_are_named_before_any_stage_runs(params_copy):
     apply_overrides(params_copy, ["data.source=local"])  # `dvc exp run -S data.source=local`
     result = run_check(work, {"DVC_EXP_BASELINE_REV": baseline})
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert ("error: params.yaml: data.local_dir: inputs/codegen/CodeGen-Deep-5K.jsonl (data.deep_file) not found; "
-            "copy the file there or set data.local_dir to the folder holding it") in result.stderr
+    assert ("error: params.yaml: data.local_dir: inputs/codegen/CodeGen-Deep-5K.jsonl (data.datasets.codegen_deep.file) "
+            "not found; copy the file there or set data.local_dir to the folder holding it") in result.stderr
     assert "data.source = 'sample'" in result.stderr  # set back: the workspace is as it was
     assert params_copy.read_bytes() == before

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import EVERY_STAGE, make_project, ran, sh
+from dvc_project import EVERY_STAGE, SEEDS, make_project, ran, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +29,10 @@ def test_repro_builds_every_output(project):
     output = sh(["dvc", "repro"], repo, env)
     assert ran(output) == EVERY_STAGE
 
-    for path in ["models/base/model.safetensors", "data/raw/deep.jsonl", "data/raw/diverse.jsonl",
-                 "data/raw/eval.jsonl", "data/formatted/deep/train.jsonl", "data/formatted/diverse/train.jsonl",
-                 "data/formatted/report.json", "dvclive/train_deep/plots/metrics/loss.tsv", "plots/pass_at_1.csv",
+    for path in ["models/base/model.safetensors", "data/raw/train/codegen_deep.jsonl",
+                 "data/raw/train/codegen_diverse.jsonl", "data/raw/eval.jsonl", "data/formatted/deep/train.jsonl",
+                 "data/formatted/diverse/train.jsonl", "data/formatted/report.json",
+                 "dvclive/train_deep/seed-1/plots/metrics/loss.tsv", "plots/pass_at_1.csv", "plots/training/loss.csv",
                  "plots/pass_at_1.png", "report/README.md", "metrics/study.json"]:
         assert (repo / path).is_file(), path
 
@@ -39,12 +40,19 @@ def test_repro_builds_every_output(project):
     assert problems and all(p["platform"] == "atcoder" and p["difficulty"] in ("easy", "medium") for p in problems)
 
     for strategy in ("deep", "diverse"):
-        steps = sorted(int(p.name.split("-")[1]) for p in (repo / "models" / strategy).glob("checkpoint-*"))
-        assert steps == [2, 3]  # 12 chats / accumulation 4 = 3 steps, saved every 2 and at the end
-        summary = json.loads((repo / "results" / strategy / "summary.json").read_text())
-        assert sorted(m["step"] for m in summary["checkpoints"].values()) == steps
-        assert {f"checkpoint-{s}.jsonl" for s in steps} | {"summary.json"} == \
-               {p.name for p in (repo / "results" / strategy).iterdir()}
+        for seed in SEEDS:
+            run = f"{strategy}/seed-{seed}"
+            steps = sorted(int(p.name.split("-")[1]) for p in (repo / "models" / run).glob("checkpoint-*"))
+            assert steps == [2, 3]  # 12 chats / accumulation 4 = 3 steps, saved every 2 and at the end
+            summary = json.loads((repo / "results" / run / "summary.json").read_text())
+            assert summary["seed"] == seed and summary["n_samples"] == 2
+            assert sorted(m["step"] for m in summary["checkpoints"].values()) == steps
+            assert {f"checkpoint-{s}.jsonl" for s in steps} | {"summary.json"} == \
+                   {p.name for p in (repo / "results" / run).iterdir()}
+        # The seed sets the LoRA initialisation and data order: two seeds, two different adapters.
+        one, two = ((repo / "models" / strategy / f"seed-{s}/checkpoint-3/adapter_model.safetensors").read_bytes()
+                    for s in SEEDS)
+        assert one != two
     assert not list((repo / "metrics").glob("eval_*.json"))  # eval stages declare no DVC metrics
     summary = json.loads((repo / "results/base/summary.json").read_text())
     base = summary["checkpoints"]["base"]
@@ -68,27 +76,60 @@ def test_repro_builds_every_output(project):
     assert {"raw_output", "code", "verdicts", "reasoning_chars", "reasoning_tokens", "hit_token_limit",
             "passed"} <= set(sample)
 
+    assert all(r["n_samples"] == 2 and len(r["samples"]) == 2 for r in records)
+
     report = (repo / "report/README.md").read_text()
-    assert "pass_at_1.png" in report and "deep" in report.lower() and "diverse" in report.lower()
+    assert report.splitlines()[4].startswith("**Answer: ")  # the first paragraph answers the question
+    assert "smallest difference this design could detect at 80% power" in report
+    assert "2 and 2 training seeds" in report and "2 sample(s) per problem; training seeds 1, 2" in report
+    assert "data/sample/codegen_deep.jsonl (the offline stand-in for Naholav/CodeGen-Deep-5K)" in report
     data = json.loads((repo / "data/formatted/report.json").read_text())
     assert data["deep"]["kept"] == 12 and data["diverse"]["kept"] == 12
-    # Headline metrics only, under names that make distinct `dvc exp show` columns.
+    # Each run's log and summary; the headline metrics come from the report alone.
     for strategy in ("deep", "diverse"):
-        training = json.loads((repo / f"metrics/train_{strategy}.json").read_text())
-        assert list(training) == [strategy] and list(training[strategy]) == ["valid_loss"]
-        summary = json.loads((repo / f"dvclive/train_{strategy}/summary.json").read_text())
-        assert summary["tokens_per_s"] > 0 and summary["chats"] == 9 and summary["environment"]["device"]
+        for seed in SEEDS:
+            summary = json.loads((repo / f"dvclive/train_{strategy}/seed-{seed}/summary.json").read_text())
+            assert summary["tokens_per_s"] > 0 and summary["chats"] == 9 and summary["environment"]["device"]
     study = json.loads((repo / "metrics/study.json").read_text())
-    assert set(study) == {"base", "deep", "diverse"} and study["base"]["pass1"] == base["pass_at_1"]
+    assert set(study) == {"base", "deep", "diverse", "diff", "problems"} and study["problems"] == len(problems)
+    assert study["base"]["pass1"] == pytest.approx(base["pass_at_1"], abs=1e-6)
     full = json.loads((repo / "report/study.json").read_text())
-    for strategy in ("deep", "diverse"):  # best: highest Pass@1 in results/, the earliest step on a tie
-        points = json.loads((repo / "results" / strategy / "summary.json").read_text())["checkpoints"].values()
-        top = max(p["pass_at_1"] for p in points)
-        assert study[strategy]["pass1"] == full[strategy]["best_pass1"] == top
-        assert full[strategy]["best_step"] == min(p["step"] for p in points if p["pass_at_1"] == top)
-    assert sorted(p.name for p in (repo / "metrics").glob("*.json")) == ["study.json", "train_deep.json",
-                                                                         "train_diverse.json"]
-    assert json.loads((repo / "report/study.json").read_text())["environment"]["precision"] in ("bf16", "fp32")
+    analysis = full["analysis"]
+    assert full["seeds"] == list(SEEDS) and full["n_samples"] == 2
+    for strategy in ("deep", "diverse"):
+        # Each strategy's headline: its chosen step's Pass@1, the mean over both seeds' records.
+        step = analysis["best"][strategy]["step"]
+        rates = [r["n_correct"] / r["n_samples"] for seed in SEEDS for r in map(
+            json.loads, (repo / f"results/{strategy}/seed-{seed}/checkpoint-{step}.jsonl").read_text().splitlines())]
+        assert study[strategy]["pass1"] == pytest.approx(sum(rates) / len(rates), abs=1e-6)
+        assert analysis["best"][strategy]["pass_at_1"]["seeds"] == [len(SEEDS)]
+    d = analysis["headline"]["difference"]
+    assert (study["diff"]["pass1"], study["diff"]["lo"], study["diff"]["hi"]) == \
+           (d["estimate"], d["ci95_low"], d["ci95_high"])
+    assert d["seed_variance"] == "estimated" and d["seeds"] == [2, 2]
+    curve = (repo / "plots/pass_at_1.csv").read_text().splitlines()
+    assert curve[0].startswith("strategy,checkpoint,step,seeds,pass_at_1,ci95_low,ci95_high")
+    assert len(curve) == 1 + 2 * 3  # each strategy: the base model and steps 2 and 3
+    assert sorted(p.name for p in (repo / "metrics").rglob("*")) == ["study.json"]  # one row in `dvc metrics show`
+    assert full["environment"]["precision"] in ("bf16", "fp32")
+
+
+def test_adding_a_seed_trains_and_evaluates_only_that_seed(project):
+    repo, env = project
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "two seeds"], repo, env)
+    adapters = {p: p.read_bytes() for p in (repo / "models").rglob("adapter_model.safetensors")}
+    output = sh(["dvc", "exp", "run", "-S", "train.seeds=[1,2,3]"], repo, env)
+    assert ran(output) == {"check_params", "train_deep@3", "train_diverse@3", "eval_checkpoints@deep-3",
+                           "eval_checkpoints@diverse-3", "plot", "report"}
+    assert all(p.read_bytes() == data for p, data in adapters.items())  # the other runs untouched
+    full = json.loads((repo / "report/study.json").read_text())
+    assert full["seeds"] == [1, 2, 3] and full["analysis"]["headline"]["difference"]["seeds"] == [3, 3]
+    # ... and removing it again re-runs no training or evaluation: only the analysis of the runs listed
+    # (restored here from DVC's run cache: the same runs were analysed before).
+    output = sh(["dvc", "exp", "run", "-S", "train.seeds=[1,2]"], repo, env)
+    assert not {stage for stage in ran(output) if stage.startswith(("train_", "eval_"))}
+    assert json.loads((repo / "report/study.json").read_text())["seeds"] == [1, 2]
 
 
 def test_second_repro_is_up_to_date(project):
@@ -112,8 +153,9 @@ def test_retraining_diverse_leaves_deep_alone(project):
     row["output"] = "Let me read the statement once more. " + row["output"]
     sample.write_text("".join(lines[:-1]) + json.dumps(row) + "\n")
     output = sh(["dvc", "repro"], repo, env)
-    assert {"train_diverse", "eval_checkpoints@diverse"} <= ran(output)
-    assert not {"fetch_model", "train_deep", "eval_checkpoints@deep", "eval_checkpoints@base"} & ran(output)
+    assert {"train_diverse@1", "train_diverse@2", "eval_checkpoints@diverse-1", "eval_checkpoints@diverse-2"} \
+        <= ran(output)
+    assert not {"fetch_model", "train_deep@1", "eval_checkpoints@deep-1", "eval_base"} & ran(output)
 
 
 def test_exp_run_with_a_param_override(project):
@@ -121,7 +163,7 @@ def test_exp_run_with_a_param_override(project):
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "state before the experiment"], repo, env)
     output = sh(["dvc", "exp", "run", "-S", "lora.r=32"], repo, env)
-    assert {"train_deep", "train_diverse"} <= ran(output)
+    assert {"train_deep@1", "train_diverse@2"} <= ran(output)
     assert yaml.safe_load((repo / "params.yaml").read_text())["lora"]["r"] == 32
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
     assert "32" in json.dumps(shown)
@@ -150,7 +192,7 @@ def test_hand_edit_is_kept_by_exp_run(project):
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("  dpi: 90\n", "  dpi: 80\n"))
     output = sh(["dvc", "exp", "run"], repo, env)
-    assert ran(output) >= {"plot", "report"} and not ran(output) & {"train_deep", "train_diverse"}
+    assert ran(output) >= {"plot", "report"} and not any(stage.startswith("train_") for stage in ran(output))
     assert "  dpi: 80\n" in params.read_text()
 
 
@@ -165,5 +207,5 @@ def test_results_travel_through_a_dvc_remote(project, tmp_path):
     sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
     sh(["dvc", "pull"], clone, env)
     assert (clone / "report/README.md").read_text() == (repo / "report/README.md").read_text()
-    assert list((clone / "models/deep").glob("checkpoint-*/adapter_model.safetensors"))
+    assert list((clone / "models/deep").glob("seed-1/checkpoint-*/adapter_model.safetensors"))
     assert "up to date" in sh(["dvc", "status"], clone, env)

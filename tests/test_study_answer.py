@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from thinktune.study_answer import analysis_rows, answer, answer_paragraph, validation_losses
+from thinktune.records import Run
+from thinktune.study_answer import analysis_rows, answer, answer_paragraph, read_validation_loss, validation_losses
 
 T_975_11 = 2.200985
 N = 4  # samples per problem
@@ -20,12 +21,19 @@ def records_of(correct: list[int]) -> list[dict]:
     return [{"question_id": q, "n_samples": N, "n_correct": c, "pass_at_1": c / N} for q, c in zip(QIDS, correct)]
 
 
-def run(deep: dict[int, list[int]], diverse: dict[int, list[int]]) -> tuple[dict, dict]:
-    records = {"base": {"base": records_of([1] * 12)},
-               "deep": {f"checkpoint-{s}": records_of(c) for s, c in deep.items()},
-               "diverse": {f"checkpoint-{s}": records_of(c) for s, c in diverse.items()}}
-    steps = {t: {name: (0 if t == "base" else int(name.split("-")[1])) for name in by} for t, by in records.items()}
-    return records, steps
+def evaluated(strategy: str, seed: int | None, by_step: dict[int, list[int]]) -> Run:
+    """A run as thinktune.records reads it: summary (steps) and per-problem records."""
+    names = {("base" if step == 0 else f"checkpoint-{step}"): step for step in by_step}
+    return Run(strategy, seed, {"checkpoints": {n: {"step": s} for n, s in names.items()}},
+               {n: records_of(by_step[s]) for n, s in names.items()})
+
+
+def rows_of(deep: dict[int, list[int]], diverse: dict[int, list[int]]) -> list[dict]:
+    return analysis_rows([evaluated("base", None, {0: [1] * 12}), evaluated("deep", 0, deep),
+                          evaluated("diverse", 0, diverse)])
+
+
+STRATEGIES = ["deep", "diverse"]
 
 
 DEEP = {3: [4, 3, 0, 2, 4, 1, 0, 3, 2, 2, 4, 1], 6: [4, 4, 4, 4, 4, 4, 3, 4, 4, 4, 4, 4]}
@@ -40,10 +48,9 @@ def paired_t(a: list[int], b: list[int]) -> tuple[float, float, float]:
 
 
 def test_headline_is_the_paired_difference_at_the_steps_validation_loss_chose():
-    records, steps = run(DEEP, DIVERSE)
     # Validation loss picks Deep's step 3 and Diverse's step 3, although step 6 scores far higher for
     # Deep and far lower for Diverse: the choice does not look at the problems.
-    result = answer(analysis_rows(records, steps, seed=0), {"deep": {3: 1.0, 6: 1.2}, "diverse": {3: 0.9, 6: 1.1}})
+    result = answer(rows_of(DEEP, DIVERSE), {"deep": {3: 1.0, 6: 1.2}, "diverse": {3: 0.9, 6: 1.1}}, STRATEGIES)
     h = result["headline"]
     assert (h["first_step"], h["second_step"], h["rules"]) == (3, 3, ["validation-loss"])
     mean, low, high = paired_t(DEEP[3], DIVERSE[3])
@@ -62,8 +69,7 @@ def test_headline_is_the_paired_difference_at_the_steps_validation_loss_chose():
 
 
 def test_without_validation_loss_the_step_is_chosen_on_one_half_and_scored_on_the_other():
-    records, steps = run(DEEP, DIVERSE)
-    result = answer(analysis_rows(records, steps, seed=0), {"deep": None, "diverse": None})
+    result = answer(rows_of(DEEP, DIVERSE), {"deep": None, "diverse": None}, STRATEGIES)
     h = result["headline"]
     assert h["rules"] == ["split-half"]
     assert h["first_step"] == 6 and h["second_step"] == 3  # the better step of each, on the selection half
@@ -72,8 +78,7 @@ def test_without_validation_loss_the_step_is_chosen_on_one_half_and_scored_on_th
 
 
 def test_peak_minus_final_is_paired_within_the_run():
-    records, steps = run(DEEP, DIVERSE)
-    result = answer(analysis_rows(records, steps, seed=0), {"deep": None, "diverse": {3: 0.5, 6: 0.9}})
+    result = answer(rows_of(DEEP, DIVERSE), {"deep": None, "diverse": {3: 0.5, 6: 0.9}}, STRATEGIES)
     drop = result["collapse"]["diverse"]
     assert (drop["peak_step"], drop["final_step"]) == (3, 6)
     mean, low, _ = paired_t(DIVERSE[3], DIVERSE[6])
@@ -85,5 +90,11 @@ def test_validation_losses_come_from_the_dvclive_log(tmp_path):
     metrics = tmp_path / "plots" / "metrics"
     metrics.mkdir(parents=True)
     (metrics / "valid_loss.tsv").write_text("step\tvalid_loss\n3\t1.25\n6\t1.5\n")
-    assert validation_losses(tmp_path) == {3: 1.25, 6: 1.5}
-    assert validation_losses(tmp_path / "missing") is None
+    assert read_validation_loss(tmp_path) == {3: 1.25, 6: 1.5}
+    assert read_validation_loss(tmp_path / "missing") is None
+    other = tmp_path / "seed-2" / "plots" / "metrics"
+    other.mkdir(parents=True)
+    (other / "valid_loss.tsv").write_text("step\tvalid_loss\n3\t1.75\n6\t1.0\n9\t0.5\n")
+    # Several seeds: the mean at the steps every run logged (step 9 only one did).
+    assert validation_losses([tmp_path, tmp_path / "seed-2"]) == {3: 1.5, 6: 1.25}
+    assert validation_losses([tmp_path, tmp_path / "missing"]) is None

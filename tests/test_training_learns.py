@@ -51,7 +51,7 @@ def test_a_few_steps_lower_the_training_loss_and_move_every_lora_b(tiny_model_di
     lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules=TARGETS)
     train = TrainParams(epochs=3, learning_rate=1e-2, lr_scheduler="constant", warmup_ratio=0.0, weight_decay=0.0,
                         effective_batch_size=4, gradient_checkpointing=False, precision="fp32", save_steps=100,
-                        logging_steps=1, seed=0, micro_batch_tokens=512)
+                        logging_steps=1, seeds=[0], micro_batch_tokens=512)
     train_lora(tiny_model_dir, train_file, valid_file, tmp_path / "models" / "deep", tmp_path / "dvclive", lora, train,
                max_length=256, base_model_name="tiny-random-qwen2", run_name="deep", metrics_file=tmp_path / "m.json")
     adapter = list_checkpoints(tmp_path / "models" / "deep")[-1]

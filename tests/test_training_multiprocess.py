@@ -24,7 +24,7 @@ def test_two_processes_train_the_adapters_of_one(tmp_path, tiny_model_dir):
     assert "launching 2 processes" in output and "on 2 process(es)" in output
 
     assert max_difference(adapter_weights(one / "models"), adapter_weights(two / "models")) <= TOLERANCE
-    metrics = [json.loads((p / "dvclive/train_deep/summary.json").read_text()) for p in (one, two)]
+    metrics = [json.loads((p / "dvclive/train_deep/seed-42/summary.json").read_text()) for p in (one, two)]
     assert [m["processes"] for m in metrics] == [1, 2] and metrics[0]["steps"] == metrics[1]["steps"] == 3
     assert abs(metrics[0]["train_loss"] - metrics[1]["train_loss"]) < 1e-5
     assert abs(metrics[0]["valid_loss"] - metrics[1]["valid_loss"]) < 1e-5

@@ -48,21 +48,21 @@ def test_killed_run_resumes_and_ends_with_the_uninterrupted_adapters(tmp_path, t
 
     cache = tmp_path / "cache-killed"
     kill_after_a_resume_point(killed, tiny_model_dir, cache)
-    assert not (killed / "models/deep").exists()  # nothing published by the killed attempt
+    assert not (killed / "models/deep/seed-42").exists()  # nothing published by the killed attempt
     output = run_stage(killed, tiny_model_dir, cache)
     resumed = int(re.search(r"resuming from step (\d+) of 18", output).group(1))
     assert 2 <= resumed < 18
 
     assert max_difference(adapter_weights(reference / "models"), adapter_weights(killed / "models")) <= TOLERANCE
-    assert sorted(p.name for p in (killed / "models/deep").iterdir()) == [f"checkpoint-{s}" for s in
+    assert sorted(p.name for p in (killed / "models/deep/seed-42").iterdir()) == [f"checkpoint-{s}" for s in
                                                                           sorted(range(2, 19, 2), key=str)]
-    metrics = json.loads((killed / "dvclive/train_deep/summary.json").read_text())
+    metrics = json.loads((killed / "dvclive/train_deep/seed-42/summary.json").read_text())
     assert metrics["resumed_from_step"] == resumed and metrics["steps"] == 18
 
-    log = killed / "dvclive/train_deep"
+    log = killed / "dvclive/train_deep/seed-42"
     steps = [int(line.split("\t")[0]) for line in (log / "plots/metrics/loss.tsv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 19))  # the finished log continues the killed one at the resume point
-    reference_log = (reference / "dvclive/train_deep/plots/metrics/valid_loss.tsv").read_text()
+    reference_log = (reference / "dvclive/train_deep/seed-42/plots/metrics/valid_loss.tsv").read_text()
     assert (log / "plots/metrics/valid_loss.tsv").read_text() == reference_log
     attempt = log / "interrupted/attempt-1/plots/metrics/loss.tsv"
     killed_steps = [int(line.split("\t")[0]) for line in attempt.read_text().splitlines()[1:]]

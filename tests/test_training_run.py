@@ -15,7 +15,7 @@ from thinktune.training import checkpoint_step, list_checkpoints, train_lora
 LORA = LoraParams(r=4, alpha=8, dropout=0.1, target_modules=["q_proj", "v_proj", "down_proj"])
 TRAIN = TrainParams(epochs=1, learning_rate=1e-3, lr_scheduler="linear", warmup_ratio=0.0, weight_decay=0.0,
                     effective_batch_size=2, gradient_checkpointing=True,
-                    precision="fp32", save_steps=2, logging_steps=1, seed=0, micro_batch_tokens=512)
+                    precision="fp32", save_steps=2, logging_steps=1, seeds=[0], micro_batch_tokens=512)
 
 
 def write_chats(folder: Path, n: int = 5, n_valid: int = 2) -> tuple[Path, Path]:

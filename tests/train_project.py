@@ -36,10 +36,13 @@ def make_project(root: Path, n_chats: int = 12, n_valid: int = 2, **train: objec
     return root
 
 
+SEED = 42  # the repo's params.yaml trains with seeds [42]: outputs under seed-42/
+
+
 def stage_command(root: Path, tiny_model_dir: Path, models: str = "models") -> list[str]:
-    return [sys.executable, "-m", "stages.train", "deep", "--params", str(root / "params.yaml"),
+    return [sys.executable, "-m", "stages.train", "deep", "--seed", str(SEED), "--params", str(root / "params.yaml"),
             "--data", str(root / "data"), "--base-model", str(tiny_model_dir), "--models", str(root / models),
-            "--live", str(root / "dvclive"), "--metrics", str(root / "metrics")]
+            "--live", str(root / "dvclive")]
 
 
 def stage_env(cache: Path) -> dict:
@@ -57,7 +60,7 @@ def run_stage(root: Path, tiny_model_dir: Path, cache: Path, models: str = "mode
 def adapter_weights(models: Path) -> dict[str, dict]:
     from safetensors.torch import load_file
 
-    return {p.parent.name: load_file(p) for p in sorted(models.glob("deep/checkpoint-*/adapter_model.safetensors"))}
+    return {p.parent.name: load_file(p) for p in sorted(models.glob(f"deep/seed-{SEED}/checkpoint-*/adapter_model.safetensors"))}
 
 
 def max_difference(a: dict[str, dict], b: dict[str, dict]) -> float:

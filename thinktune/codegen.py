@@ -100,3 +100,22 @@ def download_codegen(repo_id: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset"))
+
+
+def select_rows(rows: list[dict], problems: int | None = None, solutions_per_problem: int | None = None) -> list[dict]:
+    """A strategy's row filter: the rows of the first ``problems`` problems (in file order of each
+    problem's first row), at most ``solutions_per_problem`` rows of each (file order); None: all."""
+    order: dict[str, int] = {}
+    for row in rows:
+        order.setdefault(problem_key(row), len(order))
+    taken: Counter = Counter()
+    kept = []
+    for row in rows:
+        key = problem_key(row)
+        if problems is not None and order[key] >= problems:
+            continue
+        if solutions_per_problem is not None and taken[key] >= solutions_per_problem:
+            continue
+        taken[key] += 1
+        kept.append(row)
+    return kept

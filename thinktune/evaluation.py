@@ -12,7 +12,8 @@ soon as it is graded, so an evaluation that is killed and run again evaluates on
 checkpoints it had not finished, and adding a checkpoint grades only the new one. The
 model is loaded only when some checkpoint is not cached, once for the whole set.
 
-Results of a target: ``results/<target>/<checkpoint>.jsonl`` and ``summary.json`` (see
+Results of a run: ``results/<strategy>/seed-<seed>/<checkpoint>.jsonl`` (``results/base/`` for the
+base model) and ``summary.json`` (see
 :func:`write_results`, read back with :func:`thinktune.records.read_summary`).
 """
 
@@ -163,9 +164,10 @@ def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], pr
 
 
 def write_results(out_dir: Path, target: str, records: dict[str, list], steps: dict[str, int],
-                  params: EvalParams, stop_tokens: list[str], decode: dict[str, dict] | None = None) -> dict:
+                  params: EvalParams, stop_tokens: list[str], decode: dict[str, dict] | None = None,
+                  seed: int | None = None) -> dict:
     """``out_dir`` (replaced atomically): ``<checkpoint>.jsonl`` per model and ``summary.json``:
-    target, benchmark, n_problems, n_samples, the decoding used, the environment (resolved
+    target (the strategy, or base) and training seed, benchmark, n_problems, n_samples, the decoding used, the environment (resolved
     precision, device, versions), how the decode engine ran per checkpoint (CUDA graphs or
     why not) and each checkpoint's summary."""
     n_problems = {len(r) for r in records.values()}
@@ -173,6 +175,7 @@ def write_results(out_dir: Path, target: str, records: dict[str, list], steps: d
         raise ValueError(f"{target}: checkpoints were evaluated on different numbers of problems {n_problems}")
     summary = {
         "target": target,
+        "seed": seed,
         "benchmark": params.benchmark,
         "n_problems": n_problems.pop() if n_problems else 0,
         "n_samples": params.n_samples,

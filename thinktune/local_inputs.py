@@ -12,8 +12,8 @@ from pathlib import Path
 # The keys a missing local input may come from (a rejected `-S` sets them back).
 RELATED_KEYS = {
     "model.local_path": ["model.source", "model.local_path"],
-    "data.local_dir": ["data.source", "data.local_dir", "data.deep_file", "data.diverse_file"],
-    "data.sample_dir": ["data.source", "data.sample_dir"],
+    "data.local_dir": ["data.source", "data.local_dir", "data.datasets"],
+    "data.sample_dir": ["data.source", "data.sample_dir", "data.datasets"],
     "eval.local_dir": ["eval.source", "eval.local_dir", "eval.lcb_release", "eval.benchmark"],
     "eval.sample_file": ["eval.source", "eval.sample_file", "eval.benchmark"],
 }
@@ -30,16 +30,17 @@ def local_problems(params) -> list[str]:
         problems.append(f"model.local_path: {model.local_path} holds no config.json; point it at a folder with a "
                         "saved model (save_pretrained)")
     if data.source == "local":
-        for key, name in (("data.deep_file", data.deep_file), ("data.diverse_file", data.diverse_file)):
-            path = Path(data.local_dir) / name
+        for name, dataset in data.datasets.items():
+            path = Path(data.local_dir) / dataset.file
             if not path.is_file():
-                problems.append(f"data.local_dir: {path} ({key}) not found; copy the file there or set "
-                                "data.local_dir to the folder holding it")
+                problems.append(f"data.local_dir: {path} (data.datasets.{name}.file) not found; copy the file there "
+                                "or set data.local_dir to the folder holding it")
     if data.source == "sample":
-        for strategy in ("deep", "diverse"):
-            path = Path(data.sample_dir) / f"codegen_{strategy}.jsonl"
+        for name, dataset in data.datasets.items():
+            path = Path(data.sample_dir) / dataset.sample_file
             if not path.is_file():
-                problems.append(f"data.sample_dir: {path} not found; the committed value is data/sample")
+                problems.append(f"data.sample_dir: {path} (data.datasets.{name}.sample_file) not found; the committed "
+                                "value is data/sample")
     if eval_.source == "local" and eval_.benchmark == "livecodebench":
         from thinktune.livecodebench import RELEASE_FILES
 

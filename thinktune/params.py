@@ -20,7 +20,8 @@ from thinktune.errors import InputError
 
 # Linear layers of the Qwen2 architecture that LoRA can wrap.
 QWEN2_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-STRATEGIES = ("deep", "diverse")
+# A strategy's or dataset's name is part of stage names (train_<name>@<seed>) and paths.
+NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -63,19 +64,33 @@ class ModelParams(_Section):
     gguf: GgufSource
 
 
+class Dataset(_Section):
+    """Where one CodeGen-style dataset's rows come from, for each ``data.source``."""
+
+    repo: str = Field(min_length=1, description="hub dataset id (data.source hub)")
+    file: str = Field(min_length=1, description="the JSONL file in that repo, or in data.local_dir (source local)")
+    sample_file: str = Field(min_length=1, description="in data.sample_dir (source sample): the offline stand-in")
+
+
 class DataParams(_Section):
     source: Literal["sample", "hub", "local"]
     sample_dir: str
     local_dir: str = Field("inputs/codegen", min_length=1,
-                           description="with source local: a folder holding deep_file and diverse_file")
-    deep_repo: str
-    diverse_repo: str
-    deep_file: str
-    diverse_file: str
+                           description="with source local: a folder holding every dataset's `file`")
+    datasets: dict[Annotated[str, Field(pattern=NAME)], Dataset] = Field(min_length=1)
     splits: list[str] = Field(min_length=1, description="values of the rows' `split` field to keep")
     max_rows: PositiveInt | None = None
     malformed: Literal["error", "drop"] = Field(
         "error", description="a row without non-empty input/output/solution: stop naming it, or drop and count it")
+
+
+class StrategyPart(_Section):
+    """Rows of one dataset that a strategy trains on: the first ``problems`` problems (file
+    order), at most ``solutions_per_problem`` rows of each (file order); empty: all."""
+
+    dataset: str
+    problems: PositiveInt | None = None
+    solutions_per_problem: PositiveInt | None = None
 
 
 class FormatParams(_Section):
@@ -127,7 +142,36 @@ class TrainParams(_Section):
         None, description="accelerate config file for multi-process runs (e.g. conf/accelerate/fsdp.yaml); null: DDP")
     save_steps: PositiveInt
     logging_steps: PositiveInt
-    seed: int
+    # Every strategy trains once per seed (LoRA initialisation, data order, dropout), each run a
+    # DVC stage of its own (train_<strategy>@<seed>): adding a seed trains and evaluates only it.
+    seeds: list[int] = Field(min_length=1, description="training seeds; one run per strategy and seed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_became_seeds(cls, data):
+        if isinstance(data, dict) and "seed" in data:
+            raise ValueError(f"train.seed ({data['seed']!r}) is now train.seeds, a list: write `seeds: "
+                             f"[{data['seed']}]` (add seeds to train each strategy once per seed)")
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} repeats a seed; list each seed once")
+        if any(s < 0 for s in value):
+            raise ValueError(f"{value} has a negative seed; seeds name folders (seed-<n>): use 0 or more")
+        return value
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: the train stage hands each run params holding its one seed."""
+        return self.seeds[0]
+
+    def for_seed(self, seed: int) -> TrainParams:
+        if seed not in self.seeds:
+            raise ValueError(f"seed {seed} is not in train.seeds {self.seeds}")
+        return self.model_copy(update={"seeds": [seed]})
 
 
 
@@ -196,11 +240,30 @@ class PlotParams(_Section):
 class Params(_Section):
     model: ModelParams
     data: DataParams
+    strategies: dict[Annotated[str, Field(pattern=NAME)], list[StrategyPart]] = Field(min_length=2)
     format: FormatParams
     lora: LoraParams
     train: TrainParams
     eval: EvalParams
     plot: PlotParams
+
+    @model_validator(mode="after")
+    def _strategies_read_known_datasets(self) -> Params:
+        for name, parts in self.strategies.items():
+            if name == "base":
+                raise ValueError("strategies: `base` names the base model's results; call the strategy otherwise")
+            if not parts:
+                raise ValueError(f"strategies.{name}: no dataset listed; give at least one `- dataset: <name>`")
+            for part in parts:
+                if part.dataset not in self.data.datasets:
+                    raise ValueError(f"strategies.{name}: dataset {part.dataset!r} is not in data.datasets "
+                                     f"{sorted(self.data.datasets)}; add it there or fix the name")
+        return self
+
+    @property
+    def strategy_names(self) -> list[str]:
+        """The strategies in params order; the first two are the study's headline comparison."""
+        return list(self.strategies)
 
     @model_validator(mode="after")
     def _one_chat_fits_a_micro_batch(self) -> Params:
@@ -214,7 +277,7 @@ class Params(_Section):
 
 def _error_key(error: dict) -> str:
     # List items report their index, validators their function: keep the key path only.
-    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-after")]
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-after") and part != "[key]"]
     return ".".join(part for part in loc if not part.isdigit()) or "(top level)"
 
 
@@ -230,6 +293,9 @@ def _describe(error: dict) -> str:
         return message
     if error["type"] == "value_error":  # our own validators: the message already says it all
         return f"{key}: {message}"
+    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME:
+        return (f"{key}: {error.get('input')!r} is not allowed as a name; use lowercase letters, digits and _, "
+                "starting with a letter (it names stages and folders), e.g. deep_2k")
     return f"{key}: {error.get('input')!r} is not allowed; must be {message}"
 
 

@@ -1,4 +1,5 @@
-"""What an evaluation leaves in ``results/<target>/``, and how the later stages read it.
+"""What an evaluation leaves in ``results/base/`` and ``results/<strategy>/seed-<seed>/``, and how
+the later stages read it.
 
 ``<checkpoint>.jsonl``: one record per problem (``question_id``, ``difficulty``,
 ``n_samples``, ``n_correct``, ``pass_at_1`` and each sample's raw answer, graded code,
@@ -11,8 +12,11 @@ this module alone, so they depend on neither the decode engine nor the sandbox.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from thinktune.atomic import read_jsonl
+from thinktune.layout import BASE, results_dir
 from thinktune.stats import mean_pass_at_k, wilson_interval
 
 # pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
@@ -54,9 +58,50 @@ def summarize(records: list[dict], step: int) -> dict:
     return summary
 
 
-def read_summary(results_dir: Path, target: str) -> dict:
-    """``results/<target>/summary.json`` as written by :func:`thinktune.evaluation.write_results`."""
-    path = Path(results_dir) / target / SUMMARY
+@dataclass(frozen=True)
+class Run:
+    """One evaluated run: the base model (``seed`` None), or one strategy trained with one seed."""
+
+    strategy: str
+    seed: int | None
+    summary: dict                       # summary.json
+    records: dict[str, list[dict]]      # checkpoint name -> its per-problem records
+
+    @property
+    def name(self) -> str:
+        return self.strategy if self.seed is None else f"{self.strategy} seed {self.seed}"
+
+    def step_of(self, checkpoint: str) -> int:
+        return self.summary["checkpoints"][checkpoint]["step"]
+
+
+def _stage(strategy: str, seed: int | None) -> str:
+    return "eval_base" if seed is None else f"eval_checkpoints@{strategy}-{seed}"
+
+
+def read_summary(results: Path, strategy: str, seed: int | None = None) -> dict:
+    """A run's ``summary.json`` as written by :func:`thinktune.evaluation.write_results`."""
+    path = results_dir(results, strategy, seed) / SUMMARY
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro eval_checkpoints@{target}`")
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro {_stage(strategy, seed)}`")
     return json.loads(path.read_text())
+
+
+def read_run(results: Path, strategy: str, seed: int | None = None) -> Run:
+    summary = read_summary(results, strategy, seed)
+    folder = results_dir(results, strategy, seed)
+    if not summary["checkpoints"]:
+        raise ValueError(f"{folder / SUMMARY} has no checkpoints: re-run `dvc repro {_stage(strategy, seed)}`")
+    return Run(strategy, seed, summary, {name: read_jsonl(folder / f"{name}.jsonl") for name in summary["checkpoints"]})
+
+
+def read_runs(results: Path, strategies: list[str], seeds: list[int]) -> list[Run]:
+    """The base model's run, then every strategy's run with every seed (params order); all must have
+    been evaluated on the same benchmark, problems and sample count."""
+    runs = [read_run(results, BASE)] + [read_run(results, s, seed) for s in strategies for seed in seeds]
+    for key in ("benchmark", "n_problems", "n_samples"):
+        values = {run.name: run.summary[key] for run in runs}
+        if len(set(values.values())) > 1:
+            raise ValueError(f"the evaluations disagree on `{key}` ({values}): they were run with different eval "
+                             "settings; re-run `dvc repro` so that all use params.yaml")
+    return runs

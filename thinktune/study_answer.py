@@ -2,8 +2,10 @@
 
 One row per (strategy, seed, step, problem) goes to ``thinktune.analysis``; what comes back:
 
-- each checkpoint's Pass@1 with a 95% interval over problems (and seeds, when there are several);
-- Deep − Diverse at every step both evaluated, paired by problem, with interval and p-value;
+- each checkpoint's Pass@1 (mean over seeds) with a 95% interval over problems and seeds, and its
+  difference from the base model, paired by problem;
+- every pair of strategies' difference at every step both evaluated, paired by problem, with
+  interval and p-value (the first two strategies of params ``strategies`` are the headline);
 - each strategy's step chosen *without peeking*: the lowest validation loss where training logged
   one (the chosen step is then scored on every problem), else split-half (chosen on one half of
   the problems, scored on the other);
@@ -18,23 +20,25 @@ problems and samples only; the report says so. Everything returned is plain JSON
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import combinations
 from pathlib import Path
 
 from thinktune import analysis
+from thinktune.layout import BASE
+from thinktune.records import Run
 
 
-def analysis_rows(records: Mapping[str, Mapping[str, list[dict]]], steps: Mapping[str, Mapping[str, int]],
-                  seed: int) -> list[dict]:
-    """``records[target][checkpoint]``: the per-problem records of ``results/<target>/<checkpoint>.jsonl``;
-    ``steps[target][checkpoint]``: its training step (0 for the base model)."""
-    return [{"strategy": target, "seed": seed, "step": steps[target][name], "question_id": r["question_id"],
-             "n_samples": r["n_samples"], "n_correct": r["n_correct"]}
-            for target, by_checkpoint in records.items() for name, recs in by_checkpoint.items() for r in recs]
+def analysis_rows(runs: Iterable[Run]) -> list[dict]:
+    """One row per (strategy, seed, step, problem) of the evaluated runs; the base model is one run
+    (seed 0) at step 0."""
+    return [{"strategy": run.strategy, "seed": 0 if run.seed is None else run.seed, "step": run.step_of(name),
+             "question_id": r["question_id"], "n_samples": r["n_samples"], "n_correct": r["n_correct"]}
+            for run in runs for name, recs in run.records.items() for r in recs]
 
 
-def validation_losses(live_dir: Path) -> dict[int, float] | None:
-    """step -> validation loss from a training run's DVCLive log (None when it logged none)."""
+def read_validation_loss(live_dir: Path) -> dict[int, float] | None:
+    """step -> validation loss from one training run's DVCLive log (None when it logged none)."""
     path = Path(live_dir) / "plots" / "metrics" / "valid_loss.tsv"
     if not path.is_file():
         return None
@@ -43,23 +47,53 @@ def validation_losses(live_dir: Path) -> dict[int, float] | None:
     return {int(row["step"]): float(row["valid_loss"]) for row in rows} or None
 
 
+def validation_losses(live_dirs: Sequence[Path]) -> dict[int, float] | None:
+    """step -> validation loss averaged over a strategy's runs (one DVCLive folder per seed), at the
+    steps every run logged; None when a run logged none."""
+    per_run = [read_validation_loss(d) for d in live_dirs]
+    if not per_run or any(v is None for v in per_run):
+        return None
+    steps = set.intersection(*(set(v) for v in per_run))
+    return {step: sum(v[step] for v in per_run) / len(per_run) for step in sorted(steps)} or None
+
+
 def _points(est: analysis.Estimate) -> dict:
     return {"estimate": round(est.estimate, 6), "ci95_low": round(est.low, 6), "ci95_high": round(est.high, 6),
             "p_value": round(est.p_value, 6), "mde": round(est.mde, 6), "n_problems": est.n_problems,
             "seeds": list(est.n_seeds), "seed_variance": est.seed_variance, "method": est.method}
 
 
-def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None], first: str = "deep",
-           second: str = "diverse") -> dict:
-    """The analysis of ``first`` against ``second`` (the base model, strategy ``base``, for reference)."""
-    study = analysis.build_study(rows)
-    out: dict = {"checkpoints": {}, "difference_by_step": {}, "best": {}, "collapse": {}}
+def _checkpoints(study: dict) -> dict[str, dict[str, dict]]:
+    base = next(iter(study[BASE].values())) if BASE in study else None
+    out: dict[str, dict[str, dict]] = {}
     for strategy, by_step in study.items():
-        out["checkpoints"][strategy] = {str(step): _points(analysis.pass_at_1(cp)) for step, cp in by_step.items()}
-    for step in sorted(set(study[first]) & set(study[second])):
-        out["difference_by_step"][str(step)] = _points(analysis.difference(study[first][step], study[second][step]))
+        out[strategy] = {}
+        for step, cp in by_step.items():
+            point = _points(analysis.pass_at_1(cp))
+            if strategy != BASE and base is not None:
+                point["vs_base"] = _points(analysis.difference(cp, base))
+            out[strategy][str(step)] = point
+    return out
+
+
+def checkpoint_points(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """``[strategy][step]``: each checkpoint's Pass@1 (mean over seeds) with its 95% interval over
+    problems and seeds, and (``vs_base``) its difference from the base model, paired by problem."""
+    return _checkpoints(analysis.build_study(rows))
+
+
+def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None], strategies: Sequence[str]) -> dict:
+    """The analysis of every strategy, ``strategies[0]`` against ``strategies[1]`` as the headline
+    (the base model, strategy ``base``, for reference)."""
+    study = analysis.build_study(rows)
+    out: dict = {"strategies": list(strategies), "checkpoints": _checkpoints(study), "differences": {}, "best": {},
+                 "collapse": {}}
+    for first, second in combinations(strategies, 2):
+        out["differences"][f"{first}-{second}"] = {
+            str(step): _points(analysis.difference(study[first][step], study[second][step]))
+            for step in sorted(set(study[first]) & set(study[second]))}
     chosen = {}
-    for strategy in (first, second):
+    for strategy in strategies:
         best = analysis.best_step(study[strategy], validation.get(strategy))
         chosen[strategy] = best
         out["best"][strategy] = {"step": best.step, "rule": best.rule, "pass_at_1": _points(best.pass_at_1)}
@@ -67,13 +101,15 @@ def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None
             drop = analysis.collapse(study[strategy], validation_loss=validation.get(strategy))
             out["collapse"][strategy] = {"peak_step": drop.peak_step, "final_step": drop.final_step, "rule": drop.rule,
                                          "peak_minus_final": _points(drop.peak_minus_final)}
-    # Deep - Diverse at the chosen steps, on the problems neither choice looked at.
+    # The headline: first - second at the chosen steps, on the problems neither choice looked at.
+    first, second = strategies[0], strategies[1]
     scored = sorted(set(chosen[first].scored_on) & set(chosen[second].scored_on))
     headline = analysis.difference(study[first][chosen[first].step].restrict(scored),
                                    study[second][chosen[second].step].restrict(scored))
     out["headline"] = {"first": first, "second": second, "first_step": chosen[first].step,
-                       "second_step": chosen[second].step, "rules": sorted({c.rule for c in chosen.values()}),
+                       "second_step": chosen[second].step, "rules": sorted({chosen[s].rule for s in (first, second)}),
                        "difference": _points(headline)}
+    out["difference_by_step"] = out["differences"][f"{first}-{second}"]
     return out
 
 
