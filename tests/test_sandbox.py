@@ -549,6 +549,21 @@ def test_a_preamble_runs_once_and_every_run_starts_from_it():
     assert outputs == ["['preamble', 'run'] collections __main__\n"] * 3
 
 
+def test_programs_sharing_a_preamble_each_run_it_afresh():
+    """The fork server compiles a preamble once for the zygotes forked after it first saw
+    it; what it keeps is code, not state: each program still runs it in a __main__ of its
+    own, and a preamble that does not compile is a setup failure every time."""
+    preamble = "seen = []\nseen.append('preamble')\n"
+    source = "seen.append('run')\nprint(seen)"
+    for _ in range(3):
+        with Program(source, FAST, preamble=preamble) as program:
+            assert [program.run().stdout for _ in range(2)] == ["['preamble', 'run']\n"] * 2
+    for _ in range(2):
+        with pytest.raises(SandboxError, match="setup failed"), Program("print(1)", FAST, preamble="(") as program:
+            program.run()
+    assert run("print(1)").ok
+
+
 def test_program_runs_queue_the_next_test_and_stop_when_left(contained):
     """The next test is queued while one runs; leaving the loop (a failed test) stops the
     queued one at once instead of letting it run to its timeout."""

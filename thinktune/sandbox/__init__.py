@@ -3,8 +3,9 @@
 Contract. ``run_python(source, stdin, limits) -> RunResult`` runs ``source`` as ``main.py``
 with ``stdin`` on its standard input. ``Program(source, limits, preamble=...)`` does the same
 for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which queues the next run while one
-runs), compiling once; the trusted ``preamble`` (a grader's imports, never the program's
-code) runs once, in the ``__main__`` every run starts from. Whatever the program does, a run
+runs), compiling once; the trusted ``preamble`` (a grader's imports or harness, never the
+program's code; compiled once by the fork server) runs once per program, in the
+``__main__`` every run starts from. Whatever the program does, a run
 returns a ``RunResult``: exit code as under ``python main.py`` (status, atexit handlers,
 flushed output, traceback; -N when killed by signal N), stdout capped, timeout. Only a
 failure of the sandbox itself raises ``SandboxError`` (a keeper lost twice, a refused

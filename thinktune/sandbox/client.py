@@ -184,8 +184,8 @@ class Program:
                  _tier: Tier | None = None) -> None:
         if not isinstance(source, str) or not isinstance(preamble, str):
             raise TypeError("source and preamble must be str")
-        preamble_bytes = preamble.encode()
-        self._source = len(preamble_bytes).to_bytes(8, "big") + preamble_bytes + _encode(source)
+        self._source = _encode(source)
+        self._preamble = preamble
         self._limits = limits
         self._tier = _tier or selected_tier()
         self._stack = ExitStack()
@@ -270,7 +270,7 @@ class Program:
 
     def _start_zygote(self) -> None:
         plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env(),
-                           compile=self._compile_in_zygote)
+                           compile=self._compile_in_zygote, preamble=self._preamble)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         source = _memfd("source", self._source)
         try:
