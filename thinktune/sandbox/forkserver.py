@@ -288,6 +288,9 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
             conn.sendall(COMPILED + b"\n")
         if code is not None:
             _load_imported_packages(code)
+        # What the zygote made (its preamble's names, the code, the plan): no run's collector
+        # touches, and so copies, their pages (a young generation's are written at each pass)
+        gc.freeze()
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator
         conn.sendall(keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
@@ -361,8 +364,6 @@ def _load_imported_packages(code: CodeType) -> None:
         except BaseException:  # noqa: BLE001 - the program's own import reports it
             for loaded in set(sys.modules) - before:
                 del sys.modules[loaded]
-    if wanted:
-        gc.freeze()  # as in the fork server: no run's collector touches (and copies) their pages
 
 
 def _read_memfd(fd: int) -> bytes:
