@@ -33,6 +33,7 @@ from thinktune.sandbox import (
     SandboxError,
     client,
     isolation_report,
+    launcher,
     packages,
     root,
     run_python,
@@ -91,7 +92,7 @@ def leftover_processes() -> list[psutil.Process]:
     """Our descendants, except the fork servers (long-lived interpreters) and the one spare
     zygote each keeps forked ahead. A zygote exits once its program is closed and its fork
     server reaps it: allow it a moment."""
-    servers = {s.pid for s in client._servers.values()}
+    servers = {s.pid for s in launcher.servers.values()}
     deadline = time.monotonic() + 2.0
     while True:
         try:
@@ -498,7 +499,7 @@ def test_each_run_gets_fresh_random_state():
 
 def test_fork_server_is_restarted_when_it_dies():
     assert run("print(1)").stdout == "1\n"
-    server = client._server(tiers.selected_tier())
+    server = launcher.server(tiers.selected_tier())
     server._proc.kill()
     server._proc.wait()
     assert run("print(2)").stdout == "2\n"
@@ -516,7 +517,7 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = run("print(2)").stdout == "2\n" and client._server(tiers.selected_tier())._owner == os.getpid()
+            ok = run("print(2)").stdout == "2\n" and launcher.server(tiers.selected_tier())._owner == os.getpid()
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)

@@ -15,7 +15,9 @@ Layout: evaluator ─► fork server (``forkserver``: one interpreter per evalua
 the prelude's modules loaded; never reads a program) ─fork─► zygote (one per program,
 forked ahead as a spare: source by memfd, compiled once, the allowed packages it names
 imported once; ``keeper``: pid 1 of the program's PID namespace, keeps the timeout, reaps,
-reports) ─fork─► one process per run.
+reports) ─fork─► one process per run. The evaluator's side: ``launcher`` (the fork
+server's process: started on first use, restarted if it died) and ``client`` (``Program``:
+a program's requests to its zygote and the reports back).
 Sources and stdins travel as memfds; expected outputs never leave the evaluator; no run
 is forked from memory that held another program.
 

@@ -1,4 +1,4 @@
-"""The fork server and the per-program zygotes (their side; the evaluator's is ``client``)::
+"""The fork server and the per-program zygotes (their side; the evaluator's is ``launcher`` and ``client``)::
 
     evaluator ──request──► fork server ──fork──► zygote (one per program) ──► runs (``keeper``)
 
