@@ -52,9 +52,10 @@ _END = object()
 class Program:
     """One program, ready to run on many inputs: compiled once by its zygote, every run
     forked from it and isolated from every other run. ``preamble``: trusted code (a
-    grader's imports, never the program's) that the zygote runs once, in the ``__main__``
-    every run of the program then starts from. Use as a context manager (or call
-    ``close``), from one thread at a time."""
+    grader's imports or harness, never the program's, and nothing secret: the fork server
+    keeps it compiled for the programs after) that the zygote runs once, in the
+    ``__main__`` every run of the program then starts from. Use as a context manager (or
+    call ``close``), from one thread at a time."""
 
     def __init__(self, source: str, limits: Limits = Limits(), *, preamble: str = "",  # noqa: B008
                  _tier: Tier | None = None) -> None:
