@@ -33,6 +33,7 @@ from thinktune.sandbox import (
     SandboxError,
     client,
     isolation_report,
+    launcher,
     packages,
     root,
     run_python,
@@ -91,7 +92,7 @@ def leftover_processes() -> list[psutil.Process]:
     """Our descendants, except the fork servers (long-lived interpreters) and the one spare
     zygote each keeps forked ahead. A zygote exits once its program is closed and its fork
     server reaps it: allow it a moment."""
-    servers = {s.pid for s in client._servers.values()}
+    servers = {s.pid for s in launcher.servers.values()}
     deadline = time.monotonic() + 2.0
     while True:
         try:
@@ -498,7 +499,7 @@ def test_each_run_gets_fresh_random_state():
 
 def test_fork_server_is_restarted_when_it_dies():
     assert run("print(1)").stdout == "1\n"
-    server = client._server(tiers.selected_tier())
+    server = launcher.server(tiers.selected_tier())
     server._proc.kill()
     server._proc.wait()
     assert run("print(2)").stdout == "2\n"
@@ -516,7 +517,7 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = run("print(2)").stdout == "2\n" and client._server(tiers.selected_tier())._owner == os.getpid()
+            ok = run("print(2)").stdout == "2\n" and launcher.server(tiers.selected_tier())._owner == os.getpid()
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)
@@ -547,6 +548,21 @@ def test_a_preamble_runs_once_and_every_run_starts_from_it():
     with Program(source, FAST, preamble=preamble) as program:
         outputs = [program.run().stdout for _ in range(3)]
     assert outputs == ["['preamble', 'run'] collections __main__\n"] * 3
+
+
+def test_programs_sharing_a_preamble_each_run_it_afresh():
+    """The fork server compiles a preamble once for the zygotes forked after it first saw
+    it; what it keeps is code, not state: each program still runs it in a __main__ of its
+    own, and a preamble that does not compile is a setup failure every time."""
+    preamble = "seen = []\nseen.append('preamble')\n"
+    source = "seen.append('run')\nprint(seen)"
+    for _ in range(3):
+        with Program(source, FAST, preamble=preamble) as program:
+            assert [program.run().stdout for _ in range(2)] == ["['preamble', 'run']\n"] * 2
+    for _ in range(2):
+        with pytest.raises(SandboxError, match="setup failed"), Program("print(1)", FAST, preamble="(") as program:
+            program.run()
+    assert run("print(1)").ok
 
 
 def test_program_runs_queue_the_next_test_and_stop_when_left(contained):

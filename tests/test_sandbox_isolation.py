@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from thinktune.sandbox import Limits, Program, SandboxError, client, isolation_report, root, run_python, tiers, uids
+from thinktune.sandbox import Limits, Program, SandboxError, isolation_report, launcher, root, run_python, tiers, uids
 from thinktune.sandbox.limits import SCRATCH_INODES
 
 FAST = Limits(timeout_s=2.0)
@@ -387,7 +387,7 @@ def test_6_keyrings_cannot_carry_anything_to_a_later_run():
 
 
 def test_7_the_fork_server_outlives_the_thread_that_started_it():
-    server = client._server(tiers.selected_tier())
+    server = launcher.server(tiers.selected_tier())
     server.stop()
     results = []
     starter = threading.Thread(target=lambda: results.append(run("print(1)")))

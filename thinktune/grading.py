@@ -163,13 +163,15 @@ def _functional_program(code: str, func_name: str) -> str:
     return _DRIVER.format(source=code, func_name=func_name)
 
 
-# HumanEval: thinktune/humaneval_harness.py is the program, the candidate's module (prompt +
-# completion) its argument; the test code and the marker reach the check process by stdin.
-_HUMANEVAL_HARNESS = Path(humaneval_harness.__file__).read_text(encoding="utf-8")
+# HumanEval: thinktune/humaneval_harness.py is the program's preamble (trusted, run once in
+# its __main__; the fork server compiles it once for all programs), the program calls its
+# ``main`` with the candidate's module (prompt + completion); the test code and the marker
+# reach the check process by stdin.
+HUMANEVAL_HARNESS = Path(humaneval_harness.__file__).read_text(encoding="utf-8")
 
 
 def _humaneval_program(candidate: str, entry_point: str) -> str:
-    return f"{_HUMANEVAL_HARNESS}\n\nmain({candidate!r}, {entry_point!r})\n"
+    return f"main({candidate!r}, {entry_point!r})\n"
 
 
 def _functional_arguments(test_input: str) -> str:
@@ -300,7 +302,7 @@ def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) 
         if not func_name:
             raise ValueError("assertion tests need func_name (HumanEval's entry point)")
         marker = secrets.token_hex(16)
-        return _TestRun(_humaneval_program(code, func_name), "", f"{marker}\n{test.input}",
+        return _TestRun(_humaneval_program(code, func_name), HUMANEVAL_HARNESS, f"{marker}\n{test.input}",
                         lambda result: _judge_assertion(marker, result, limits))
     raise ValueError(f"unknown testtype {test.testtype!r}")
 

@@ -1,6 +1,8 @@
-"""HumanEval's ``check``, out of the candidate's reach. This module's text is the program a
-HumanEval test runs in the sandbox (``thinktune.grading``), followed by ``main(candidate,
-entry_point)``: it imports the standard library only, and nothing of it is secret.
+"""HumanEval's ``check``, out of the candidate's reach. This module's text is the trusted
+preamble of the program a HumanEval test runs in the sandbox (``thinktune.grading``: the
+fork server compiles it once, each program's zygote runs it once in the ``__main__`` its
+run starts from), and the program is ``main(candidate, entry_point)``: it imports the
+standard library only, and nothing of it is secret.
 
 Two processes, as in a judge that runs a solution against an interactor:
 
@@ -21,8 +23,8 @@ a patched builtin or a frame of the harness exist only on the candidate's side. 
 exception the candidate raises comes back as its built-in type (``ValueError``, ...) or as
 ``CandidateError``; a result that is not plain data fails the check. The check process is
 not dumpable (as every run: ``thinktune.sandbox.keeper``), so the candidate's (same uid)
-cannot read its memory or open its descriptors through /proc, and the test never reaches a file: ``main.py`` holds this harness and the
-candidate only.
+cannot read its memory or open its descriptors through /proc, and the test never reaches a
+file: ``main.py`` holds the call of ``main`` with the candidate only.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Contract. ``run_python(source, stdin, limits) -> RunResult`` runs ``source`` as ``main.py``
 with ``stdin`` on its standard input. ``Program(source, limits, preamble=...)`` does the same
 for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which queues the next run while one
-runs), compiling once; the trusted ``preamble`` (a grader's imports, never the program's
-code) runs once, in the ``__main__`` every run starts from. Whatever the program does, a run
+runs), compiling once; the trusted ``preamble`` (a grader's imports or harness, never the
+program's code; compiled once by the fork server) runs once per program, in the
+``__main__`` every run starts from. Whatever the program does, a run
 returns a ``RunResult``: exit code as under ``python main.py`` (status, atexit handlers,
 flushed output, traceback; -N when killed by signal N), stdout capped, timeout. Only a
 failure of the sandbox itself raises ``SandboxError`` (a keeper lost twice, a refused
@@ -14,7 +15,9 @@ Layout: evaluator ─► fork server (``forkserver``: one interpreter per evalua
 the prelude's modules loaded; never reads a program) ─fork─► zygote (one per program,
 forked ahead as a spare: source by memfd, compiled once, the allowed packages it names
 imported once; ``keeper``: pid 1 of the program's PID namespace, keeps the timeout, reaps,
-reports) ─fork─► one process per run.
+reports) ─fork─► one process per run. The evaluator's side: ``launcher`` (the fork
+server's process: started on first use, restarted if it died) and ``client`` (``Program``:
+a program's requests to its zygote and the reports back).
 Sources and stdins travel as memfds; expected outputs never leave the evaluator; no run
 is forked from memory that held another program.
 

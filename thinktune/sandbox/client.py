@@ -1,4 +1,5 @@
-"""The evaluator's side: the fork server handle, ``Program`` and ``run_python``.
+"""The evaluator's side of a program: ``Program`` and ``run_python`` (the request and
+report protocol with a program's zygote; the fork server that forks it: ``launcher``).
 
 The evaluator never waits on untrusted processes and never holds anything of theirs but
 memfds: per program a zygote (through the fork server), per run three memfds (stdin,
@@ -7,27 +8,25 @@ stdout, stderr) sent to it and one report line back.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import select
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, suppress
-from pathlib import Path
 from typing import Self
 
 from thinktune.sandbox import forkserver, keeper
+from thinktune.sandbox.launcher import BOOT_TIMEOUT_S, LostKeeper, fork_server_features, program_env, server
 from thinktune.sandbox.limits import Limits, RunResult, SandboxError
 from thinktune.sandbox.tiers import Tier, selected_tier
 from thinktune.sandbox.uids import uid_slot
+
+__all__ = ["Program", "fork_server_features", "run_python"]
 
 log = logging.getLogger("thinktune.sandbox")
 
@@ -35,139 +34,16 @@ log = logging.getLogger("thinktune.sandbox")
 # The evaluator waits this much longer than the timeout for a run's report: the zygote
 # enforces the timeout itself, this only guards against a lost or stuck keeper.
 _KEEPER_GRACE_S = 10.0
-_BOOT_TIMEOUT_S = 60.0
 # A zygote's compile of its program may take the timeout and this much more (a busy
 # machine); past that, the runs compile it themselves, under their timeout.
 _COMPILE_GRACE_S = 0.5
 _STDERR_KEEP = 64 << 10
-# The fork server's interpreter flags, which its programs inherit: -s: no user site;
-# -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED.)
-_PYTHON_ARGS = ("-s", "-P")
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _program_env() -> dict[str, str]:
-    """A minimal environment. PYTHONHASHSEED=0 makes set/dict-of-str orders, and so the
-    graded output of programs that print them, identical from run to run. (HOME and
-    TMPDIR: the run's working directory, set in the program's process.)"""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": "/tmp",
-        "TMPDIR": "/tmp",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
-class _LostKeeper(Exception):
-    """A zygote (or the fork server) went away without reporting: retried once."""
-
-
-class _CompileEnded(_LostKeeper):
+class _CompileEnded(LostKeeper):
     """A zygote ended (or ran past the timeout) while compiling its program: the program's
     own text did it (a compile that crashes or takes too long), so its runs compile it
     themselves, under their limits, and get a verdict for it. Not counted as a lost keeper."""
-
-
-# --------------------------------------------------------------------------------------
-# The fork server
-
-
-class _ForkServer:
-    """The evaluator's handle on its fork server of one tier: started on first use,
-    restarted if it died; a forked evaluator starts its own."""
-
-    def __init__(self, tier: Tier) -> None:
-        self.tier = tier
-        self.features: dict = {}
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self._sock: socket.socket | None = None
-        self._owner = os.getpid()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def spawn(self, plan: keeper.Plan, source_fd: int, conn_fd: int) -> int:
-        """Fork a zygote for one program; returns its pid."""
-        payload = plan.to_json()
-        with self._lock:
-            if self._owner != os.getpid():
-                self._proc, self._sock, self._owner = None, None, os.getpid()
-            for attempt in range(2):
-                if self._proc is None or self._proc.poll() is not None:
-                    self._start()
-                try:
-                    socket.send_fds(self._sock, [len(payload).to_bytes(8, "big")], [source_fd, conn_fd])
-                    self._sock.sendall(payload)
-                    return int(_recv_exact(self._sock, 16))
-                except (OSError, ValueError) as exc:
-                    log.warning("sandbox fork server (%s) failed: %s; %s", self.tier.name, exc,
-                                "restarting it" if attempt == 0 else "giving up")
-                    self.stop()
-            raise _LostKeeper("the sandbox fork server does not answer")
-
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The interpreter is found on PATH, so that no command line a program can read
-        # (/proc/1/cmdline is its zygote's) names the checkout.
-        interpreter = os.path.dirname(sys.executable)
-        env = {**_program_env(), "PATH": f"{interpreter}:{_program_env()['PATH']}", "PYTHONPATH": _REPO_ROOT}
-        try:
-            self._proc = subprocess.Popen(
-                [os.path.basename(sys.executable), *_PYTHON_ARGS, "-c", forkserver.BOOT, str(theirs.fileno()),
-                 self.tier.name],
-                executable=sys.executable,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
-                pass_fds=(theirs.fileno(),), env=env, cwd="/",
-            )
-        finally:
-            theirs.close()
-        self._sock = ours
-        line = _read_line(ours, _BOOT_TIMEOUT_S)
-        if not line or not line.startswith(forkserver.READY):
-            self.stop()
-            reason = line[len(keeper.SETUP_FAILED):].decode(errors="replace") if line else "no answer"
-            raise SandboxError(f"sandbox tier {self.tier.name!r} cannot be set up: {reason}")
-        self.features = json.loads(line[len(forkserver.READY):])
-
-    def stop(self) -> None:
-        """End the fork server: it sees the end of its socket and cleans up (its spare zygote,
-        their memory cgroups); killed if it does not within a few seconds."""
-        if self._sock is not None:
-            self._sock.close()
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = self._sock = None
-
-
-_servers: dict[str, _ForkServer] = {}
-_servers_lock = threading.Lock()
-
-
-def _server(tier: Tier) -> _ForkServer:
-    with _servers_lock:
-        if tier.name not in _servers:
-            _servers[tier.name] = _ForkServer(tier)
-        return _servers[tier.name]
-
-
-def fork_server_features(tier: Tier) -> dict:
-    """What the tier's fork server could set up (seccomp, memory cgroup, notes on what not)."""
-    return _server(tier).features
-
-
-# --------------------------------------------------------------------------------------
-# Programs
 
 
 _END = object()
@@ -176,16 +52,17 @@ _END = object()
 class Program:
     """One program, ready to run on many inputs: compiled once by its zygote, every run
     forked from it and isolated from every other run. ``preamble``: trusted code (a
-    grader's imports, never the program's) that the zygote runs once, in the ``__main__``
-    every run of the program then starts from. Use as a context manager (or call
-    ``close``), from one thread at a time."""
+    grader's imports or harness, never the program's, and nothing secret: the fork server
+    keeps it compiled for the programs after) that the zygote runs once, in the
+    ``__main__`` every run of the program then starts from. Use as a context manager (or
+    call ``close``), from one thread at a time."""
 
     def __init__(self, source: str, limits: Limits = Limits(), *, preamble: str = "",  # noqa: B008
                  _tier: Tier | None = None) -> None:
         if not isinstance(source, str) or not isinstance(preamble, str):
             raise TypeError("source and preamble must be str")
-        preamble_bytes = preamble.encode()
-        self._source = len(preamble_bytes).to_bytes(8, "big") + preamble_bytes + _encode(source)
+        self._source = _encode(source)
+        self._preamble = preamble
         self._limits = limits
         self._tier = _tier or selected_tier()
         self._stack = ExitStack()
@@ -246,7 +123,7 @@ class Program:
                     if not pending:
                         return
                     result = self._receive(pending[0][1])
-                except _LostKeeper as exc:
+                except LostKeeper as exc:
                     self._drop_zygote(kill=True)
                     if isinstance(exc, _CompileEnded):
                         log.info("%s; its runs compile it themselves", exc)
@@ -269,13 +146,13 @@ class Program:
                     _close_all(fds)
 
     def _start_zygote(self) -> None:
-        plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=_program_env(),
-                           compile=self._compile_in_zygote)
+        plan = keeper.Plan(limits=self._limits, contained=self._tier.contained, uid=self._uid, env=program_env(),
+                           compile=self._compile_in_zygote, preamble=self._preamble)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         source = _memfd("source", self._source)
         try:
-            self._pid = _server(self._tier).spawn(plan, source, theirs.fileno())
-        except _LostKeeper:
+            self._pid = server(self._tier).spawn(plan, source, theirs.fileno())
+        except LostKeeper:
             ours.close()
             raise
         finally:
@@ -292,30 +169,30 @@ class Program:
             socket.send_fds(self._sock, [b"R"], fds)
         except OSError as exc:
             _close_all(fds)
-            raise _LostKeeper(f"zygote {self._pid}: {exc}") from None
+            raise LostKeeper(f"zygote {self._pid}: {exc}") from None
         return fds
 
     def _receive(self, fds: list[int]) -> RunResult:
         """The report of the oldest queued run, with its outputs."""
         limits = self._limits
         if not self._ready:
-            line = self._next_line(_BOOT_TIMEOUT_S)
+            line = self._next_line(BOOT_TIMEOUT_S)
             if line == forkserver.COMPILING:  # the compile gets the test's timeout
                 line = self._next_line(limits.timeout_s + _COMPILE_GRACE_S)
                 if line != forkserver.COMPILED:
                     self._compile_in_zygote = False
                     raise _CompileEnded(f"zygote {self._pid} ended or ran past the timeout while compiling the "
                                         f"program ({line!r})")
-                line = self._next_line(_BOOT_TIMEOUT_S)
+                line = self._next_line(BOOT_TIMEOUT_S)
             if line and line.startswith(keeper.SETUP_FAILED):
                 self._drop_zygote(kill=True)
                 raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
             if line is None or line.strip() != forkserver.READY.strip():
-                raise _LostKeeper(f"zygote {self._pid} did not start ({line!r})")
+                raise LostKeeper(f"zygote {self._pid} did not start ({line!r})")
             self._ready = True
         line = self._next_line(limits.timeout_s + _KEEPER_GRACE_S)
         if line is None:
-            raise _LostKeeper(f"zygote {self._pid} is stuck")
+            raise LostKeeper(f"zygote {self._pid} is stuck")
         if line.startswith(keeper.SETUP_FAILED):
             self._drop_zygote(kill=True)
             raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
@@ -325,7 +202,7 @@ class Program:
                 raise ValueError
             timed_out, exit_code, wall_s = flag == b"1", int(code), float(wall)
         except ValueError:
-            raise _LostKeeper(f"zygote {self._pid} ended with report {line!r}") from None
+            raise LostKeeper(f"zygote {self._pid} ended with report {line!r}") from None
         stdout, stdout_over = _read_head(fds[1], limits.max_output_bytes)
         return RunResult(
             exit_code=None if timed_out else exit_code,
@@ -427,35 +304,3 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_line(sock: socket.socket, timeout_s: float) -> bytes | None:
-    """One report line (without its newline): b"" at end of file, None after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    chunks: list[bytes] = []
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(max(1, math.ceil(remaining * 1000))):
-            if deadline - time.monotonic() <= 0:
-                return None
-            continue
-        try:
-            chunk = sock.recv(4096)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            return b"".join(chunks).rstrip(b"\n") if chunks else b""
-        chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            return b"".join(chunks)[:-1]
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = sock.recv(left)
-        if not chunk:
-            raise ConnectionError("connection closed")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)

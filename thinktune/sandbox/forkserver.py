@@ -1,4 +1,4 @@
-"""The fork server and the per-program zygotes (their side; the evaluator's is ``client``)::
+"""The fork server and the per-program zygotes (their side; the evaluator's is ``launcher`` and ``client``)::
 
     evaluator ──request──► fork server ──fork──► zygote (one per program) ──► runs (``keeper``)
 
@@ -6,8 +6,10 @@ The *fork server* is one fresh interpreter per evaluator process and tier, start
 first use. It imports the modules graded programs use (the LiveCodeBench prelude), sets
 up what every run shares (in the ``contained`` tier: the seccomp filter, the memory cgroup
 parent, the allowlist root it pivots into), then only forks. It never reads a program or
-a test: a request carries the program's settings, and the program's source and the
-zygote's connection as file descriptors, which it hands on unread.
+a test: a request carries the program's settings with its trusted preamble (a grader's
+code, which the fork server compiles once, the first time a request names it, for every
+zygote forked after), and the program's source and the zygote's connection as file
+descriptors, which it hands on unread.
 
 A *zygote* serves one program. The fork server keeps one forked ahead (a spare: in the
 ``contained`` tier pid 1 of a new PID namespace, in mount and network namespaces and a
@@ -212,6 +214,7 @@ def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
             for fd in fds:
                 os.close(fd)
         sock.sendall(str(pid).encode().ljust(16))
+        _remember_preamble(plan.preamble)
     # The evaluator is gone: so is the spare (end of file on its socket), then its cgroup.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for pid, to_zygote in spares:
@@ -223,6 +226,23 @@ def _serve(sock: socket.socket, shared: _Shared) -> keeper.Start:
     if parent is not None:
         cgroup.sweep(parent)
     os._exit(0)
+
+
+# Preambles (trusted code: a grader's imports, a harness; never a program) compiled by the
+# fork server the first time a request names them, so that every zygote forked after that
+# finds its preamble's code here instead of compiling it (HumanEval's harness: ~2 ms a program).
+_preambles: dict[str, CodeType] = {}
+_PREAMBLES_KEPT = 8
+
+
+def _remember_preamble(preamble: str) -> None:
+    if not preamble or preamble in _preambles or len(_preambles) >= _PREAMBLES_KEPT:
+        return
+    try:
+        _preambles[preamble] = keeper.compile_preamble(preamble)
+    except BaseException:  # noqa: BLE001 - the zygote that runs it reports the error
+        return
+    gc.freeze()  # as at setup: no run's collector touches (and copies) the code's pages
 
 
 def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.socket) -> keeper.Start:
@@ -253,11 +273,11 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
     try:
         if failure is not None:
             raise failure
-        preamble, source = _split(_read_memfd(source_fd))
+        source = _read_memfd(source_fd)
         os.close(source_fd)
         os.environ.clear()  # every run of the program inherits its environment from here
         os.environ.update(plan.env)
-        main = keeper.main_module(preamble)
+        main = keeper.main_module(plan.preamble, _preambles.get(plan.preamble))
         if shared.pidns_fd >= 0 and shared.cgroup_parent is not None:
             cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
                              + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
@@ -268,6 +288,9 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
             conn.sendall(COMPILED + b"\n")
         if code is not None:
             _load_imported_packages(code)
+        # What the zygote made (its preamble's names, the code, the plan): no run's collector
+        # touches, and so copies, their pages (a young generation's are written at each pass)
+        gc.freeze()
     except BaseException as exc:  # noqa: BLE001 - reported to the evaluator
         conn.sendall(keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
@@ -341,14 +364,6 @@ def _load_imported_packages(code: CodeType) -> None:
         except BaseException:  # noqa: BLE001 - the program's own import reports it
             for loaded in set(sys.modules) - before:
                 del sys.modules[loaded]
-    if wanted:
-        gc.freeze()  # as in the fork server: no run's collector touches (and copies) their pages
-
-
-def _split(program: bytes) -> tuple[str, bytes]:
-    """The memfd's content: the preamble's length (8 bytes), the preamble, the source."""
-    size = int.from_bytes(program[:8], "big")
-    return program[8:8 + size].decode(), program[8 + size:]
 
 
 def _read_memfd(fd: int) -> bytes:

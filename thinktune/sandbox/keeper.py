@@ -52,6 +52,7 @@ class Plan:
     uid: int | None  # the program's own unprivileged uid (None: the evaluator's)
     env: dict[str, str]
     compile: bool = True  # compiled once by the zygote; False: each run compiles it (under its timeout)
+    preamble: str = ""  # trusted code (a grader's), run once by the zygote in the runs' ``__main__``
 
     def to_json(self) -> bytes:
         return json.dumps({**dataclasses.asdict(self), "limits": dataclasses.asdict(self.limits)}).encode()
@@ -71,19 +72,24 @@ class Start:
     main: ModuleType  # ``__main__``, holding what the preamble defined (run once, by the zygote)
 
 
-def main_module(preamble: str) -> ModuleType:
+def main_module(preamble: str, compiled: CodeType | None = None) -> ModuleType:
     """In the zygote: the programs' ``__main__`` with the trusted ``preamble`` (the grader's
-    imports) already run in it. Every run gets this module as it is after a fork, so the
-    preamble's names cost a run nothing (binding them anew would touch, and copy, every
-    page they live on)."""
+    imports, or a harness) already run in it. Every run gets this module as it is after a
+    fork, so the preamble's names cost a run nothing (binding them anew would touch, and
+    copy, every page they live on). ``compiled``: the preamble's code, where the fork
+    server had compiled it already (``compile_preamble``)."""
     import builtins
 
     main = ModuleType("__main__")
     main.__file__ = SCRIPT
     main.__builtins__ = builtins  # the module, as in a script's __main__ (not the dict other modules see)
     if preamble:
-        exec(compile(preamble, "<preamble>", "exec", dont_inherit=True), main.__dict__)  # noqa: S102 - trusted
+        exec(compiled or compile_preamble(preamble), main.__dict__)  # noqa: S102 - trusted
     return main
+
+
+def compile_preamble(preamble: str) -> CodeType:
+    return compile(preamble, "<preamble>", "exec", dont_inherit=True)
 
 
 class EvaluatorGone(Exception):

@@ -55,7 +55,7 @@ def selected_tier() -> Tier:
 def isolation_report() -> dict[str, bool]:
     """Which isolation features runs get on this machine (probed once), for logs and the README."""
     tier = selected_tier()
-    from thinktune.sandbox.client import fork_server_features
+    from thinktune.sandbox.launcher import fork_server_features
 
     features = fork_server_features(tier) if tier.contained else {}
     contained = tier.contained
@@ -81,7 +81,7 @@ def log_tier(tier: Tier) -> None:
     log.info("sandbox tier: %s", tier.name)
     if tier.name in GAPS:
         log.warning(GAPS[tier.name])
-    from thinktune.sandbox.client import fork_server_features
+    from thinktune.sandbox.launcher import fork_server_features
 
     features = fork_server_features(tier)
     if tier.contained:
