@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                 if (path := live_dir(args.live, s, seed) / "summary.json").is_file()}
     data_report = json.loads(args.data_report.read_text()) if args.data_report.is_file() else {}
     base = runs[0].summary
-    context = {"model": params.model.name, "benchmark": base["benchmark"], "platform": params.eval.platform,
+    context = {"model": params.model.name, "benchmark": base["benchmark"], "platform": ", ".join(params.eval.platforms),
                "difficulties": params.eval.difficulties, "n_samples": base["n_samples"],
                "n_problems": base["n_problems"], "seeds": seeds}
     curve = read_curve_csv(args.plots / "pass_at_1.csv")

@@ -29,7 +29,7 @@ def test_livecodebench_loads_the_sample_with_the_eval_filters(params, repo_root,
     easy = lcb.load_problems(eval_params.model_copy(update={"difficulties": ["easy"]}))
     assert 0 < len(easy) < 12 and {p.difficulty for p in easy} == {"easy"}
     with pytest.raises(ValueError, match="widen the filters"):
-        lcb.load_problems(eval_params.model_copy(update={"platform": "codeforces"}))
+        lcb.load_problems(eval_params.model_copy(update={"platforms": ["codeforces"]}))
     first = problems[0]
     assert lcb.tests(first) == [TestCase(**t) for t in first.tests]
     assert lcb.program_to_grade(first, "print(1)") == "print(1)" and lcb.program_to_grade(first, None) is None
@@ -37,7 +37,7 @@ def test_livecodebench_loads_the_sample_with_the_eval_filters(params, repo_root,
 
 def test_humaneval_ignores_the_livecodebench_filters(params):
     he = get_benchmark("humaneval")
-    eval_params = params.eval.model_copy(update={"benchmark": "humaneval", "platform": "codeforces",
+    eval_params = params.eval.model_copy(update={"benchmark": "humaneval", "platforms": ["codeforces"],
                                                  "max_problems": 3})
     problems = he.load_problems(eval_params)
     assert [p.question_id for p in problems] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]

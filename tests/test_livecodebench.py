@@ -70,11 +70,13 @@ def test_filters_and_stable_order():
         row("abc100_a", day="2023-01-01"), row("abc301_g", difficulty="hard"),
         row("lc1", platform="leetcode"), row("abc400_a", difficulty="medium", day="2025-02-01"),
     ]]
-    chosen = lcb.select_problems(problems, "atcoder", ["easy", "medium"])
+    chosen = lcb.select_problems(problems, ["atcoder"], ["easy", "medium"])
     assert [p.question_id for p in chosen] == ["abc100_a", "abc300_a", "abc300_b", "abc400_a"]
-    window = lcb.select_problems(problems, "atcoder", ["easy", "medium"], date(2024, 1, 1), date(2024, 12, 31))
+    window = lcb.select_problems(problems, ["atcoder"], ["easy", "medium"], date(2024, 1, 1), date(2024, 12, 31))
     assert [p.question_id for p in window] == ["abc300_a", "abc300_b"]
-    assert len(lcb.select_problems(problems, "atcoder", ["easy"], max_problems=2)) == 2
+    assert len(lcb.select_problems(problems, ["atcoder"], ["easy"], max_problems=2)) == 2
+    both = lcb.select_problems(problems, ["atcoder", "leetcode"], ["easy", "medium"])
+    assert {p.platform for p in both} == {"atcoder", "leetcode"} and len(both) > len(chosen)
 
 
 def test_release_files_from_a_local_folder(tmp_path):

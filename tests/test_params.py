@@ -80,7 +80,7 @@ def test_paper_preset_has_the_study_settings(params_copy):
     # LiveCodeBench's runner samples 10 answers at temperature 0.2, top_p 0.95; three training seeds.
     assert (paper.eval.n_samples, paper.eval.temperature, paper.eval.top_p) == (10, 0.2, 0.95)
     assert paper.train.seeds == [0, 1, 2]
-    assert paper.eval.platform == "atcoder" and paper.eval.difficulties == ["easy", "medium"]
+    assert paper.eval.platforms == ["atcoder"] and paper.eval.difficulties == ["easy", "medium"]
     assert str(paper.eval.date_from) == "2025-01-01"
 
 

@@ -104,7 +104,7 @@ def test_eval_rows_have_the_livecodebench_schema(sample):
 
 def test_default_filter_selects_the_atcoder_easy_and_medium_problems(sample):
     problems = livecodebench.load_rows([sample / "livecodebench_sample.jsonl"])
-    chosen = livecodebench.select_problems(problems, "atcoder", ["easy", "medium"])
+    chosen = livecodebench.select_problems(problems, ["atcoder"], ["easy", "medium"])
     assert len(chosen) == 12
     assert [p.difficulty for p in chosen].count("medium") == 4
     assert {p.platform for p in problems} == {"atcoder", "leetcode"}

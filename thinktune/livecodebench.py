@@ -93,17 +93,17 @@ def problem_from_row(row: dict) -> Problem:
 
 def select_problems(
     problems: list[Problem],
-    platform: str,
+    platforms: list[str],
     difficulties: list[str],
     date_from: date | None = None,
     date_to: date | None = None,
     max_problems: int | None = None,
 ) -> list[Problem]:
-    """Filter by platform, difficulty and contest date (inclusive); stable order by date, id."""
+    """Filter by platforms, difficulty and contest date (inclusive); stable order by date, id."""
     def keep(p: Problem) -> bool:
         day = datetime.fromisoformat(p.contest_date).date()
         return (
-            p.platform == platform
+            p.platform in platforms
             and p.difficulty in difficulties
             and (date_from is None or day >= date_from)
             and (date_to is None or day <= date_to)
@@ -187,15 +187,17 @@ class LiveCodeBench(Benchmark):
         else:
             files = [Path(params.sample_file)]
         problems = load_rows(files)
-        chosen = select_problems(problems, params.platform, params.difficulties,
+        chosen = select_problems(problems, params.platforms, params.difficulties,
                                  params.date_from, params.date_to, params.max_problems)
         if not chosen:
             raise InputError(
-                f"no problem of {len(problems)} matches eval.platform={params.platform}, "
+                f"no problem of {len(problems)} matches eval.platforms={params.platforms}, "
                 f"eval.difficulties={params.difficulties}, dates {params.date_from}..{params.date_to}; "
                 "widen the filters"
             )
-        log.info("selected %d of %d LiveCodeBench problems", len(chosen), len(problems))
+        by_platform = {name: sum(p.platform == name for p in chosen) for name in params.platforms}
+        log.info("selected %d of %d LiveCodeBench problems (%s)", len(chosen), len(problems),
+                 ", ".join(f"{name} {n}" for name, n in by_platform.items()))
         return chosen
 
     def user_prompt(self, problem: Problem, style: PromptStyle) -> str:

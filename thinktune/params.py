@@ -183,7 +183,8 @@ class EvalParams(_Section):
                            description="with source local: a folder of code_generation_lite test*.jsonl")
     lcb_repo: str
     lcb_release: str
-    platform: Literal["atcoder", "codeforces", "leetcode"]
+    platforms: list[Literal["atcoder", "codeforces", "leetcode"]] = Field(
+        min_length=1, description="LiveCodeBench platforms whose problems are kept")
     difficulties: list[Literal["easy", "medium", "hard"]] = Field(min_length=1)
     date_from: date | None = None
     date_to: date | None = None
