@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write per-problem records here (JSONL)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    eval_params = params.eval.model_copy(update={"benchmark": "humaneval", "max_new_tokens": args.max_new_tokens})
+    eval_params = params.eval.model_copy(update={"benchmarks": ["humaneval"], "max_new_tokens": args.max_new_tokens})
 
     problems = get_benchmark("humaneval").load_problems(eval_params.model_copy(update={"max_problems": args.limit}))
     if args.sample:

@@ -1,12 +1,12 @@
-"""eval_base / eval_checkpoints@<strategy>-<seed>: Pass@1 of the base model, or of every saved
-checkpoint of one training run (a strategy trained with one seed).
+"""eval_base@<benchmark> / eval_checkpoints@<strategy>-<seed>-<benchmark>: Pass@1 on one benchmark
+of the base model, or of every saved checkpoint of one training run (a strategy trained with one seed).
 
-Reads ``data/raw/eval.jsonl``, ``models/base`` and, for a run, every
-``models/<strategy>/seed-<seed>/checkpoint-<step>/`` adapter. Writes ``results/base/`` or
-``results/<strategy>/seed-<seed>/``: one per-problem record file per model
+Reads ``data/raw/eval/<benchmark>.jsonl``, ``models/base`` and, for a run, every
+``models/<strategy>/seed-<seed>/checkpoint-<step>/`` adapter. Writes ``results/<benchmark>/base/`` or
+``results/<benchmark>/<strategy>/seed-<seed>/``: one per-problem record file per model
 (``<checkpoint>.jsonl``) and ``summary.json`` (every checkpoint's Pass@1 and answer shape, the
-decoding settings and the environment). One DVC stage per run, so retraining Diverse, or
-adding a seed, leaves every other evaluation alone. Generation runs
+decoding settings and the environment). One DVC stage per run and benchmark, so retraining
+Diverse, adding a seed or adding a benchmark leaves every other evaluation alone. Generation runs
 in ``eval.num_processes`` processes (one device each); a killed run, started again,
 evaluates only the checkpoints it had not finished.
 """
@@ -21,7 +21,7 @@ from thinktune.benchmark import Problem
 from thinktune.errors import run_stage
 from thinktune.evaluation import evaluate_checkpoints, write_results
 from thinktune.generation import stop_tokens_of
-from thinktune.layout import BASE, adapters_dir, checkpoint_step, list_checkpoints, results_dir
+from thinktune.layout import BASE, adapters_dir, checkpoint_step, eval_problems_file, list_checkpoints, results_dir
 from thinktune.logs import get_logger
 from thinktune.params import ParamsError, load_params
 
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("target", help="base, or a name under `strategies` in params.yaml")
     parser.add_argument("--seed", type=int, help="the training run's seed (one of train.seeds); not for base")
+    parser.add_argument("--benchmark", required=True, help="one of eval.benchmarks")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--problems", type=Path, default=Path("data/raw/eval.jsonl"))
+    parser.add_argument("--problems", type=Path, default=Path("data/raw/eval"), help="a folder of <benchmark>.jsonl")
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--results", type=Path, default=Path("results"))
@@ -46,9 +47,14 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"{args.target}: give --seed for a strategy's run, and none for base")
     if args.seed is not None and args.seed not in params.train.seeds:
         raise ParamsError(f"train.seeds: {args.seed} is not in {params.train.seeds}")
+    try:
+        settings = params.eval.for_benchmark(args.benchmark)  # what decides this benchmark's answers, and no other
+    except ValueError as exc:
+        raise ParamsError(f"eval.benchmarks: {exc}") from None
 
-    problems = [Problem.from_json(row) for row in read_jsonl(args.problems)]
-    run = args.target if args.seed is None else f"{args.target} seed {args.seed}"
+    problems_file = eval_problems_file(args.problems, args.benchmark)
+    problems = [Problem.from_json(row) for row in read_jsonl(problems_file)]
+    run = (args.target if args.seed is None else f"{args.target} seed {args.seed}") + f" on {args.benchmark}"
     if args.target == BASE:
         adapters, steps = {"base": None}, {"base": 0}
     else:
@@ -59,12 +65,12 @@ def main(argv: list[str] | None = None) -> None:
         adapters = {a.name: a for a in found}
         steps = {a.name: checkpoint_step(a) for a in found}
     log.info("%s: %d model(s) x %d problems (%s, %d sample(s) each)", run, len(adapters),
-             len(problems), params.eval.benchmark, params.eval.n_samples)
+             len(problems), args.benchmark, settings.n_samples)
 
-    records, decode = evaluate_checkpoints(args.base_model, adapters, problems, args.problems, params.eval,
+    records, decode = evaluate_checkpoints(args.base_model, adapters, problems, problems_file, settings,
                                            params.format.system_prompt, label=run)
-    out = results_dir(args.results, args.target, args.seed)
-    summary = write_results(out, args.target, records, steps, params.eval, stop_tokens_of(args.base_model), decode,
+    out = results_dir(args.results, args.benchmark, args.target, args.seed)
+    summary = write_results(out, args.target, records, steps, settings, stop_tokens_of(args.base_model), decode,
                             seed=args.seed)
     for name, point in summary["checkpoints"].items():
         log.info("%s/%s: Pass@1 %.1f%% (%d/%d), %.0f reasoning tokens, %.0f%% truncated, %.0f%% without code",

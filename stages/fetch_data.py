@@ -1,11 +1,10 @@
 """fetch_data: the study's training data and evaluation problems, from the sources params name.
 
 Writes ``data/raw/train/<dataset>.jsonl`` for every entry of ``data.datasets`` (CodeGen rows as
-published, validated first; the strategies pick their rows from them in format_think) and ``data/raw/eval.jsonl`` (the problems ``eval.benchmark`` selects with
-the eval params, tests decoded). Every input is read and validated before any output is
-written. The base model is fetched by its own stage (fetch_model),
-so new training data never re-converts the model.
-"""
+published, validated first; the strategies pick their rows from them in format_think) and
+``data/raw/eval/<benchmark>.jsonl`` (the problems each of ``eval.benchmarks`` selects with the eval
+params, tests decoded). Every input is read and validated before any output is written. The base
+model is fetched by its own stage (fetch_model), so new training data never re-converts the model."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from thinktune import codegen
 from thinktune.atomic import atomic_dir, write_jsonl
 from thinktune.benchmark import get_benchmark
 from thinktune.errors import SourceError, run_stage
+from thinktune.layout import eval_problems_file
 from thinktune.logs import get_logger
 from thinktune.params import DataParams, EvalParams, load_params
 from thinktune.sources import from_hub
@@ -44,28 +44,28 @@ def training_sources(data: DataParams) -> dict[str, Path]:
     return sources
 
 
-def select_problems(params: EvalParams) -> list:
+def select_problems(params: EvalParams) -> dict[str, list]:
+    """benchmark -> the problems it selects with the eval params (each of ``eval.benchmarks``)."""
     source_fix = "copy the release's test*.jsonl files and use eval.source=local with eval.local_dir"
     with from_hub("eval.source", f"dataset {params.lcb_repo} ({params.lcb_release})", source_fix):
-        return get_benchmark(params.benchmark).load_problems(params)
+        return {name: get_benchmark(name).load_problems(params.for_benchmark(name)) for name in params.benchmarks}
 
 
-def write_problems(chosen: list, out_file: Path) -> None:
-    write_jsonl(out_file, (p.to_json() for p in chosen))
-    by_difficulty = dict(Counter(p.difficulty for p in chosen))
-    log.info("%d problems (%s) -> %s", len(chosen), by_difficulty, out_file)
-
-
-def fetch_eval_problems(params: EvalParams, out_file: Path) -> None:
-    """The problems ``eval.benchmark`` selects with the eval params, tests decoded."""
-    write_problems(select_problems(params), out_file)
+def write_problems(chosen: dict[str, list], out_dir: Path) -> None:
+    """``out_dir/<benchmark>.jsonl`` for each benchmark, the folder replaced whole."""
+    with atomic_dir(out_dir) as tmp:
+        for name, problems in chosen.items():
+            write_jsonl(eval_problems_file(tmp, name), (p.to_json() for p in problems))
+    for name, problems in chosen.items():
+        log.info("%s: %d problems (%s) -> %s", name, len(problems), dict(Counter(p.difficulty for p in problems)),
+                 eval_problems_file(out_dir, name))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data-out", type=Path, default=Path("data/raw/train"))
-    parser.add_argument("--eval-out", type=Path, default=Path("data/raw/eval.jsonl"))
+    parser.add_argument("--eval-out", type=Path, default=Path("data/raw/eval"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
 

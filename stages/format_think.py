@@ -1,7 +1,7 @@
 """format_think: CodeGen rows -> chat messages with the reasoning inside ``<think>``.
 
 Reads ``data/raw/train/<dataset>.jsonl``, the base model's tokenizer (for lengths) and
-``data/raw/eval.jsonl`` (for the contamination check). Each strategy in params ``strategies``
+``data/raw/eval/<benchmark>.jsonl`` (for the contamination check). Each strategy in params ``strategies``
 takes its rows from its datasets (with its row filter). Writes
 ``data/formatted/<strategy>/{train,valid}.jsonl`` and ``data/formatted/report.json`` (rows kept,
 dropped or shortened to fit ``format.max_length``, token lengths, eval problems whose text
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, default=Path("data/raw/train"))
-    parser.add_argument("--eval-problems", type=Path, default=Path("data/raw/eval.jsonl"))
+    parser.add_argument("--eval-problems", type=Path, default=Path("data/raw/eval"), help="a folder of <benchmark>.jsonl")
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--out", type=Path, default=Path("data/formatted"))
     args = parser.parse_args(argv)
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             data_report[strategy].update(train_rows=len(train[strategy]), valid_rows=len(valid[strategy]),
                                          trimmed_for_balance=trimmed[strategy])
 
-        eval_problems = {r["question_id"]: r["question_content"] for r in read_jsonl(args.eval_problems)}
+        eval_problems = {r["question_id"]: r["question_content"] for path in sorted(args.eval_problems.glob("*.jsonl"))
+                         for r in read_jsonl(path)}
         data_report["contamination"] = formatting.contamination(statements, eval_problems)
         if data_report["contamination"]["overlapping"]:
             log.warning("eval problems sharing a 13-word run with training statements: %s",

@@ -1,10 +1,11 @@
 """plot: Pass@1 and the answers' shape against training step, every strategy from the base model.
 
-Reads ``results/base/`` and ``results/<strategy>/seed-<seed>/`` (summary.json and the
-per-problem records, for the intervals) for every strategy and seed in params.yaml, and the
+Reads ``results/<benchmark>/base/`` and ``results/<benchmark>/<strategy>/seed-<seed>/``
+(summary.json and the per-problem records, for the intervals) for every benchmark, strategy and
+seed in params.yaml, and the
 training runs' DVCLive logs ``dvclive/train_<strategy>/seed-<seed>/``. Writes
-``plots/pass_at_1.csv`` (every point: strategy, checkpoint, step, seeds, Pass@1 as the mean over
-seeds with its 95% interval over problems and seeds, answer shape), ``plots/training/<metric>.csv``
+``plots/pass_at_1.csv`` (every point: benchmark, strategy, checkpoint, step, seeds, Pass@1 as the
+mean over seeds with its 95% interval over problems and seeds, answer shape), ``plots/training/<metric>.csv``
 (every run's loss, validation loss, learning rate and tokens/s), all drawn by ``dvc plots show``
 (dvc.yaml ``plots:``), and ``plots/pass_at_1.png`` and ``plots/answer_shape.png`` (seaborn,
 styled by params ``plot``).
@@ -36,15 +37,17 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
 
     strategies, seeds = params.strategy_names, params.train.seeds
-    runs = read_runs(args.results, strategies, seeds)
-    rows = curve_rows(runs, checkpoint_points(analysis_rows(runs)), strategies)
+    rows = []
+    for benchmark in params.eval.benchmarks:  # the headline first
+        runs = read_runs(args.results, benchmark, strategies, seeds)
+        rows += curve_rows(benchmark, runs, checkpoint_points(analysis_rows(runs)), strategies)
     write_curve_csv(rows, args.out / "pass_at_1.csv")
     logs = gather_training_logs({(s, seed): live_dir(args.live, s, seed) for s in strategies for seed in seeds},
                                 args.out / "training")
     draw_curve(rows, params.plot, args.out / "pass_at_1.png")
     draw_answer_shape(rows, params.plot, args.out / "answer_shape.png")
-    log.info("%d points of %d strategies x %d seed(s) in %s; training logs in %s; figures %s and %s", len(rows),
-             len(strategies), len(seeds), args.out / "pass_at_1.csv", ", ".join(p.name for p in logs),
+    log.info("%d points of %d strategies x %d seed(s) on %s in %s; training logs in %s; figures %s and %s",
+             len(rows), len(strategies), len(seeds), ", ".join(params.eval.benchmarks), args.out / "pass_at_1.csv", ", ".join(p.name for p in logs),
              args.out / "pass_at_1.png", args.out / "answer_shape.png")
 
 

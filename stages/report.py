@@ -1,7 +1,8 @@
 """report: the study's answer and table, regenerated from the evaluation results.
 
-Reads ``results/base/`` and ``results/<strategy>/seed-<seed>/`` (summary.json and the
-per-problem records) for every strategy and seed in params.yaml, each run's DVCLive log
+Reads ``results/<benchmark>/base/`` and ``results/<benchmark>/<strategy>/seed-<seed>/``
+(summary.json and the per-problem records) for every benchmark, strategy and seed in params.yaml
+(the first of ``eval.benchmarks`` is the headline, the others second views), each run's DVCLive log
 ``dvclive/train_<strategy>/seed-<seed>/`` (validation loss picks each strategy's step without
 looking at the problems; summary.json: losses, speed, environment), ``data/formatted/report.json``
 (training chats per strategy, rows left out), ``plots/pass_at_1.csv`` (the curve) and links the two
@@ -44,9 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
 
     strategies, seeds = params.strategy_names, params.train.seeds
-    runs = read_runs(args.results, strategies, seeds)
     validation = {s: validation_losses([live_dir(args.live, s, seed) for seed in seeds]) for s in strategies}
-    result = answer(analysis_rows(runs), validation, strategies)
+    views = {}  # benchmark -> (runs, analysis); the headline benchmark first
+    for benchmark in params.eval.benchmarks:
+        runs = read_runs(args.results, benchmark, strategies, seeds)
+        views[benchmark] = runs, answer(analysis_rows(runs), validation, strategies)
+    headline, *others = params.eval.benchmarks
+    runs, result = views[headline]
     training = {(s, seed): json.loads(path.read_text()) for s in strategies for seed in seeds
                 if (path := live_dir(args.live, s, seed) / "summary.json").is_file()}
     data_report = json.loads(args.data_report.read_text()) if args.data_report.is_file() else {}
@@ -55,11 +60,15 @@ def main(argv: list[str] | None = None) -> None:
                "difficulties": params.eval.difficulties, "n_samples": base["n_samples"],
                "n_problems": base["n_problems"], "seeds": seeds}
     curve = read_curve_csv(args.plots / "pass_at_1.csv")
+    second = {b: (views[b][1], [r for r in curve if r["benchmark"] == b]) for b in others}
     links = [os.path.relpath(args.plots / name, args.out.parent) for name in ("pass_at_1.png", "answer_shape.png")]
     with atomic_file(args.out) as fh:
-        fh.write(render_markdown(result, context, curve, runs, training, *links, sources=data_sources(params),
-                                 data=data_report))
-    write_json(args.out.parent / "study.json", study_summary(result, runs, params, data_report))
+        fh.write(render_markdown(result, context, [r for r in curve if r["benchmark"] == headline], runs, training,
+                                 *links, sources=data_sources(params), data=data_report, second_views=second))
+    summary = study_summary(result, runs, params, data_report)
+    summary["second_views"] = {b: {"n_problems": views[b][0][0].summary["n_problems"], "analysis": views[b][1]}
+                               for b in others}
+    write_json(args.out.parent / "study.json", summary)
     write_json(args.metrics / "study.json", study_metrics(result, base["n_problems"]))
     log.info("report in %s, summary in %s, headline metrics in %s", args.out, args.out.parent / "study.json",
              args.metrics / "study.json")

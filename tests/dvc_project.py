@@ -18,9 +18,11 @@ import yaml
 
 STAGES_RUN = re.compile(r"Running stage '([^']+)'")
 SEEDS = (1, 2)  # the tiny study: 2 training seeds x 2 samples per problem, through every stage and the analysis
-EVERY_STAGE = {"check_params", "fetch_model", "fetch_data", "format_think", "eval_base", "plot", "report",
+BENCHMARKS = ("livecodebench", "humaneval")  # HumanEval as the second view, on every checkpoint
+EVERY_STAGE = {"check_params", "fetch_model", "fetch_data", "format_think", "plot", "report",
+               *(f"eval_base@{b}" for b in BENCHMARKS),
                *(f"train_{s}@{seed}" for s in ("deep", "diverse") for seed in SEEDS),
-               *(f"eval_checkpoints@{s}-{seed}" for s in ("deep", "diverse") for seed in SEEDS)}
+               *(f"eval_checkpoints@{s}-{seed}-{b}" for s in ("deep", "diverse") for seed in SEEDS for b in BENCHMARKS)}
 
 
 def tiny_preset(tiny_model_dir: Path) -> dict:
@@ -31,7 +33,8 @@ def tiny_preset(tiny_model_dir: Path) -> dict:
         "train": {"epochs": 1, "effective_batch_size": 4, "micro_batch_tokens": 4096, "save_steps": 2,
                   "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": False, "seeds": list(SEEDS)},
         "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
-                 "timeout_s": 3.0, "workers": 2, "n_samples": 2, "temperature": 0.7},
+                 "timeout_s": 3.0, "workers": 2, "n_samples": 2, "temperature": 0.7, "benchmarks": list(BENCHMARKS),
+                 "max_problems": 12},  # HumanEval's first 12
     }
 
 

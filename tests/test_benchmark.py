@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stages.fetch_data import fetch_eval_problems
+from stages.fetch_data import select_problems, write_problems
 from thinktune.benchmark import Benchmark, Problem, get_benchmark
 from thinktune.grading import TestCase
 
@@ -16,7 +16,7 @@ def test_registry_names_each_implementation(params):
     for name in ("livecodebench", "humaneval"):
         benchmark = get_benchmark(name)
         assert isinstance(benchmark, Benchmark) and benchmark.name == name
-    with pytest.raises(ValueError, match="eval.benchmark 'mbpp' is unknown"):
+    with pytest.raises(ValueError, match="eval.benchmarks: 'mbpp' is unknown"):
         get_benchmark("mbpp")
 
 
@@ -37,7 +37,7 @@ def test_livecodebench_loads_the_sample_with_the_eval_filters(params, repo_root,
 
 def test_humaneval_ignores_the_livecodebench_filters(params):
     he = get_benchmark("humaneval")
-    eval_params = params.eval.model_copy(update={"benchmark": "humaneval", "platforms": ["codeforces"],
+    eval_params = params.eval.model_copy(update={"benchmarks": ["humaneval"], "platforms": ["codeforces"],
                                                  "max_problems": 3})
     problems = he.load_problems(eval_params)
     assert [p.question_id for p in problems] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
@@ -45,15 +45,16 @@ def test_humaneval_ignores_the_livecodebench_filters(params):
     assert he.program_to_grade(problems[0], "    return True\n").startswith(problems[0].starter_code)
 
 
-@pytest.mark.parametrize("benchmark", ["livecodebench", "humaneval"])
-def test_fetch_writes_what_the_benchmark_selects(benchmark, params, repo_root, tmp_path, monkeypatch):
+def test_fetch_writes_what_each_benchmark_selects(params, repo_root, tmp_path, monkeypatch):
     monkeypatch.chdir(repo_root)
-    eval_params = params.eval.model_copy(update={"benchmark": benchmark, "source": "sample", "date_from": None,
-                                                 "max_problems": 4})
-    out = tmp_path / "eval.jsonl"
-    fetch_eval_problems(eval_params, out)
-    rows = [Problem.from_json(json.loads(line)) for line in out.read_text().splitlines()]
-    assert rows == get_benchmark(benchmark).load_problems(eval_params) and len(rows) == 4
+    eval_params = params.eval.model_copy(update={"benchmarks": ["livecodebench", "humaneval"], "source": "sample",
+                                                 "date_from": None, "max_problems": 4})
+    write_problems(select_problems(eval_params), tmp_path / "eval")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["humaneval.jsonl", "livecodebench.jsonl"]
+    for benchmark in ("livecodebench", "humaneval"):
+        rows = [Problem.from_json(json.loads(line)) for line in (tmp_path / "eval" / f"{benchmark}.jsonl").open()]
+        view = eval_params.model_copy(update={"benchmarks": [benchmark]})
+        assert rows == get_benchmark(benchmark).load_problems(view) and len(rows) == 4
 
 
 def _compares_benchmark_names(tree: ast.AST) -> list[int]:

@@ -45,8 +45,8 @@ def test_every_stage_of_dvc_yaml_is_checked():
 
 
 def test_each_run_depends_on_every_setting_but_the_seed_list():
-    """A training or evaluation stage per (strategy, seed) must not depend on `train.seeds` (adding a
-    seed would re-run every run) and must depend on every other key it reads."""
+    """A training or evaluation stage per (strategy, seed[, benchmark]) must not depend on `train.seeds`
+    or `eval.benchmarks` (adding one would re-run every run) and must depend on every other key it reads."""
     from thinktune.params import TrainParams
 
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -57,8 +57,14 @@ def test_each_run_depends_on_every_setting_but_the_seed_list():
         params = set(doc["stages"][name]["do"]["params"])
         assert "train" not in params and "train.seeds" not in params, name
         assert every_train_key <= params, f"{name} misses {sorted(every_train_key - params)}"
-    for name in ("eval_base", "eval_checkpoints"):
-        assert not {p for p in doc["stages"][name]["params"] if str(p).startswith("train")}, name
+    from thinktune.params import EvalParams
+
+    every_eval_key = {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.benchmarks"}
+    for name in ("eval_base", "eval_checkpoints"):  # one stage per run and benchmark: not on either list
+        params = set(doc["stages"][name].get("do", doc["stages"][name])["params"])
+        assert not {p for p in params if str(p).startswith("train")}, name
+        assert "eval" not in params and "eval.benchmarks" not in params, name
+        assert every_eval_key <= params, f"{name} misses {sorted(every_eval_key - params)}"
 
 
 @pytest.mark.parametrize(("stage", "module", "deps"), STAGES, ids=[s[0] for s in STAGES])

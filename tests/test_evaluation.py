@@ -38,7 +38,7 @@ def workspace(tmp_path_factory, repo_root, tiny_model_dir) -> Path:
     params["eval"] |= {"precision": "fp32", "max_new_tokens": 120, "batch_size": 4, "workers": 2, "timeout_s": 3.0}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     problems = load_rows([repo_root / "data/sample/livecodebench_sample.jsonl"])[:5]
-    write_jsonl(root / "eval.jsonl", (p.to_json() for p in problems))
+    write_jsonl(root / "eval" / "livecodebench.jsonl", (p.to_json() for p in problems))
     for seed, name in enumerate(CHECKPOINTS):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -49,7 +49,8 @@ def workspace(tmp_path_factory, repo_root, tiny_model_dir) -> Path:
 
 
 def stage_args(root: Path, tiny_model_dir: Path, results: str, params: str = "params.yaml") -> list[str]:
-    return ["deep", "--seed", "42", "--params", str(root / params), "--problems", str(root / "eval.jsonl"),
+    return ["deep", "--seed", "42", "--benchmark", "livecodebench", "--params", str(root / params),
+            "--problems", str(root / "eval"),
             "--base-model", str(tiny_model_dir), "--models", str(root / "models"), "--results", str(root / results)]
 
 
@@ -61,7 +62,7 @@ def with_params(root: Path, name: str, **eval_updates) -> str:
 
 
 def records_of(results: Path) -> dict[str, list[dict]]:
-    return {name: read_jsonl(results / "deep" / "seed-42" / f"{name}.jsonl") for name in CHECKPOINTS}
+    return {name: read_jsonl(results / "livecodebench" / "deep" / "seed-42" / f"{name}.jsonl") for name in CHECKPOINTS}
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +83,8 @@ def reference(workspace, tiny_model_dir, reference_cache):
 
 
 def test_results_layout_and_summary(workspace, reference, params):
-    summary = read_summary(workspace / "results-ref", "deep", 42)
-    assert sorted(p.name for p in (workspace / "results-ref" / "deep" / "seed-42").iterdir()) == \
+    summary = read_summary(workspace / "results-ref", "livecodebench", "deep", 42)
+    assert sorted(p.name for p in (workspace / "results-ref" / "livecodebench" / "deep" / "seed-42").iterdir()) == \
            sorted([f"{c}.jsonl" for c in CHECKPOINTS] + ["summary.json"])
     assert (summary["target"], summary["seed"], summary["benchmark"], summary["n_problems"], summary["n_samples"]) == \
            ("deep", 42, "livecodebench", 5, 1)
@@ -124,7 +125,7 @@ def test_cache_key_holds_the_resolved_precision(workspace, tiny_model_dir, param
     eval_params = params.eval.model_copy(update={"precision": "auto"})
 
     def key(precision="auto"):
-        return fingerprint(tiny_model_dir, None, workspace / "eval.jsonl",
+        return fingerprint(tiny_model_dir, None, workspace / "eval" / "livecodebench.jsonl",
                            eval_params.model_copy(update={"precision": precision}), "SYS")
 
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
@@ -167,7 +168,7 @@ def test_killed_stage_evaluates_only_unfinished_checkpoints(workspace, tiny_mode
     process.wait()
     process.stderr.close()
     assert finished() == 1  # killed while on the second checkpoint
-    assert not (workspace / "results-killed" / "deep" / "seed-42").exists()  # nothing half-written
+    assert not (workspace / "results-killed" / "livecodebench" / "deep" / "seed-42").exists()  # nothing half-written
 
     generated = []
     real = thinktune.parallel.LocalGenerator.generate
@@ -188,8 +189,8 @@ def test_two_processes_give_the_one_process_records(workspace, tiny_model_dir, r
     name = with_params(workspace, "params-2proc.yaml", num_processes=2)
     eval_stage.main(stage_args(workspace, tiny_model_dir, "results-2proc", params=name))
     assert records_of(workspace / "results-2proc") == reference
-    summary = json.loads((workspace / "results-2proc" / "deep" / "seed-42" / "summary.json").read_text())
-    assert summary["checkpoints"] == read_summary(workspace / "results-ref", "deep", 42)["checkpoints"]
+    summary = json.loads((workspace / "results-2proc" / "livecodebench" / "deep" / "seed-42" / "summary.json").read_text())
+    assert summary["checkpoints"] == read_summary(workspace / "results-ref", "livecodebench", "deep", 42)["checkpoints"]
 
 
 def test_a_failing_worker_is_reported_with_its_traceback(tmp_path):
@@ -209,3 +210,14 @@ def test_too_few_gpus_for_num_processes(monkeypatch):
     assert device_for(0, 1) == "cuda:0"
     with pytest.raises(ValueError, match="eval.num_processes is 2 but only 1 CUDA device"):
         open_generator(Path("unused"), "fp32", 2)
+
+
+def test_adding_a_benchmark_keeps_the_other_benchmarks_cache_key(workspace, tiny_model_dir, params):
+    """The eval stage hands the evaluation its one benchmark's view of the params: listing HumanEval
+    too must not invalidate LiveCodeBench's graded answers."""
+    problems = workspace / "eval" / "livecodebench.jsonl"
+    alone = params.eval.model_copy(update={"benchmarks": ["livecodebench"]})
+    both = params.eval.model_copy(update={"benchmarks": ["livecodebench", "humaneval"]})
+    key = fingerprint(tiny_model_dir, None, problems, alone.for_benchmark("livecodebench"), "SYS")
+    assert key == fingerprint(tiny_model_dir, None, problems, both.for_benchmark("livecodebench"), "SYS")
+    assert key != fingerprint(tiny_model_dir, None, problems, both.for_benchmark("humaneval"), "SYS")

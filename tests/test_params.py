@@ -329,3 +329,15 @@ def test_missing_local_inputs_are_named_before_any_stage_runs(params_copy):
             "not found; copy the file there or set data.local_dir to the folder holding it") in result.stderr
     assert "data.source = 'sample'" in result.stderr  # set back: the workspace is as it was
     assert params_copy.read_bytes() == before
+
+
+def test_old_single_benchmark_key_names_the_new_list(raw):
+    raw["eval"].pop("benchmarks")
+    raw["eval"]["benchmark"] = "humaneval"
+    with pytest.raises(ParamsError, match=r"eval.benchmark \('humaneval'\) is now eval.benchmarks, a list: write "
+                                          r"`benchmarks: \[humaneval\]`"):
+        parse_params(raw)
+    raw["eval"].pop("benchmark")
+    raw["eval"]["benchmarks"] = ["humaneval", "humaneval"]
+    with pytest.raises(ParamsError, match="repeats a benchmark"):
+        parse_params(raw)

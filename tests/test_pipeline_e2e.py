@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import EVERY_STAGE, SEEDS, make_project, ran, sh
+from dvc_project import BENCHMARKS, EVERY_STAGE, SEEDS, make_project, ran, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -30,19 +30,26 @@ def test_repro_builds_every_output(project):
     assert ran(output) == EVERY_STAGE
 
     for path in ["models/base/model.safetensors", "data/raw/train/codegen_deep.jsonl",
-                 "data/raw/train/codegen_diverse.jsonl", "data/raw/eval.jsonl", "data/formatted/deep/train.jsonl",
+                 "data/raw/train/codegen_diverse.jsonl", "data/raw/eval/livecodebench.jsonl", "data/raw/eval/humaneval.jsonl", "data/formatted/deep/train.jsonl",
                  "data/formatted/diverse/train.jsonl", "data/formatted/report.json",
                  "dvclive/train_deep/seed-1/plots/metrics/loss.tsv", "plots/pass_at_1.csv", "plots/training/loss.csv",
                  "plots/pass_at_1.png", "report/README.md", "metrics/study.json"]:
         assert (repo / path).is_file(), path
 
-    problems = [json.loads(line) for line in (repo / "data/raw/eval.jsonl").read_text().splitlines()]
+    problems = [json.loads(line) for line in (repo / "data/raw/eval/livecodebench.jsonl").read_text().splitlines()]
+    humaneval = [json.loads(line)["question_id"] for line in (repo / "data/raw/eval/humaneval.jsonl").open()]
+    assert humaneval == [f"HumanEval/{i}" for i in range(12)]  # eval.max_problems
     assert problems and all(p["platform"] == "atcoder" and p["difficulty"] in ("easy", "medium") for p in problems)
 
     for strategy in ("deep", "diverse"):
         for seed in SEEDS:
             run = f"{strategy}/seed-{seed}"
-            steps = sorted(int(p.name.split("-")[1]) for p in (repo / "models" / run).glob("checkpoint-*"))
+            for benchmark in BENCHMARKS:  # every checkpoint scored on both
+                summary = json.loads((repo / "results" / benchmark / run / "summary.json").read_text())
+                assert summary["benchmark"] == benchmark and summary["n_problems"] == 12
+            run = f"livecodebench/{run}"
+            steps = sorted(int(p.name.split("-")[1]) for p in (repo / "models" / strategy / f"seed-{seed}")
+                           .glob("checkpoint-*"))
             assert steps == [2, 3]  # 12 chats / accumulation 4 = 3 steps, saved every 2 and at the end
             summary = json.loads((repo / "results" / run / "summary.json").read_text())
             assert summary["seed"] == seed and summary["n_samples"] == 2
@@ -54,11 +61,11 @@ def test_repro_builds_every_output(project):
                     for s in SEEDS)
         assert one != two
     assert not list((repo / "metrics").glob("eval_*.json"))  # eval stages declare no DVC metrics
-    summary = json.loads((repo / "results/base/summary.json").read_text())
+    summary = json.loads((repo / "results/livecodebench/base/summary.json").read_text())
     base = summary["checkpoints"]["base"]
     # Pass@1 recomputed from the per-problem records: the mean over problems of passing samples,
     # a sample passing when every test it ran passed.
-    records = [json.loads(line) for line in (repo / "results/base/base.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (repo / "results/livecodebench/base/base.jsonl").read_text().splitlines()]
     passing = [[s["passed"] for s in r["samples"]] for r in records]
     assert all(s["passed"] == (bool(s["verdicts"]) and all(v == "passed" for v in s["verdicts"]))
                for r in records for s in r["samples"])
@@ -71,7 +78,7 @@ def test_repro_builds_every_output(project):
     assert engine["cached"] is False and engine["cuda_graphs"] is False and engine["new_tokens"] > 0
     assert engine["graphs_off_reason"].startswith("not a CUDA device")
 
-    record = json.loads((repo / "results/base/base.jsonl").read_text().splitlines()[0])
+    record = json.loads((repo / "results/livecodebench/base/base.jsonl").read_text().splitlines()[0])
     sample = record["samples"][0]
     assert {"raw_output", "code", "verdicts", "reasoning_chars", "reasoning_tokens", "hit_token_limit",
             "passed"} <= set(sample)
@@ -83,6 +90,7 @@ def test_repro_builds_every_output(project):
     assert "smallest difference this design could detect at 80% power" in report
     assert "2 and 2 training seeds" in report and "2 sample(s) per problem; training seeds 1, 2" in report
     assert "data/sample/codegen_deep.jsonl (the offline stand-in for Naholav/CodeGen-Deep-5K)" in report
+    assert "## Second view: humaneval" in report and "**On humaneval: " in report
     data = json.loads((repo / "data/formatted/report.json").read_text())
     assert data["deep"]["kept"] == 12 and data["diverse"]["kept"] == 12
     # Each run's log and summary; the headline metrics come from the report alone.
@@ -100,17 +108,20 @@ def test_repro_builds_every_output(project):
         # Each strategy's headline: its chosen step's Pass@1, the mean over both seeds' records.
         step = analysis["best"][strategy]["step"]
         rates = [r["n_correct"] / r["n_samples"] for seed in SEEDS for r in map(
-            json.loads, (repo / f"results/{strategy}/seed-{seed}/checkpoint-{step}.jsonl").read_text().splitlines())]
+            json.loads, (repo / f"results/livecodebench/{strategy}/seed-{seed}/checkpoint-{step}.jsonl").open())]
         assert study[strategy]["pass1"] == pytest.approx(sum(rates) / len(rates), abs=1e-6)
         assert analysis["best"][strategy]["pass_at_1"]["seeds"] == [len(SEEDS)]
     d = analysis["headline"]["difference"]
     assert (study["diff"]["pass1"], study["diff"]["lo"], study["diff"]["hi"]) == \
            (d["estimate"], d["ci95_low"], d["ci95_high"])
     assert d["seed_variance"] == "estimated" and d["seeds"] == [2, 2]
+    second = full["second_views"]["humaneval"]
+    assert second["n_problems"] == 12 and set(second["analysis"]["best"]) == {"deep", "diverse"}
     curve = (repo / "plots/pass_at_1.csv").read_text().splitlines()
-    assert curve[0].startswith("strategy,checkpoint,step,seeds,pass_at_1,ci95_low,ci95_high")
-    assert len(curve) == 1 + 2 * 3  # each strategy: the base model and steps 2 and 3
-    assert [p.name for p in (repo / "metrics").rglob("*") if p.name != ".gitignore"] == ["study.json"]  # one row in `dvc metrics show`
+    assert curve[0].startswith("benchmark,strategy,checkpoint,step,seeds,pass_at_1,ci95_low,ci95_high")
+    assert len(curve) == 1 + 2 * 2 * 3  # each benchmark and strategy: the base model and steps 2 and 3
+    # one row in `dvc metrics show`
+    assert [p.name for p in (repo / "metrics").rglob("*") if p.name != ".gitignore"] == ["study.json"]
     assert full["environment"]["precision"] in ("bf16", "fp32")
 
 
@@ -120,8 +131,8 @@ def test_adding_a_seed_trains_and_evaluates_only_that_seed(project):
     sh(["git", "commit", "-qm", "two seeds"], repo, env)
     adapters = {p: p.read_bytes() for p in (repo / "models").rglob("adapter_model.safetensors")}
     output = sh(["dvc", "exp", "run", "-S", "train.seeds=[1,2,3]"], repo, env)
-    assert ran(output) == {"check_params", "train_deep@3", "train_diverse@3", "eval_checkpoints@deep-3",
-                           "eval_checkpoints@diverse-3", "plot", "report"}
+    assert ran(output) == {"check_params", "train_deep@3", "train_diverse@3", "plot", "report",
+                           *(f"eval_checkpoints@{s}-3-{b}" for s in ("deep", "diverse") for b in BENCHMARKS)}
     assert all(p.read_bytes() == data for p, data in adapters.items())  # the other runs untouched
     full = json.loads((repo / "report/study.json").read_text())
     assert full["seeds"] == [1, 2, 3] and full["analysis"]["headline"]["difference"]["seeds"] == [3, 3]
@@ -153,9 +164,10 @@ def test_retraining_diverse_leaves_deep_alone(project):
     row["output"] = "Let me read the statement once more. " + row["output"]
     sample.write_text("".join(lines[:-1]) + json.dumps(row) + "\n")
     output = sh(["dvc", "repro"], repo, env)
-    assert {"train_diverse@1", "train_diverse@2", "eval_checkpoints@diverse-1", "eval_checkpoints@diverse-2"} \
+    assert {"train_diverse@1", "train_diverse@2", "eval_checkpoints@diverse-1-humaneval"} \
         <= ran(output)
-    assert not {"fetch_model", "train_deep@1", "eval_checkpoints@deep-1", "eval_base"} & ran(output)
+    assert not {"fetch_model", "train_deep@1", "eval_checkpoints@deep-1-livecodebench",
+                "eval_base@livecodebench"} & ran(output)
 
 
 def test_exp_run_with_a_param_override(project):

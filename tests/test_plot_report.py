@@ -36,8 +36,9 @@ def records(solved: set[int]) -> list[dict]:
                           "passed": i in solved}]} for i in range(N)]
 
 
-def run_dir(root: Path, strategy: str, seed: int | None) -> Path:
-    return root / "results" / strategy if seed is None else root / "results" / strategy / f"seed-{seed}"
+def run_dir(root: Path, strategy: str, seed: int | None, benchmark: str = "livecodebench") -> Path:
+    results = root / "results" / benchmark
+    return results / strategy if seed is None else results / strategy / f"seed-{seed}"
 
 
 @pytest.fixture
@@ -158,14 +159,44 @@ def test_report_refuses_results_on_different_problems(workspace, monkeypatch):
     assert not (workspace / "report" / "README.md").exists()
 
 
+def test_a_second_benchmark_is_a_second_view(workspace, monkeypatch):
+    """eval.benchmarks [livecodebench, humaneval]: HumanEval's results (here every model solves
+    problem 0 only) become a panel of the plot and a section of the report, not the headline."""
+    monkeypatch.chdir(workspace)
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["eval"]["benchmarks"] = ["livecodebench", "humaneval"]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    for strategy, by_seed in OUTCOMES.items():
+        for seed, checkpoints in by_seed.items():
+            summary = json.loads((run_dir(workspace, strategy, seed) / "summary.json").read_text())
+            table = {}
+            for name in checkpoints:
+                write_jsonl(run_dir(workspace, strategy, seed, "humaneval") / f"{name}.jsonl", records({0}))
+                table[name] = summarize(records({0}), summary["checkpoints"][name]["step"])
+            write_json(run_dir(workspace, strategy, seed, "humaneval") / "summary.json",
+                       summary | {"benchmark": "humaneval", "checkpoints": table})
+    plot_stage.main([])
+    report_stage.main([])
+    curve = read_curve_csv(workspace / "plots" / "pass_at_1.csv")
+    assert [r["benchmark"] for r in curve] == ["livecodebench"] * 8 + ["humaneval"] * 8
+    assert {r["pass_at_1"] for r in curve if r["benchmark"] == "humaneval"} == {0.1}
+    report = (workspace / "report" / "README.md").read_text()
+    assert report.splitlines()[4].startswith("**Answer: ")  # the headline is still LiveCodeBench
+    assert "## Second view: humaneval" in report and "**On humaneval: this run cannot tell Deep from Diverse" in report
+    summary = json.loads((workspace / "report" / "study.json").read_text())
+    assert summary["second_views"]["humaneval"]["analysis"]["checkpoints"]["deep"]["8"]["estimate"] == 0.1
+    metrics = json.loads((workspace / "metrics" / "study.json").read_text())
+    assert metrics["deep"]["pass1"] == summary["analysis"]["best"]["deep"]["pass_at_1"]["estimate"] != 0.1
+
+
 def test_runs_evaluated_differently_are_refused(workspace):
     summary = run_dir(workspace, "deep", 2) / "summary.json"
     data = json.loads(summary.read_text())
     summary.write_text(json.dumps(data | {"n_samples": 4}))
     with pytest.raises(ValueError, match="n_samples"):
-        read_runs(workspace / "results", ["deep", "diverse"], list(SEEDS))
-    with pytest.raises(FileNotFoundError, match="eval_checkpoints@deep-3"):
-        read_runs(workspace / "results", ["deep", "diverse"], [1, 2, 3])
+        read_runs(workspace / "results", "livecodebench", ["deep", "diverse"], list(SEEDS))
+    with pytest.raises(FileNotFoundError, match="eval_checkpoints@deep-3-livecodebench"):
+        read_runs(workspace / "results", "livecodebench", ["deep", "diverse"], [1, 2, 3])
 
 
 def test_curves_stay_distinguishable_where_equal():

@@ -1,4 +1,4 @@
-"""One interface for every benchmark the evaluation runs; ``eval.benchmark`` picks one.
+"""One interface for every benchmark the evaluation runs; ``eval.benchmarks`` lists them.
 
 A benchmark says where its problems come from and how an answer to one is judged:
 
@@ -86,6 +86,6 @@ _REGISTRY = {
 
 def get_benchmark(name: str) -> Benchmark:
     if name not in _REGISTRY:
-        raise ValueError(f"eval.benchmark {name!r} is unknown; choose from {sorted(_REGISTRY)}")
+        raise ValueError(f"eval.benchmarks: {name!r} is unknown; choose from {sorted(_REGISTRY)}")
     module, attribute = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), attribute)

@@ -2,7 +2,8 @@
 
 A run is one strategy trained with one seed: its adapters in
 ``models/<strategy>/seed-<seed>/checkpoint-<step>/``, its DVCLive log in
-``dvclive/train_<strategy>/seed-<seed>/`` and its evaluation in ``results/<strategy>/seed-<seed>/`` (the base model's in ``results/base/``).
+``dvclive/train_<strategy>/seed-<seed>/`` and its evaluation on each benchmark in
+``results/<benchmark>/<strategy>/seed-<seed>/`` (the base model's in ``results/<benchmark>/base/``).
 Kept here so that no stage reaches into another's internals to find them.
 """
 
@@ -27,9 +28,11 @@ def live_dir(live: Path, strategy: str, seed: int) -> Path:
     return Path(live) / f"train_{strategy}" / seed_dir(seed)
 
 
-def results_dir(results: Path, strategy: str, seed: int | None = None) -> Path:
-    """``results/base`` for the base model (seed None), else ``results/<strategy>/seed-<seed>``."""
-    return Path(results) / BASE if seed is None else Path(results) / strategy / seed_dir(seed)
+def results_dir(results: Path, benchmark: str, strategy: str, seed: int | None = None) -> Path:
+    """``results/<benchmark>/base`` for the base model (seed None), else
+    ``results/<benchmark>/<strategy>/seed-<seed>``."""
+    root = Path(results) / benchmark
+    return root / BASE if seed is None else root / strategy / seed_dir(seed)
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -41,3 +44,8 @@ def list_checkpoints(adapters: Path) -> list[Path]:
     """``checkpoint-<step>`` folders of a training run, in step order."""
     found = [p for p in Path(adapters).iterdir() if p.is_dir() and checkpoint_step(p) is not None]
     return sorted(found, key=checkpoint_step)
+
+
+def eval_problems_file(raw_eval: Path, benchmark: str) -> Path:
+    """``data/raw/eval/<benchmark>.jsonl``: the problems fetch_data selected for one benchmark."""
+    return Path(raw_eval) / f"{benchmark}.jsonl"

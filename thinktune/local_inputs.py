@@ -14,8 +14,8 @@ RELATED_KEYS = {
     "model.local_path": ["model.source", "model.local_path"],
     "data.local_dir": ["data.source", "data.local_dir", "data.datasets"],
     "data.sample_dir": ["data.source", "data.sample_dir", "data.datasets"],
-    "eval.local_dir": ["eval.source", "eval.local_dir", "eval.lcb_release", "eval.benchmark"],
-    "eval.sample_file": ["eval.source", "eval.sample_file", "eval.benchmark"],
+    "eval.local_dir": ["eval.source", "eval.local_dir", "eval.lcb_release", "eval.benchmarks"],
+    "eval.sample_file": ["eval.source", "eval.sample_file", "eval.benchmarks"],
 }
 
 
@@ -41,7 +41,7 @@ def local_problems(params) -> list[str]:
             if not path.is_file():
                 problems.append(f"data.sample_dir: {path} (data.datasets.{name}.sample_file) not found; the committed "
                                 "value is data/sample")
-    if eval_.source == "local" and eval_.benchmark == "livecodebench":
+    if eval_.source == "local" and "livecodebench" in eval_.benchmarks:
         from thinktune.livecodebench import RELEASE_FILES
 
         files = RELEASE_FILES.get(eval_.lcb_release, [])
@@ -49,7 +49,7 @@ def local_problems(params) -> list[str]:
         if missing:
             problems.append(f"eval.local_dir: {eval_.local_dir} lacks {missing} of LiveCodeBench {eval_.lcb_release}; "
                             "copy them there from the hub's livecodebench/code_generation_lite")
-    if eval_.source == "sample" and eval_.benchmark == "livecodebench" and not Path(eval_.sample_file).is_file():
+    if eval_.source == "sample" and "livecodebench" in eval_.benchmarks and not Path(eval_.sample_file).is_file():
         problems.append(f"eval.sample_file: {eval_.sample_file} not found; the committed value is "
                         "data/sample/livecodebench_sample.jsonl")
     return problems

@@ -175,8 +175,14 @@ class TrainParams(_Section):
 
 
 
+BENCHMARKS = ("livecodebench", "humaneval")
+
+
 class EvalParams(_Section):
-    benchmark: Literal["livecodebench", "humaneval"]  # humaneval ignores the LiveCodeBench filters
+    # Every checkpoint is scored on each benchmark listed (one DVC stage per run and benchmark);
+    # the first is the report's headline, the others are second, independent views.
+    benchmarks: list[Literal[BENCHMARKS]] = Field(  # type: ignore[valid-type]
+        min_length=1, description="humaneval ignores the LiveCodeBench filters")
     source: Literal["sample", "hub", "local"]
     sample_file: str
     local_dir: str = Field("inputs/livecodebench", min_length=1,
@@ -204,6 +210,31 @@ class EvalParams(_Section):
     memory_mb: PositiveInt
     workers: PositiveInt
     precision: Literal["auto", "bf16", "fp16", "fp32"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmark_became_benchmarks(cls, data):
+        if isinstance(data, dict) and "benchmark" in data:
+            raise ValueError(f"eval.benchmark ({data['benchmark']!r}) is now eval.benchmarks, a list: write "
+                             f"`benchmarks: [{data['benchmark']}]` (add humaneval to score every checkpoint on both)")
+        return data
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} repeats a benchmark; list each once")
+        return value
+
+    @property
+    def benchmark(self) -> str:
+        """The benchmark of this view: the headline, or the one an eval stage was given (for_benchmark)."""
+        return self.benchmarks[0]
+
+    def for_benchmark(self, name: str) -> EvalParams:
+        if name not in self.benchmarks:
+            raise ValueError(f"benchmark {name!r} is not in eval.benchmarks {self.benchmarks}")
+        return self.model_copy(update={"benchmarks": [name]})
 
     @model_validator(mode="after")
     def _consistent(self) -> EvalParams:

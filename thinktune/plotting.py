@@ -21,7 +21,7 @@ from thinktune.layout import BASE
 from thinktune.params import PlotParams
 from thinktune.records import Run
 
-CURVE_COLUMNS = ("strategy", "checkpoint", "step", "seeds", "pass_at_1", "ci95_low", "ci95_high", "total",
+CURVE_COLUMNS = ("benchmark", "strategy", "checkpoint", "step", "seeds", "pass_at_1", "ci95_low", "ci95_high", "total",
                  "mean_reasoning_tokens", "truncated_share", "no_code_share")
 _SHAPE = ("mean_reasoning_tokens", "truncated_share", "no_code_share")
 # Drawn on top of each other where equal: dashed lines and small markers over a solid line and
@@ -37,8 +37,9 @@ SHAPE_PANELS = (("mean_reasoning_tokens", "reasoning tokens per answer (mean)", 
 TRAINING_METRICS = ("loss", "valid_loss", "learning_rate", "tokens_per_s")
 
 
-def curve_rows(runs: list[Run], checkpoints: dict[str, dict[str, dict]], strategies: list[str]) -> list[dict]:
-    """Every point of every strategy's curve, each starting from the base model at step 0.
+def curve_rows(benchmark: str, runs: list[Run], checkpoints: dict[str, dict[str, dict]],
+               strategies: list[str]) -> list[dict]:
+    """Every point of every strategy's curve on one benchmark, each starting from the base model at step 0.
 
     ``checkpoints[strategy][step]``: the analysis's Pass@1 point (estimate, ci95_low, ci95_high);
     the answer-shape columns are means over the strategy's seeds."""
@@ -47,15 +48,15 @@ def curve_rows(runs: list[Run], checkpoints: dict[str, dict[str, dict]], strateg
     for strategy in strategies:
         mine = [r for r in runs if r.strategy == strategy]
         steps = sorted({run.step_of(name) for run in mine for name in run.records})
-        rows.append(_row(strategy, BASE, 0, [base_run.summary["checkpoints"][BASE]], checkpoints[BASE]["0"]))
+        rows.append(_row(benchmark, strategy, BASE, 0, [base_run.summary["checkpoints"][BASE]], checkpoints[BASE]["0"]))
         for step in steps:
             points = [p for run in mine for p in run.summary["checkpoints"].values() if p["step"] == step]
-            rows.append(_row(strategy, f"checkpoint-{step}", step, points, checkpoints[strategy][str(step)]))
+            rows.append(_row(benchmark, strategy, f"checkpoint-{step}", step, points, checkpoints[strategy][str(step)]))
     return rows
 
 
-def _row(strategy: str, checkpoint: str, step: int, points: list[dict], estimate: dict) -> dict:
-    return {"strategy": strategy, "checkpoint": checkpoint, "step": step, "seeds": len(points),
+def _row(benchmark: str, strategy: str, checkpoint: str, step: int, points: list[dict], estimate: dict) -> dict:
+    return {"benchmark": benchmark, "strategy": strategy, "checkpoint": checkpoint, "step": step, "seeds": len(points),
             "pass_at_1": estimate["estimate"], "ci95_low": estimate["ci95_low"], "ci95_high": estimate["ci95_high"],
             "total": points[0]["total"],
             **{c: round(sum(p[c] for p in points) / len(points), 6) for c in _SHAPE}}
@@ -141,27 +142,32 @@ def _strategy_lines(ax, rows: list[dict], column: str, scale: float, styles: dic
 
 
 def draw_curve(rows: list[dict], params: PlotParams, path: Path) -> None:
-    """The Pass@1 PNG: Pass@1 (%) per step for each strategy (mean over seeds), base dotted, 95% bands."""
-    plt, fig, (ax,) = _figure(params)
+    """The Pass@1 PNG: one panel per benchmark (the headline first), Pass@1 (%) per step for each
+    strategy (mean over seeds), base dotted, 95% bands."""
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in rows))
+    plt, fig, axes = _figure(params, len(benchmarks))
     styles = _styles(rows, params)
-    for strategy, (color, _) in styles.items():
-        part = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["step"])
-        ax.fill_between([r["step"] for r in part], [100 * r["ci95_low"] for r in part],
-                        [100 * r["ci95_high"] for r in part], color=color, alpha=0.12, linewidth=0)
-    _strategy_lines(ax, rows, "pass_at_1", 100, styles)
-    base = next(r for r in rows if r["checkpoint"] == BASE)
-    ax.axhline(100 * base["pass_at_1"], color="0.4", linestyle=":", linewidth=1,
-               label=f"base model ({100 * base['pass_at_1']:.1f}%)")
-    ax.set_title(params.title)
-    ax.set_xlabel("training step (optimizer updates)")
-    ax.set_ylabel("Pass@1 (%), mean over seeds, 95% interval")
-    ax.set_ylim(bottom=0)
-    ax.legend(loc="best", fontsize=8)
+    for ax, benchmark in zip(axes, benchmarks, strict=True):
+        mine = [r for r in rows if r["benchmark"] == benchmark]
+        for strategy, (color, _) in styles.items():
+            part = sorted((r for r in mine if r["strategy"] == strategy), key=lambda r: r["step"])
+            ax.fill_between([r["step"] for r in part], [100 * r["ci95_low"] for r in part],
+                            [100 * r["ci95_high"] for r in part], color=color, alpha=0.12, linewidth=0)
+        _strategy_lines(ax, mine, "pass_at_1", 100, styles)
+        base = next(r for r in mine if r["checkpoint"] == BASE)
+        ax.axhline(100 * base["pass_at_1"], color="0.4", linestyle=":", linewidth=1,
+                   label=f"base model ({100 * base['pass_at_1']:.1f}%)")
+        ax.set_title(params.title if benchmark == benchmarks[0] else f"{benchmark} (second view)", fontsize=10)
+        ax.set_ylabel(f"{benchmark} Pass@1 (%)\nmean over seeds, 95% band", fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="best", fontsize=8)
+    axes[-1].set_xlabel("training step (optimizer updates)")
     _save(plt, fig, params, path)
 
 
 def draw_answer_shape(rows: list[dict], params: PlotParams, path: Path) -> None:
-    """The answers' shape PNG: one panel per SHAPE_PANELS column against step."""
+    """The answers' shape PNG, on the headline benchmark: one panel per SHAPE_PANELS column against step."""
+    rows = [r for r in rows if r["benchmark"] == rows[0]["benchmark"]]
     plt, fig, axes = _figure(params, len(SHAPE_PANELS))
     styles = _styles(rows, params)
     for ax, (column, label, scale) in zip(axes, SHAPE_PANELS, strict=True):

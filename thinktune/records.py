@@ -1,5 +1,5 @@
-"""What an evaluation leaves in ``results/base/`` and ``results/<strategy>/seed-<seed>/``, and how
-the later stages read it.
+"""What an evaluation leaves in ``results/<benchmark>/base/`` and
+``results/<benchmark>/<strategy>/seed-<seed>/``, and how the later stages read it.
 
 ``<checkpoint>.jsonl``: one record per problem (``question_id``, ``difficulty``,
 ``n_samples``, ``n_correct``, ``pass_at_1`` and each sample's raw answer, graded code,
@@ -75,30 +75,32 @@ class Run:
         return self.summary["checkpoints"][checkpoint]["step"]
 
 
-def _stage(strategy: str, seed: int | None) -> str:
-    return "eval_base" if seed is None else f"eval_checkpoints@{strategy}-{seed}"
+def _stage(benchmark: str, strategy: str, seed: int | None) -> str:
+    return f"eval_base@{benchmark}" if seed is None else f"eval_checkpoints@{strategy}-{seed}-{benchmark}"
 
 
-def read_summary(results: Path, strategy: str, seed: int | None = None) -> dict:
+def read_summary(results: Path, benchmark: str, strategy: str, seed: int | None = None) -> dict:
     """A run's ``summary.json`` as written by :func:`thinktune.evaluation.write_results`."""
-    path = results_dir(results, strategy, seed) / SUMMARY
+    path = results_dir(results, benchmark, strategy, seed) / SUMMARY
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro {_stage(strategy, seed)}`")
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro {_stage(benchmark, strategy, seed)}`")
     return json.loads(path.read_text())
 
 
-def read_run(results: Path, strategy: str, seed: int | None = None) -> Run:
-    summary = read_summary(results, strategy, seed)
-    folder = results_dir(results, strategy, seed)
+def read_run(results: Path, benchmark: str, strategy: str, seed: int | None = None) -> Run:
+    summary = read_summary(results, benchmark, strategy, seed)
+    folder = results_dir(results, benchmark, strategy, seed)
     if not summary["checkpoints"]:
-        raise ValueError(f"{folder / SUMMARY} has no checkpoints: re-run `dvc repro {_stage(strategy, seed)}`")
+        raise ValueError(f"{folder / SUMMARY} has no checkpoints: re-run "
+                         f"`dvc repro {_stage(benchmark, strategy, seed)}`")
     return Run(strategy, seed, summary, {name: read_jsonl(folder / f"{name}.jsonl") for name in summary["checkpoints"]})
 
 
-def read_runs(results: Path, strategies: list[str], seeds: list[int]) -> list[Run]:
-    """The base model's run, then every strategy's run with every seed (params order); all must have
-    been evaluated on the same benchmark, problems and sample count."""
-    runs = [read_run(results, BASE)] + [read_run(results, s, seed) for s in strategies for seed in seeds]
+def read_runs(results: Path, benchmark: str, strategies: list[str], seeds: list[int]) -> list[Run]:
+    """On one benchmark: the base model's run, then every strategy's run with every seed (params
+    order); all must have been evaluated on the same problems and sample count."""
+    runs = [read_run(results, benchmark, BASE)] + [read_run(results, benchmark, s, seed)
+                                                   for s in strategies for seed in seeds]
     for key in ("benchmark", "n_problems", "n_samples"):
         values = {run.name: run.summary[key] for run in runs}
         if len(set(values.values())) > 1:

@@ -174,11 +174,22 @@ def analysis_lines(result: dict, curve: list[dict]) -> list[str]:
     return lines
 
 
+def second_view_lines(benchmark: str, result: dict, curve: list[dict]) -> list[str]:
+    """Another benchmark scored on every checkpoint: its answer, checkpoints and differences."""
+    n = result["headline"]["difference"]["n_problems"]
+    return ["", f"## Second view: {benchmark}", "",
+            (f"The same checkpoints on {benchmark} ({n} problems scored), an independent view of the question; "
+             "steps chosen by the same rule."), "",
+            answer_paragraph(result).replace("**Answer: ", f"**On {benchmark}: ", 1), "",
+            *_checkpoint_lines(result, curve), *_difference_lines(result)]
+
+
 def render_markdown(result: dict, context: dict, curve: list[dict], runs: list[Run],
                     training: dict[tuple[str, int], dict], plot_path: str, shape_path: str, sources: dict[str, str],
-                    data: dict | None = None) -> str:
+                    data: dict | None = None, second_views: dict[str, tuple[dict, list[dict]]] | None = None) -> str:
     """report/README.md. ``context``: model, benchmark, platform, difficulties, n_samples, n_problems,
-    seeds; ``sources``: each strategy's data source; ``data``: the data report."""
+    seeds; ``sources``: each strategy's data source; ``data``: the data report; ``second_views``:
+    benchmark -> (its analysis, its curve rows)."""
     lines = [
         "# Deep vs Diverse: results",
         "",
@@ -195,6 +206,7 @@ def render_markdown(result: dict, context: dict, curve: list[dict], runs: list[R
         "",
         f"![Pass@1 vs training step]({plot_path})",
         *analysis_lines(result, curve),
+        *(line for b, (r, c) in (second_views or {}).items() for line in second_view_lines(b, r, c)),
         "",
         "## What the answers look like",
         "",
@@ -219,8 +231,8 @@ def render_markdown(result: dict, context: dict, curve: list[dict], runs: list[R
          "(params.yaml); on a GPU with the hub, `python -m thinktune.presets paper && dvc exp run` runs the "
          "full study."),
         "",
-        ("Per-problem records (raw answers, graded code, verdict per test): `results/base/base.jsonl` and "
-         "`results/<strategy>/seed-<seed>/<checkpoint>.jsonl`."),
+        ("Per-problem records (raw answers, graded code, verdict per test): `results/<benchmark>/base/base.jsonl` "
+         "and `results/<benchmark>/<strategy>/seed-<seed>/<checkpoint>.jsonl`."),
         "",
     ]
     return "\n".join(lines)

@@ -133,8 +133,9 @@ def answer_paragraph(result: dict) -> str:
     seeds = ("one training seed per strategy, so seed-to-seed variance is not estimated and the interval covers "
              "problems and samples only" if d["seed_variance"] == "not estimated" else
              f"{' and '.join(map(str, d['seeds']))} training seeds")
+    degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']}: the design's power is unknown)"
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at their best steps ({h['first_step']} and "
             f"{h['second_step']}, {rule}) is {_pts(d['estimate'])} points, 95% interval "
             f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}] (p = {d['p_value']:.3g}, {d['n_problems']} problems; "
             f"{seeds}). The smallest difference this design could detect at 80% power is "
-            f"{100 * d['mde']:.1f} points.")
+            f"{100 * d['mde']:.1f} points{degenerate}.")
