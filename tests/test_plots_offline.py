@@ -271,3 +271,27 @@ def test_stock_cdn_page_draws_nothing_offline(browser, plots_repo, tmp_path):
     dom = rendered_dom(browser, page, tmp_path)
     assert dom.count("<div id") == len(definitions)  # DVC wrote one plot div each ...
     assert Views(dom).views == [] and "<svg" not in dom and "<canvas" not in dom  # ... and none was drawn
+
+
+def test_pass_at_1_band_is_drawn_per_strategy_and_benchmark(browser, tmp_path):
+    """The custom template of the Pass@1 plot, on data shaped as stages/plot writes it: each
+    benchmark a panel, each strategy a line with its 95% interval as a filled band."""
+    repo = tmp_path / "repo"
+    for name in ["dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, repo / name)
+    shutil.copytree(TEMPLATE_DIR, repo / TEMPLATE_DIR.name, ignore=shutil.ignore_patterns("__pycache__"))
+    rows = [[b, s, step, round(0.1 + 0.01 * step + (0.05 if s == "deep" else 0), 3)]
+            for b in ("livecodebench", "humaneval") for s in ("deep", "diverse") for step in (0, 3, 6)]
+    write_table(repo / "plots/pass_at_1.csv", ["benchmark", "strategy", "step", "pass_at_1", "ci95_low", "ci95_high"],
+                [[*r, round(r[3] - 0.05, 3), round(r[3] + 0.05, 3)] for r in rows])
+    env = os.environ | {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+                        "DVC_NO_ANALYTICS": "1"}
+    sh(["git", "init", "-q"], repo, env)
+    sh(["dvc", "plots", "show", "plots/pass_at_1.csv", "-y", "pass_at_1", "-x", "step", "--template",
+        "dvc_plots_template/strategy_band.json"], repo, env)
+    dom = rendered_dom(browser, repo / "dvc_plots" / "index.html", tmp_path)
+    areas = re.findall(r'aria-roledescription="area mark"[^>]*\sd="M', dom)
+    lines = [ln for v in Views(dom).views for ln in v.lines if ln["points"] == 3]
+    assert len(areas) == 4, f"{len(areas)} bands: one per strategy in each of 2 benchmark panels"
+    assert len(lines) == 4 and {ln["label"].get("strategy") for ln in lines} == {"deep", "diverse"}, lines
