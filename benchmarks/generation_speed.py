@@ -2,7 +2,7 @@
 
     python -m benchmarks.generation_speed                       # models/base, the sample problems the eval selects, 512 tokens
     python -m benchmarks.generation_speed --max-new-tokens 128 --repeat 2
-    python -m benchmarks.generation_speed --switch-adapters models/deep/checkpoint-*
+    python -m benchmarks.generation_speed --switch-adapters models/deep/seed-42/checkpoint-*
 
 Both paths answer the eval stage's chats (system prompt and study prompt from params.yaml)
 with greedy decoding on one loaded model, in alternating order; the script prints wall

@@ -44,7 +44,7 @@ def canonical(rows: dict[str, dict]) -> list[dict]:
 def model_completions(results_dir: Path, rows: dict[str, dict]) -> list[dict]:
     """Every distinct (problem, extracted program) of HumanEval problems in evaluation records."""
     cases, seen = [], set()
-    for path in sorted(results_dir.glob("*/*.jsonl")):
+    for path in sorted(results_dir.rglob("*.jsonl")):  # results/<benchmark>/<run>/<checkpoint>.jsonl
         for record in read_jsonl(path):
             if record["question_id"] not in rows:
                 continue

@@ -10,7 +10,7 @@ thinktune cache (benchmarks/_official.py) - the project's environment is not tou
 Corpus: each program has a known verdict; a case marked with a known difference expects
 the official grader to give the other verdict (README.md, "Evaluation harness", says why for each).
 ``--results``: the programs extracted from evaluation records (``results/*/*.jsonl``), on
-their problems' tests from ``data/raw/eval.jsonl`` - real model output, no labels, so
+their problems' tests from ``data/raw/eval/livecodebench.jsonl`` - real model output, no labels, so
 every disagreement there is reported as one.
 
 Prints one line per disagreement and a summary; exits 1 when there is an unexplained
@@ -37,7 +37,7 @@ def model_programs(results_dir: Path, problems_file: Path) -> list[dict]:
     """Every distinct (problem, extracted program) in the evaluation records, as unlabeled cases."""
     problems = {row["question_id"]: row for row in read_jsonl(problems_file)}
     cases, seen = [], set()
-    for path in sorted(results_dir.glob("*/*.jsonl")):
+    for path in sorted(results_dir.rglob("*.jsonl")):  # results/<benchmark>/<run>/<checkpoint>.jsonl
         for record in read_jsonl(path):
             problem = problems.get(record["question_id"])
             if problem is None:
@@ -95,7 +95,7 @@ def print_comparison(label: str, noun: str, grader: str, cases: list[dict], ours
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, help="also grade the programs in these evaluation records")
-    parser.add_argument("--problems", type=Path, default=Path("data/raw/eval.jsonl"))
+    parser.add_argument("--problems", type=Path, default=Path("data/raw/eval/livecodebench.jsonl"))
     parser.add_argument("--timeout", type=int, default=3, help="seconds per test, both graders (default 3)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)

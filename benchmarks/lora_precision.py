@@ -1,6 +1,6 @@
 """What a bf16 merge loses of a LoRA adapter, and what applying it unmerged costs in decode speed.
 
-    python -m benchmarks.lora_precision --adapters models/deep/checkpoint-*      # the default's checkpoints
+    python -m benchmarks.lora_precision --adapters models/deep/seed-42/checkpoint-*      # the default's checkpoints
     python -m benchmarks.lora_precision --delta-scale 0.05 --max-new-tokens 128   # deltas the size lr 5e-5 gives
 
 1. **Delta kept.** For each adapter and each LoRA layer, the delta ``B @ A * scale`` computed

@@ -72,13 +72,18 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
 
 
 def untrained_strategies(strategies: list[str], dvc_yaml: Path) -> list[str]:
-    """One line per strategy without a ``train_<name>`` stage in dvc.yaml (empty: all have one, or
-    there is no dvc.yaml: the params are checked outside a pipeline)."""
+    """One line per strategy without a ``train_<name>`` stage in dvc.yaml, and per ``train_<name>``
+    stage whose strategy params.yaml does not list (empty: they match, or there is no dvc.yaml: the
+    params are checked outside a pipeline)."""
     if not dvc_yaml.is_file():
         return []
     stages = (load_yaml(dvc_yaml.read_text()) or {}).get("stages", {})
-    return [f"strategies.{name}: dvc.yaml has no stage train_{name}; copy the train_deep block, rename it "
-            f"train_{name} and replace `deep` by `{name}` in it" for name in strategies if f"train_{name}" not in stages]
+    missing = [f"strategies.{name}: dvc.yaml has no stage train_{name}; copy the train_deep block, rename it "
+               f"train_{name} and replace `deep` by `{name}` in it" for name in strategies if f"train_{name}" not in stages]
+    extra = [f"strategies: dvc.yaml trains {stage[6:]!r} (stage {stage}) but strategies does not list it; list it, "
+             f"or remove the {stage} block from dvc.yaml" for stage in stages
+             if stage.startswith("train_") and stage[6:] not in strategies]
+    return missing + extra
 
 
 def main(argv: list[str] | None = None) -> None:

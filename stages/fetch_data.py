@@ -16,7 +16,7 @@ from pathlib import Path
 from thinktune import codegen
 from thinktune.atomic import atomic_dir, write_jsonl
 from thinktune.benchmark import get_benchmark
-from thinktune.errors import SourceError, run_stage
+from thinktune.errors import InputError, SourceError, run_stage
 from thinktune.layout import eval_problems_file
 from thinktune.logs import get_logger
 from thinktune.params import DataParams, EvalParams, load_params
@@ -48,7 +48,14 @@ def select_problems(params: EvalParams) -> dict[str, list]:
     """benchmark -> the problems it selects with the eval params (each of ``eval.benchmarks``)."""
     source_fix = "copy the release's test*.jsonl files and use eval.source=local with eval.local_dir"
     with from_hub("eval.source", f"dataset {params.lcb_repo} ({params.lcb_release})", source_fix):
-        return {name: get_benchmark(name).load_problems(params.for_benchmark(name)) for name in params.benchmarks}
+        chosen = {name: get_benchmark(name).load_problems(params.for_benchmark(name)) for name in params.benchmarks}
+    for name, problems in chosen.items():
+        if len(problems) < 2:
+            raise InputError(f"eval.benchmarks: {name} selects {len(problems)} problem with eval.platforms="
+                             f"{params.platforms}, eval.difficulties={params.difficulties}, dates {params.date_from}.."
+                             f"{params.date_to}, eval.max_problems={params.max_problems}; the analysis needs at least 2 "
+                             "(the spread over problems gives the interval): widen the filters")
+    return chosen
 
 
 def write_problems(chosen: dict[str, list], out_dir: Path) -> None:

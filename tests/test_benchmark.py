@@ -78,3 +78,18 @@ def test_no_module_branches_on_the_benchmark(repo_root):
         if lines := _compares_benchmark_names(ast.parse((repo_root / name).read_text())):
             offenders[name] = lines
     assert offenders == {}
+
+
+def test_fetch_refuses_a_single_problem_naming_the_filters(params, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    one_day = params.eval.model_copy(update={"source": "sample", "date_from": None, "max_problems": None,
+                                             "difficulties": ["medium"]})
+    dates = sorted({p.contest_date[:10] for p in get_benchmark("livecodebench").load_problems(one_day)})
+    lone = [d for d in dates if sum(p.contest_date[:10] == d for p in get_benchmark("livecodebench")
+                                    .load_problems(one_day)) == 1]
+    assert lone, "the sample has a day with one medium problem"
+    from datetime import date
+
+    day = date.fromisoformat(lone[0])
+    with pytest.raises(ValueError, match=r"livecodebench selects 1 problem .* needs at least 2 .* widen the filters"):
+        select_problems(one_day.model_copy(update={"date_from": day, "date_to": day}))

@@ -57,13 +57,16 @@ def test_each_run_depends_on_every_setting_but_the_seed_list():
         params = set(doc["stages"][name]["do"]["params"])
         assert "train" not in params and "train.seeds" not in params, name
         assert every_train_key <= params, f"{name} misses {sorted(every_train_key - params)}"
-    from thinktune.params import EvalParams
+    from thinktune.params import PROBLEM_SELECTION, EvalParams
 
-    every_eval_key = {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.benchmarks"}
+    # The problem selection decides data/raw/eval/<benchmark>.jsonl, the stage's data dep: a LiveCodeBench
+    # filter must not re-run HumanEval's evaluations.
+    every_eval_key = {f"eval.{k}" for k in EvalParams.model_fields if k not in (*PROBLEM_SELECTION, "benchmarks")}
     for name in ("eval_base", "eval_checkpoints"):  # one stage per run and benchmark: not on either list
         params = set(doc["stages"][name].get("do", doc["stages"][name])["params"])
         assert not {p for p in params if str(p).startswith("train")}, name
         assert "eval" not in params and "eval.benchmarks" not in params, name
+        assert not {f"eval.{k}" for k in PROBLEM_SELECTION} & params, name
         assert every_eval_key <= params, f"{name} misses {sorted(every_eval_key - params)}"
 
 

@@ -221,3 +221,11 @@ def test_adding_a_benchmark_keeps_the_other_benchmarks_cache_key(workspace, tiny
     key = fingerprint(tiny_model_dir, None, problems, alone.for_benchmark("livecodebench"), "SYS")
     assert key == fingerprint(tiny_model_dir, None, problems, both.for_benchmark("livecodebench"), "SYS")
     assert key != fingerprint(tiny_model_dir, None, problems, both.for_benchmark("humaneval"), "SYS")
+    # A LiveCodeBench filter chooses problems (the file, hashed); it does not decide HumanEval's answers.
+    humaneval = both.for_benchmark("humaneval")
+    other_filters = humaneval.model_copy(update={"platforms": ["leetcode"], "lcb_release": "release_v5"})
+    assert fingerprint(tiny_model_dir, None, problems, humaneval, "SYS") == \
+        fingerprint(tiny_model_dir, None, problems, other_filters, "SYS")
+    # ... while a decoding setting does.
+    assert fingerprint(tiny_model_dir, None, problems, humaneval, "SYS") != \
+        fingerprint(tiny_model_dir, None, problems, humaneval.model_copy(update={"max_new_tokens": 7}), "SYS")

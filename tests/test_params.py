@@ -79,7 +79,7 @@ def test_paper_preset_has_the_study_settings(params_copy):
     assert datasets == {"deep": "Naholav/CodeGen-Deep-5K", "diverse": "Naholav/CodeGen-Diverse-5K"}
     # LiveCodeBench's runner samples 10 answers at temperature 0.2, top_p 0.95; three training seeds.
     assert (paper.eval.n_samples, paper.eval.temperature, paper.eval.top_p) == (10, 0.2, 0.95)
-    assert paper.train.seeds == [0, 1, 2]
+    assert paper.train.seeds == [42, 43, 44]  # the original's 42 first: its runs are reused from DVC's run cache
     assert paper.eval.platforms == ["atcoder"] and paper.eval.difficulties == ["easy", "medium"]
     assert str(paper.eval.date_from) == "2025-01-01"
 
@@ -98,7 +98,8 @@ def test_original_preset_is_the_original_design(params_copy):
     ({"train": {"seeds": []}}, "train.seeds: [] is not allowed"),
     ({"strategies": {"deep": [{"dataset": "codegen_dep"}]}},
      "strategies.deep: dataset 'codegen_dep' is not in data.datasets ['codegen_deep', 'codegen_diverse']"),
-    ({"strategies": {"base": [{"dataset": "codegen_deep"}]}}, "`base` names the base model's results"),
+    ({"strategies": {"base": [{"dataset": "codegen_deep"}]}}, "strategies: `base` is reserved"),
+    ({"strategies": {"diff": [{"dataset": "codegen_deep"}]}}, "strategies: `diff` is reserved"),
     ({"strategies": {"Deep-2K": [{"dataset": "codegen_deep"}]}}, "strategies.Deep-2K: 'Deep-2K' is not allowed as a name; use lowercase letters"),
     ({"strategies": {"deep": [{"dataset": "codegen_deep", "problems": 0}]}}, "strategies.deep.problems: 0"),
 ])
@@ -340,4 +341,10 @@ def test_old_single_benchmark_key_names_the_new_list(raw):
     raw["eval"].pop("benchmark")
     raw["eval"]["benchmarks"] = ["humaneval", "humaneval"]
     with pytest.raises(ParamsError, match="repeats a benchmark"):
+        parse_params(raw)
+
+
+def test_one_problem_is_refused_before_anything_runs(raw):
+    raw["eval"]["max_problems"] = 1
+    with pytest.raises(ParamsError, match="eval.max_problems: 1 is not allowed; must be greater than or equal to 2"):
         parse_params(raw)

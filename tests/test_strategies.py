@@ -49,3 +49,7 @@ def test_a_strategy_without_its_training_stage_is_named(tmp_path):
     [line] = untrained_strategies(["deep", "diverse", "mixed"], dvc_yaml)
     assert line.startswith("strategies.mixed: dvc.yaml has no stage train_mixed; copy the train_deep block")
     assert untrained_strategies(["mixed"], tmp_path / "absent.yaml") == []  # params checked outside a pipeline
+    # ... and a training block left behind when a strategy leaves params.yaml
+    [line] = untrained_strategies(["deep"], dvc_yaml)
+    assert line == ("strategies: dvc.yaml trains 'diverse' (stage train_diverse) but strategies does not list it; "
+                    "list it, or remove the train_diverse block from dvc.yaml")

@@ -98,3 +98,14 @@ def test_validation_losses_come_from_the_dvclive_log(tmp_path):
     # Several seeds: the mean at the steps every run logged (step 9 only one did).
     assert validation_losses([tmp_path, tmp_path / "seed-2"]) == {3: 1.5, 6: 1.25}
     assert validation_losses([tmp_path, tmp_path / "missing"]) is None
+
+
+def test_a_step_only_some_seeds_reached_is_left_out():
+    """Seed 2 of Deep saved one more checkpoint (step 9): the mean over seeds and the within-run
+    peak minus final are taken over the steps both seeds have."""
+    runs = [evaluated("base", None, {0: [1] * 12}), evaluated("deep", 1, DEEP),
+            evaluated("deep", 2, DEEP | {9: [4] * 12}), evaluated("diverse", 1, DIVERSE),
+            evaluated("diverse", 2, DIVERSE)]
+    result = answer(analysis_rows(runs), {"deep": None, "diverse": None}, STRATEGIES)
+    assert sorted(result["checkpoints"]["deep"]) == ["3", "6"]
+    assert result["collapse"]["deep"]["final_step"] == 6

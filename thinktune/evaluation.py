@@ -12,8 +12,8 @@ soon as it is graded, so an evaluation that is killed and run again evaluates on
 checkpoints it had not finished, and adding a checkpoint grades only the new one. The
 model is loaded only when some checkpoint is not cached, once for the whole set.
 
-Results of a run: ``results/<strategy>/seed-<seed>/<checkpoint>.jsonl`` (``results/base/`` for the
-base model) and ``summary.json`` (see
+Results of a run: ``results/<benchmark>/<strategy>/seed-<seed>/<checkpoint>.jsonl``
+(``results/<benchmark>/base/`` for the base model) and ``summary.json`` (see
 :func:`write_results`, read back with :func:`thinktune.records.read_summary`).
 """
 
@@ -103,12 +103,13 @@ def _hash_files(paths: list[Path], digest) -> None:
 
 def fingerprint(base_dir: Path, adapter_dir: Path | None, problems_file: Path, params: EvalParams,
                 system_prompt: str) -> str:
-    """Everything that decides a checkpoint's records, hashed.
+    """Everything that decides a checkpoint's records, hashed: the problems file (not the keys that
+    selected its problems), the answer settings of ``params`` (a one-benchmark view), the model files.
 
     The precision enters resolved ("auto" is bf16 on one machine and fp32 on another, and
     the two answer differently), with the kind of device the answers are computed on.
     """
-    settings = params.model_dump(mode="json") | {"precision": resolve_precision(params.precision)}
+    settings = params.answer_settings() | {"precision": resolve_precision(params.precision)}
     digest = hashlib.sha256(f"v{RECORD_VERSION}".encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(device().encode())

@@ -22,6 +22,7 @@ from thinktune.errors import InputError
 QWEN2_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # A strategy's or dataset's name is part of stage names (train_<name>@<seed>) and paths.
 NAME = r"^[a-z][a-z0-9_]{0,31}$"
+RESERVED_NAMES = ("base", "diff", "problems")  # results/<benchmark>/base, metrics/study.json's other keys
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -176,6 +177,10 @@ class TrainParams(_Section):
 
 
 BENCHMARKS = ("livecodebench", "humaneval")
+# The eval keys that only choose problems: they decide data/raw/eval/<benchmark>.jsonl (fetch_data),
+# which the evaluation reads and hashes, so an evaluation depends on that file, not on them.
+PROBLEM_SELECTION = ("source", "sample_file", "local_dir", "lcb_repo", "lcb_release", "platforms", "difficulties",
+                     "date_from", "date_to", "max_problems")
 
 
 class EvalParams(_Section):
@@ -194,7 +199,8 @@ class EvalParams(_Section):
     difficulties: list[Literal["easy", "medium", "hard"]] = Field(min_length=1)
     date_from: date | None = None
     date_to: date | None = None
-    max_problems: PositiveInt | None = None
+    max_problems: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="keep the first N problems; at least 2 (one problem has no spread to give an interval)")
     n_samples: PositiveInt
     temperature: Annotated[float, Field(ge=0)]  # 0: greedy
     top_p: Annotated[float, Field(gt=0, le=1)]  # 1: off
@@ -230,6 +236,11 @@ class EvalParams(_Section):
     def benchmark(self) -> str:
         """The benchmark of this view: the headline, or the one an eval stage was given (for_benchmark)."""
         return self.benchmarks[0]
+
+    def answer_settings(self) -> dict:
+        """What decides one benchmark's answers and verdicts, given its problems file: every key but
+        the problem selection and the list of benchmarks, plus the benchmark itself."""
+        return self.model_dump(mode="json", exclude={*PROBLEM_SELECTION, "benchmarks"}) | {"benchmark": self.benchmark}
 
     def for_benchmark(self, name: str) -> EvalParams:
         if name not in self.benchmarks:
@@ -282,8 +293,9 @@ class Params(_Section):
     @model_validator(mode="after")
     def _strategies_read_known_datasets(self) -> Params:
         for name, parts in self.strategies.items():
-            if name == "base":
-                raise ValueError("strategies: `base` names the base model's results; call the strategy otherwise")
+            if name in RESERVED_NAMES:
+                raise ValueError(f"strategies: `{name}` is reserved ({', '.join(RESERVED_NAMES)} name the base model's "
+                                 "results and headline metrics); call the strategy otherwise")
             if not parts:
                 raise ValueError(f"strategies.{name}: no dataset listed; give at least one `- dataset: <name>`")
             for part in parts:

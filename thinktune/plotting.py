@@ -47,7 +47,7 @@ def curve_rows(benchmark: str, runs: list[Run], checkpoints: dict[str, dict[str,
     base_run = next(r for r in runs if r.strategy == BASE)
     for strategy in strategies:
         mine = [r for r in runs if r.strategy == strategy]
-        steps = sorted({run.step_of(name) for run in mine for name in run.records})
+        steps = sorted(int(step) for step in checkpoints[strategy])  # those every seed reached
         rows.append(_row(benchmark, strategy, BASE, 0, [base_run.summary["checkpoints"][BASE]], checkpoints[BASE]["0"]))
         for step in steps:
             points = [p for run in mine for p in run.summary["checkpoints"].values() if p["step"] == step]

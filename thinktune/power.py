@@ -2,7 +2,7 @@
 detect, and what the study costs, for chosen seeds x samples x problems.
 
     python -m thinktune.power --seeds 1,3,5 --samples 1,4,10,16 --problems 41,120,300
-    python -m thinktune.power --results results --compare deep,diverse --simulate --json
+    python -m thinktune.power --results results/livecodebench --compare deep,diverse --simulate --json
 
 The variance of a paired A-B difference in Pass@1 with S seeds per strategy, n samples per
 problem and P problems (:mod:`thinktune.analysis` has the model) is
@@ -230,7 +230,8 @@ def plan(components: Components, designs: list[tuple[int, int, int]], schedule: 
 # ---- a finished run's records
 
 def load_rows(results_dir: Path) -> list[dict]:
-    """Rows (``ROW_FIELDS``) of every ``results/<strategy>/<checkpoint>.jsonl``. Seeds: a strategy's
+    """Rows (``ROW_FIELDS``) of every ``<results_dir>/<strategy>/<checkpoint>.jsonl`` (one benchmark's
+    results, e.g. ``results/livecodebench``). Seeds: a strategy's
     ``seed-<s>/`` subfolders, each laid out as a target folder, or else each record's ``seed`` field
     (0 when absent). Step: the folder's summary.json (``checkpoints.<name>.step``), else the number that
     ends the checkpoint's name, else 0 for ``base``."""
@@ -276,7 +277,7 @@ def _designs(text: str) -> list[tuple[int, int, int]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m thinktune.power", description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", type=Path, help="a finished run's results/ (else the priors alone)")
+    p.add_argument("--results", type=Path, help="a finished run's results/<benchmark>/ (else the priors alone)")
     p.add_argument("--compare", default="deep,diverse", help="the two strategies compared (default deep,diverse)")
     d = Priors()
     g = p.add_argument_group("priors (logit scale; see thinktune.power.Priors for why these defaults)")

@@ -31,10 +31,17 @@ from thinktune.records import Run
 
 def analysis_rows(runs: Iterable[Run]) -> list[dict]:
     """One row per (strategy, seed, step, problem) of the evaluated runs; the base model is one run
-    (seed 0) at step 0."""
+    (seed 0) at step 0. A step is kept only where every seed of its strategy reached it (a mean over
+    seeds, and the seed-paired peak minus final, need them all)."""
+    runs = list(runs)
+    steps: dict[str, set[int]] = {}
+    for run in runs:
+        mine = {run.step_of(name) for name in run.records}
+        steps[run.strategy] = steps[run.strategy] & mine if run.strategy in steps else mine
     return [{"strategy": run.strategy, "seed": 0 if run.seed is None else run.seed, "step": run.step_of(name),
              "question_id": r["question_id"], "n_samples": r["n_samples"], "n_correct": r["n_correct"]}
-            for run in runs for name, recs in run.records.items() for r in recs]
+            for run in runs for name, recs in run.records.items() if run.step_of(name) in steps[run.strategy]
+            for r in recs]
 
 
 def read_validation_loss(live_dir: Path) -> dict[int, float] | None:
