@@ -143,6 +143,27 @@ def test_adding_a_seed_trains_and_evaluates_only_that_seed(project):
     assert json.loads((repo / "report/study.json").read_text())["seeds"] == [1, 2]
 
 
+def test_a_benchmark_comes_and_goes_without_re_evaluating_the_others(project):
+    repo, env = project
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "both benchmarks"], repo, env)
+    lcb = {p: p.read_bytes() for p in (repo / "results/livecodebench").rglob("*.jsonl")}
+    output = sh(["dvc", "exp", "run", "-S", "eval.benchmarks=[livecodebench]"], repo, env)
+    assert not {stage for stage in ran(output) if stage.startswith(("train_", "eval_"))}
+    assert "## Second view" not in (repo / "report/README.md").read_text()
+    # back again: HumanEval's evaluations come from DVC's run cache, LiveCodeBench's are untouched
+    output = sh(["dvc", "exp", "run", "-S", "eval.benchmarks=[livecodebench,humaneval]"], repo, env)
+    assert not {stage for stage in ran(output) if stage.startswith(("train_", "eval_"))}
+    assert "## Second view: humaneval" in (repo / "report/README.md").read_text()
+    assert all(p.read_bytes() == data for p, data in lcb.items())
+    # a LiveCodeBench filter re-runs LiveCodeBench's evaluations only
+    output = sh(["dvc", "exp", "run", "-S", "eval.difficulties=[easy]"], repo, env)
+    assert {stage for stage in ran(output) if stage.startswith("eval_")} == \
+        {"eval_base@livecodebench", *(f"eval_checkpoints@{s}-{seed}-livecodebench" for s in ("deep", "diverse")
+                                      for seed in SEEDS)}
+    sh(["dvc", "exp", "run", "-S", "eval.difficulties=[easy,medium]"], repo, env)
+
+
 def test_second_repro_is_up_to_date(project):
     repo, env = project
     assert ran(sh(["dvc", "repro"], repo, env)) == set()
