@@ -340,7 +340,7 @@ def test_old_single_benchmark_key_names_the_new_list(raw):
         parse_params(raw)
     raw["eval"].pop("benchmark")
     raw["eval"]["benchmarks"] = ["humaneval", "humaneval"]
-    with pytest.raises(ParamsError, match="repeats a benchmark"):
+    with pytest.raises(ParamsError, match="repeats a benchmark; list each benchmark once"):
         parse_params(raw)
 
 

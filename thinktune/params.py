@@ -39,6 +39,20 @@ class ParamsError(InputError):
         self.keys = keys or []
 
 
+def _now_a_list(data, section: str, old: str, new: str, hint: str):
+    """A params file from before a key became a list: name the new key and how to write it."""
+    if isinstance(data, dict) and old in data:
+        raise ValueError(f"{section}.{old} ({data[old]!r}) is now {section}.{new}, a list: write "
+                         f"`{new}: [{data[old]}]` ({hint})")
+    return data
+
+
+def _each_once(value: list, what: str) -> list:
+    if len(set(value)) != len(value):
+        raise ValueError(f"{value} repeats a {what}; list each {what} once")
+    return value
+
+
 class _Section(BaseModel):
     # Unknown keys are typos until proven otherwise.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,16 +164,12 @@ class TrainParams(_Section):
     @model_validator(mode="before")
     @classmethod
     def _seed_became_seeds(cls, data):
-        if isinstance(data, dict) and "seed" in data:
-            raise ValueError(f"train.seed ({data['seed']!r}) is now train.seeds, a list: write `seeds: "
-                             f"[{data['seed']}]` (add seeds to train each strategy once per seed)")
-        return data
+        return _now_a_list(data, "train", "seed", "seeds", "add seeds to train each strategy once per seed")
 
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"{value} repeats a seed; list each seed once")
+        _each_once(value, "seed")
         if any(s < 0 for s in value):
             raise ValueError(f"{value} has a negative seed; seeds name folders (seed-<n>): use 0 or more")
         return value
@@ -220,17 +230,12 @@ class EvalParams(_Section):
     @model_validator(mode="before")
     @classmethod
     def _benchmark_became_benchmarks(cls, data):
-        if isinstance(data, dict) and "benchmark" in data:
-            raise ValueError(f"eval.benchmark ({data['benchmark']!r}) is now eval.benchmarks, a list: write "
-                             f"`benchmarks: [{data['benchmark']}]` (add humaneval to score every checkpoint on both)")
-        return data
+        return _now_a_list(data, "eval", "benchmark", "benchmarks", "add humaneval to score every checkpoint on both")
 
     @field_validator("benchmarks")
     @classmethod
-    def _each_once(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"{value} repeats a benchmark; list each once")
-        return value
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return _each_once(value, "benchmark")
 
     @property
     def benchmark(self) -> str:
