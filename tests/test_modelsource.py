@@ -143,11 +143,12 @@ def test_load_causal_lm_is_from_pretrained(tmp_path, tiny_model_dir, variant, dt
     assert type(loaded) is type(expected)
     assert loaded.config.to_dict() == expected.config.to_dict()
     assert loaded.generation_config.to_dict() == expected.generation_config.to_dict()
-    got, want = dict(loaded.named_parameters(remove_duplicate=False)), dict(expected.named_parameters(remove_duplicate=False))
+    got = dict(loaded.named_parameters(remove_duplicate=False))
+    want = dict(expected.named_parameters(remove_duplicate=False))
     assert got.keys() == want.keys()
-    for name in want:
-        assert got[name].dtype == want[name].dtype == dtype, name
-        assert torch.equal(got[name], want[name]), name
+    for name, weight in want.items():
+        assert got[name].dtype == weight.dtype == dtype, name
+        assert torch.equal(got[name], weight), name
     buffers, want_buffers = dict(loaded.named_buffers()), dict(expected.named_buffers())
     assert buffers.keys() == want_buffers.keys()
     assert all(torch.equal(buffers[n], want_buffers[n]) for n in buffers)

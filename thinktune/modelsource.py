@@ -167,7 +167,7 @@ def load_causal_lm(model_dir: Path, dtype, **kwargs):
     config = AutoConfig.from_pretrained(model_dir)
     model_class = _get_model_class(config, AutoModelForCausalLM._model_mapping)
     handles = [safe_open(str(file), framework="pt", device="cpu", backend="pread") for file in files]
-    lazy = {key: handle.get_slice(key) for handle in handles for key in handle.keys()}  # read on use
+    lazy = {key: handle.get_slice(key) for handle in handles for key in handle.keys()}  # noqa: SIM118 - not a dict
     model = model_class.from_pretrained(None, config=config, state_dict=lazy, dtype=dtype, **kwargs)
     del lazy, handles
     model.config.name_or_path = str(model_dir)  # as from_pretrained records it (PEFT copies it into adapters)
