@@ -17,32 +17,10 @@ CUDA (the CUDA caching allocator is another matter).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
+from thinktune import hardware
+from thinktune.hardware import rss_bytes  # noqa: F401 - tests read RSS through this module
 
-SOFT_LIMIT_BYTES = int(3.25 * 2**30)
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def rss_bytes() -> int | None:
-    """This process's resident set size now (Linux ``/proc/self/statm``), None elsewhere."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return None
+SOFT_LIMIT_BYTES = hardware.HEAP_SOFT_LIMIT_BYTES
 
 
 class HeapTrimmer:
@@ -50,23 +28,22 @@ class HeapTrimmer:
 
     def __init__(self, soft_limit_bytes: int | None = None, enabled: bool = True):
         self.soft_limit_bytes = SOFT_LIMIT_BYTES if soft_limit_bytes is None else soft_limit_bytes
-        self._trim = _malloc_trim() if enabled and rss_bytes() is not None else None
+        self._active = enabled and hardware.can_release_heap()
         self.trims = 0  # how many times it gave memory back (tests, logs)
         self._hooks = []
 
     @property
     def active(self) -> bool:
-        return self._trim is not None
+        return self._active
 
     def maybe_trim(self, *_args) -> None:
         """Give freed heap pages back if RSS is above the soft limit; returns None (usable as a hook)."""
-        if self._trim is not None and rss_bytes() > self.soft_limit_bytes:
-            self._trim(0)
+        if self._active and hardware.release_freed_heap(self.soft_limit_bytes):
             self.trims += 1
 
     def attach(self, causal_lm) -> HeapTrimmer:
         """Trim before each decoder layer and each layer's MLP runs, forward and recompute alike."""
-        if self._trim is None:
+        if not self._active:
             return self
         layers = getattr(causal_lm.get_decoder(), "layers", None) or []
         for layer in layers:
