@@ -120,3 +120,37 @@ def test_unreachable_sources_end_in_one_line_naming_the_key(tmp_path, monkeypatc
                               "([Errno -2] Name or service not known)")
     assert "model.source=gguf_pypi" in message and "\n" not in message
     assert [p.name for p in out.iterdir()] == ["config.json"]  # what was there is kept
+
+
+@pytest.mark.parametrize("variant", ["single", "tied", "sharded"])
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_load_causal_lm_is_from_pretrained(tmp_path, tiny_model_dir, variant, dtype_name):
+    """The pread loader gives exactly from_pretrained's model: weights, buffers, ties, generation config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = getattr(torch, dtype_name)
+    model_dir = tiny_model_dir
+    if variant != "single":  # the tiny model with tied embeddings, or saved in shards with an index
+        config = AutoConfig.from_pretrained(tiny_model_dir, tie_word_embeddings=variant == "tied")
+        model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+        model_dir = tmp_path / variant
+        model.save_pretrained(model_dir, max_shard_size="20KB" if variant == "sharded" else "5GB")
+        assert (model_dir / "model.safetensors.index.json").is_file() == (variant == "sharded")
+    expected = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
+    loaded = modelsource.load_causal_lm(model_dir, dtype, attn_implementation="eager")
+
+    assert type(loaded) is type(expected)
+    assert loaded.config.to_dict() == expected.config.to_dict()
+    assert loaded.generation_config.to_dict() == expected.generation_config.to_dict()
+    got = dict(loaded.named_parameters(remove_duplicate=False))
+    want = dict(expected.named_parameters(remove_duplicate=False))
+    assert got.keys() == want.keys()
+    for name, weight in want.items():
+        assert got[name].dtype == weight.dtype == dtype, name
+        assert torch.equal(got[name], weight), name
+    buffers, want_buffers = dict(loaded.named_buffers()), dict(expected.named_buffers())
+    assert buffers.keys() == want_buffers.keys()
+    assert all(torch.equal(buffers[n], want_buffers[n]) for n in buffers)
+    tied = loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert tied == (expected.lm_head.weight is expected.model.embed_tokens.weight) == (variant == "tied")

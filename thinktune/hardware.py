@@ -83,3 +83,52 @@ def describe_environment(requested_precision: str) -> dict:
         "torch": torch.__version__,
         **{name: version(name) for name in ("transformers", "peft", "trl", "accelerate")},
     }
+
+
+# --- the C heap -----------------------------------------------------------------------------
+
+# This project's per-stage target is 4 GiB RSS (an 8 GB laptop); above this soft limit the CPU
+# training step and the decode engine hand freed heap pages back (thinktune.training.memory).
+HEAP_SOFT_LIMIT_BYTES = int(3.25 * 2**30)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS) or no /proc."""
+    import ctypes
+    import ctypes.util
+
+    if rss_bytes() is None:
+        return None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size now (Linux ``/proc/self/statm``), None elsewhere."""
+    import os
+
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def can_release_heap() -> bool:
+    return _malloc_trim() is not None
+
+
+def release_freed_heap(above_bytes: int | None = None) -> bool:
+    """Give glibc's free heap pages back to the OS (``malloc_trim(0)``) if RSS is above
+    ``above_bytes`` (default HEAP_SOFT_LIMIT_BYTES); whether it did."""
+    trim = _malloc_trim()
+    limit = HEAP_SOFT_LIMIT_BYTES if above_bytes is None else above_bytes
+    if trim is None or rss_bytes() <= limit:
+        return False
+    trim(0)
+    return True

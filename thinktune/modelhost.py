@@ -25,6 +25,7 @@ from pathlib import Path
 
 from thinktune.hardware import resolve_precision, torch_dtype
 from thinktune.logs import get_logger
+from thinktune.modelsource import load_causal_lm
 
 log = get_logger("modelhost")
 
@@ -36,10 +37,10 @@ _SHAPE_KEYS = ("r", "lora_alpha", "target_modules", "rank_pattern", "alpha_patte
 
 def load_base(base_dir: Path, precision: str, device: str = "cpu"):
     """(model, tokenizer) in the resolved precision, on ``device``, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch_dtype(resolve_precision(precision)))
+    model = load_causal_lm(base_dir, torch_dtype(resolve_precision(precision)))
     return model.to(device).eval(), tokenizer
 
 

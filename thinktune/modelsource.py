@@ -132,6 +132,52 @@ def save_gguf_as_safetensors(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def _safetensors_files(model_dir: Path) -> list[Path] | None:
+    """The safetensors files holding a saved model's weights (one, or the shards of an index); None
+    when the folder keeps its weights otherwise (``pytorch_model.bin``)."""
+    import json
+
+    single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        return [model_dir / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return None
+
+
+def load_causal_lm(model_dir: Path, dtype, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)`` without a second copy
+    of the weights in memory.
+
+    transformers memory-maps the safetensors file and converts from the mapping: every page it
+    reads stays resident in this process until the end of loading, so loading the 0.5B's bf16 file
+    as fp32 peaks at the fp32 weights plus the whole file (3.9 GiB RSS, not 2.7). Here each tensor
+    is read with ``pread`` when transformers asks for it (safetensors' ``pread`` backend) and only
+    the fp32 result stays. The same model: the same weights, buffers, tied weights and generation
+    config (``tests/test_modelsource.py`` compares them with ``from_pretrained``'s).
+    """
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers.models.auto.auto_factory import _get_model_class
+
+    model_dir = Path(model_dir)
+    files = _safetensors_files(model_dir)
+    if files is None:
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)
+    config = AutoConfig.from_pretrained(model_dir)
+    model_class = _get_model_class(config, AutoModelForCausalLM._model_mapping)
+    handles = [safe_open(str(file), framework="pt", device="cpu", backend="pread") for file in files]
+    lazy = {key: handle.get_slice(key) for handle in handles for key in handle.keys()}  # noqa: SIM118 - not a dict
+    model = model_class.from_pretrained(None, config=config, state_dict=lazy, dtype=dtype, **kwargs)
+    del lazy, handles
+    model.config.name_or_path = str(model_dir)  # as from_pretrained records it (PEFT copies it into adapters)
+    try:  # what from_pretrained reads beside the weights when given the folder
+        model.generation_config = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        pass  # no generation_config.json: the one from the model config, as from_pretrained keeps
+    return model
+
+
 def download_hub_model(name: str, revision: str, out_dir: Path) -> None:
     from huggingface_hub import snapshot_download
 

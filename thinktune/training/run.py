@@ -10,7 +10,7 @@ from pathlib import Path
 from thinktune.atomic import atomic_dir, write_json
 from thinktune.hardware import describe_environment, resolve_precision, torch_dtype
 from thinktune.logs import get_logger
-from thinktune.modelsource import cache_dir
+from thinktune.modelsource import cache_dir, load_causal_lm
 from thinktune.params import LoraParams, TrainParams
 from thinktune.training.batching import epoch_of_step, step_chat_ids, total_steps
 from thinktune.training.checkpoints import RunStore, code_sha256, list_checkpoints, model_card, run_key
@@ -77,7 +77,7 @@ def train_lora(
     same inputs (see :mod:`thinktune.training.checkpoints`). Call it in every launched process.
     """
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     run_name = run_name or Path(out_dir).name
     base_model_name = base_model_name or Path(base_model_dir).name
@@ -114,8 +114,7 @@ def train_lora(
     attention, attention_fallback = choose_attention(train.attn_implementation, accelerator.device)
     if attention_fallback:
         log.warning("attention: %s, not flash_attention_2 (%s)", attention, attention_fallback)
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch_dtype(precision),
-                                                 attn_implementation=attention)
+    model = load_causal_lm(base_model_dir, torch_dtype(precision), attn_implementation=attention)
     trainer = LoraTrainer(model, lora, train, steps, pad_token_id=tokenizer.pad_token_id or 0,
                           accelerator=accelerator)
     if latest:

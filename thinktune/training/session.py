@@ -30,7 +30,14 @@ from thinktune.hardware import resolve_precision
 from thinktune.params import LoraParams, TrainParams
 from thinktune.training.batching import flatten, plan_step
 from thinktune.training.data import TokenizedChat
-from thinktune.training.loss import CausalLMLoss, LossImpl, resolve_loss_impl
+from thinktune.training.loss import (
+    CPU_MAX_LOGIT_ELEMENTS,
+    CausalLMLoss,
+    LossImpl,
+    default_chunk_tokens,
+    resolve_loss_impl,
+)
+from thinktune.training.memory import HeapTrimmer
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,11 @@ class LoraTrainer:
             peft_model.get_base_model().gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         self.peft_model = peft_model
-        module = CausalLMLoss(peft_model, self.loss_impl)
+        # On CPU: smaller loss chunks, and freed heap pages handed back inside the step (see
+        # thinktune.training.memory), so fp32 training of the 0.5B stays under 4 GiB RSS.
+        chunk_tokens = None if on_cuda else default_chunk_tokens(model.config.vocab_size, CPU_MAX_LOGIT_ELEMENTS)
+        self.heap = HeapTrimmer(enabled=not on_cuda).attach(peft_model.get_base_model())
+        module = CausalLMLoss(peft_model, self.loss_impl, chunk_tokens)
         params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]  # biases and norms, as transformers' Trainer does
@@ -225,7 +236,9 @@ class LoraTrainer:
             last = i == len(mine) - 1
             with acc.no_sync(self.model) if not last else nullcontext():
                 loss, _ = self.model(**self._to_device(flatten(micro, self.pad_token_id)))
+                self.heap.maybe_trim()
                 acc.backward(loss * scale)
+                self.heap.maybe_trim()
             loss_sum += loss.detach().float()
         grad_norm = None
         if self.train_params.max_grad_norm > 0:
