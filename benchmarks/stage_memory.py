@@ -2,7 +2,7 @@
 
     python -m benchmarks.stage_memory                          # every stage of dvc.yaml, in pipeline order
     python -m benchmarks.stage_memory -S train.precision=fp32 -S eval.precision=fp32
-    python -m benchmarks.stage_memory --stages train_deep eval_checkpoints@deep
+    python -m benchmarks.stage_memory --stages train_deep@42 eval_checkpoints@deep-42-livecodebench
 
 Each stage runs as ``dvc repro --single-item --force <stage>`` (so it really runs, never
 restored from the run cache) in a child process; its peak RSS is the kernel's high-water
