@@ -83,7 +83,9 @@ def test_one_seed_pass_at_1_is_a_t_interval_over_problems():
     se = 0.5 / math.sqrt(3)
     half = math.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2)) * se
     assert (est.estimate, est.se, est.df) == (pytest.approx(0.5), pytest.approx(se), pytest.approx(2))
-    assert (est.low, est.high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    assert (est.low, est.high) == (0.0, 1.0)  # 0.5 -+ 1.24: the t interval, cut to [0, 1]
+    raw = combine([(1.0, checkpoint([[2, 0, 1]], n=2).rate)])  # the t interval itself, before the cut to [0, 1]
+    assert (raw.low, raw.high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
     assert est.seed_variance == "not estimated" and est.n_seeds == (1,)
 
 
@@ -253,3 +255,12 @@ def test_intervals_cover_the_truth_of_simulated_studies():
 def test_one_seed_intervals_cover_when_runs_do_not_differ():
     got = simulated_coverage(studies=200, seeds=1, samples=3, problems=25, seed_sd=0.0)
     assert 0.90 <= got["pass"] <= 0.99 and 0.90 <= got["diff"] <= 0.99, got
+
+
+def test_a_pass_at_1_interval_stays_within_0_and_1():
+    # 1 of 12 problems solved by one seed: mean - t se is below 0, the reported bound is 0
+    rows = [{"strategy": "deep", "seed": 0, "step": 3, "question_id": f"q{i}", "n_samples": 1,
+             "n_correct": int(i == 0)} for i in range(12)]
+    cp = build_study(rows)["deep"][3]
+    raw = combine([(1.0, cp.rate)])
+    assert raw.low < 0 and pass_at_1(cp).low == 0.0 and pass_at_1(cp).high == raw.high

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -252,8 +252,10 @@ def combine(arms: Sequence[tuple[float, np.ndarray]], n_boot: int = 2000, seed: 
 
 
 def pass_at_1(checkpoint: Checkpoint, n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """Pass@1 of one checkpoint averaged over its seeds and problems, with its interval."""
-    return combine([(1.0, checkpoint.rate)], n_boot, seed)
+    """Pass@1 of one checkpoint averaged over its seeds and problems, with its interval (the t
+    interval cut to [0, 1]: a rate cannot leave it, though mean +- t se can, e.g. 3/12 solved)."""
+    est = combine([(1.0, checkpoint.rate)], n_boot, seed)
+    return replace(est, low=max(0.0, est.low), high=min(1.0, est.high))
 
 
 def difference(a: Checkpoint, b: Checkpoint, n_boot: int = 2000, seed: int = 0) -> Estimate:
