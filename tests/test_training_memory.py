@@ -64,7 +64,7 @@ def test_training_numbers_do_not_depend_on_trimming(tiny_model_dir, tmp_path, mo
     lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
     train = TrainParams(epochs=1, learning_rate=1e-2, lr_scheduler="constant", warmup_ratio=0.0, weight_decay=0.0,
                         effective_batch_size=4, gradient_checkpointing=True, precision="fp32", save_steps=100,
-                        logging_steps=1, seed=0, micro_batch_tokens=128)  # 2 chats a micro-batch
+                        logging_steps=1, seeds=[0], micro_batch_tokens=128)  # 2 chats a micro-batch
     runs = []
     for limit in (0, 1 << 50):
         monkeypatch.setattr(memory, "SOFT_LIMIT_BYTES", limit)

@@ -169,8 +169,21 @@ class Program:
             socket.send_fds(self._sock, [b"R"], fds)
         except OSError as exc:
             _close_all(fds)
+            self._raise_setup_failure()
             raise LostKeeper(f"zygote {self._pid}: {exc}") from None
         return fds
+
+    def _raise_setup_failure(self) -> None:
+        """A zygote that refused its setup said why, then left: a send to it can fail before its
+        report is read. Read what it left; a setup failure is reported as one, not as a lost keeper."""
+        if self._ready:
+            return
+        while (line := self._next_line(1.0)) and line.strip() in (forkserver.COMPILING.strip(),
+                                                                   forkserver.COMPILED.strip()):
+            pass
+        if line and line.startswith(keeper.SETUP_FAILED):
+            self._drop_zygote(kill=True)
+            raise SandboxError(f"sandbox setup failed: {line[len(keeper.SETUP_FAILED):].decode(errors='replace')}")
 
     def _receive(self, fds: list[int]) -> RunResult:
         """The report of the oldest queued run, with its outputs."""
