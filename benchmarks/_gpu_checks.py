@@ -18,8 +18,12 @@ from thinktune.training.data import IGNORE
 LOSS_RTOL = 1e-2           # per-chat token-mean loss, packed vs padded
 GRAD_TOL = 5e-2            # max |grad difference| over max |grad|, every LoRA weight at once
 LOGITS_TOL = 5e-2          # max |logit difference| over max |logit|, graphs vs eager on one prefix
-ENGINE_MAX_ERROR = 0.2     # |engine - PEFT| / |adapter effect| (tests/test_modelhost.py's bound)
-MERGE_FACTOR = 1.5         # the bf16 merge's error must be this many times the engine's (tiny CPU: 1.8x)
+# Share of logits that differ from PEFT's unmerged forward (tests/test_modelhost.py's bounds): bf16
+# rounding in other batch shapes flips a few (tiny CPU: 0.03 with AVX512-BF16, 0.16 without), a
+# bf16 merge changes most of them (0.57 on both).
+ENGINE_MAX_CHANGED = 0.35
+MERGE_MIN_CHANGED = 0.45
+MERGE_FACTOR = 2.0         # and the merge must change this many times the engine's share
 PACKED_INIT_STD = 0.1     # at 0.02 a random model attends nearly uniformly: the control would not separate
 ADAPTER_VOCAB = 64         # the adapter's chats use the first 64 ids: a pattern 16 steps can learn
 
@@ -66,6 +70,12 @@ def _autocast(device: str):
     import torch
 
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def changed_fraction(got, want) -> float:
+    """The share of logits that differ at all: bf16 rounding in other batch shapes flips a few by
+    one step; a change of the function (a bf16 merge) moves most of them."""
+    return float((got != want).float().mean())
 
 
 def _rel(a, b) -> float:
@@ -293,7 +303,8 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     record.update({"model": source, "precision": "bf16", "adapter": f"trained: {scale.adapter_steps} LoraTrainer "
                    f"steps of {scale.adapter_chats_per_step} synthetic chats at lr 5e-5, bf16, r {lora.r}, alpha "
                    f"{lora.alpha}, targets {list(lora.target_modules)}", "adapter_losses": losses,
-                   "tolerances": {"engine_error_max": ENGINE_MAX_ERROR, "merge_error_over_engine_min": MERGE_FACTOR}})
+                   "tolerances": {"engine_changed_max": ENGINE_MAX_CHANGED, "merge_changed_min": MERGE_MIN_CHANGED,
+                                  "merge_over_engine_min": MERGE_FACTOR}})
     prompts = synthetic_prompts(scale.prompts, *scale.prompt_tokens, config.vocab_size, scale.seed + 1)
     host = host_for(copy.deepcopy(base), device)
     with host.adapted(adapter_dir) as model:
@@ -307,17 +318,29 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
             return m(input_ids=ids).logits.float()
 
     engine_error = merge_error = max_rel = 0.0
+    engine_rows, merged_rows, reference_rows = [], [], []
     for prompt, generated, got in zip(prompts, tokens, produced, strict=True):
         ids = torch.tensor([prompt + generated[:-1]], device=device)  # row t predicts generated token t
         start = len(prompt) - 1
         want = logits(reference, ids)[0, start:]
+        merged_logits = logits(merged, ids)[0, start:]
         effect = (want - logits(base, ids)[0, start:]).norm()
         engine_error = max(engine_error, float((got.float() - want).norm() / effect))
-        merge_error = max(merge_error, float((logits(merged, ids)[0, start:] - want).norm() / effect))
+        merge_error = max(merge_error, float((merged_logits - want).norm() / effect))
         max_rel = max(max_rel, _rel(got, want))
-    record.update({"engine_error": engine_error, "merge_error": merge_error, "engine_logits_max_rel_diff": max_rel,
+        engine_rows.append(got.float())
+        merged_rows.append(merged_logits)
+        reference_rows.append(want)
+    want = torch.cat(reference_rows)
+    engine_changed = changed_fraction(torch.cat(engine_rows), want)
+    merge_changed = changed_fraction(torch.cat(merged_rows), want)
+    record.update({"engine_changed": engine_changed, "merge_changed": merge_changed,
+                   "changed_measure": "share of logits that differ from PEFT's unmerged forward, over every "
+                                      "generated step of every prompt",
+                   "engine_error": engine_error, "merge_error": merge_error, "engine_logits_max_rel_diff": max_rel,
                    "error_measure": "max over prompts of |logits - PEFT unmerged| / |PEFT unmerged - base| (norms "
-                                    "over the generated steps)"})
-    record["control_separates"] = merge_error > MERGE_FACTOR * engine_error
-    record["passed"] = engine_error < ENGINE_MAX_ERROR and record["control_separates"]
+                                    "over the generated steps; reported, not judged: on a tiny model bf16's "
+                                    "rounding of the logits is of the adapter effect's size)"})
+    record["control_separates"] = merge_changed > max(MERGE_MIN_CHANGED, MERGE_FACTOR * engine_changed)
+    record["passed"] = engine_changed < ENGINE_MAX_CHANGED and record["control_separates"]
     return "passed" if record["passed"] else "FAILED"

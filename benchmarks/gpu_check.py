@@ -156,9 +156,9 @@ def summary(report: dict) -> list[str]:
             lines.append(f"{head}: {r['graph_mode']} vs eager: {e['identical_token_share']:.1%} tokens identical, "
                          f"{e['prompts_identical']}/{r['prompts']} prompts, logits {e['logits_max_rel_diff_on_same_prefix']:.2e}"
                          f" of max; graphs {r['cuda_graphs']} ({r['graphs_off_reason']})")
-        elif name == "engine_vs_peft" and "engine_error" in r:
-            lines.append(f"{head}: engine error {r['engine_error']:.3f} vs bf16 merge {r['merge_error']:.3f} "
-                         "(of the adapter's effect)")
+        elif name == "engine_vs_peft" and "engine_changed" in r:
+            lines.append(f"{head}: engine changes {r['engine_changed']:.2f} of PEFT's logits, a bf16 merge "
+                         f"{r['merge_changed']:.2f}")
         elif name == "gpu_throughput" and "train" in r:
             t, g = r["train"], r["generate"]
             lines.append(f"{head}: train {t['tokens_per_s'] or 0:,.0f} tok/s, {t['seconds_per_step'] or 0:.2f} s/step, "

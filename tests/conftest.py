@@ -40,3 +40,42 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def describe_cpu_kind() -> str:
+    """Which of the project's two CPU kinds the tests run on, as the tests that depend on it
+    see it: native bf16 or not (what ``precision: auto`` resolves to) and torch's kernels."""
+    import torch
+
+    from thinktune.hardware import cpu_has_native_bf16, resolve_precision
+
+    native = "native bf16" if cpu_has_native_bf16() else "no native bf16 (torch emulates it)"
+    return (f"{native}; precision auto -> {resolve_precision('auto')}; "
+            f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}")
+
+
+@pytest.fixture(scope="session")
+def cpu_kind() -> str:
+    """For a test whose numbers depend on the CPU kind: name it in the assertion's message, and
+    the run's summary lists the test under the branch it took."""
+    return describe_cpu_kind()
+
+
+_HARDWARE_DEPENDENT: list[str] = []
+
+
+def pytest_runtest_setup(item):
+    if "cpu_kind" in getattr(item, "fixturenames", ()):
+        _HARDWARE_DEPENDENT.append(item.nodeid)
+
+
+def pytest_report_header(config):
+    return f"cpu: {describe_cpu_kind()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _HARDWARE_DEPENDENT:
+        terminalreporter.section("hardware-dependent tests")
+        terminalreporter.write_line(f"ran on: {describe_cpu_kind()}")
+        for nodeid in _HARDWARE_DEPENDENT:
+            terminalreporter.write_line(f"  {nodeid}")

@@ -91,7 +91,14 @@ def engine_logits(model, prompts, new_tokens):
     return [(c.token_ids, torch.stack(chooser.seen[i]).float()) for i, c in enumerate(done)]
 
 
-def test_bf16_engine_answers_as_peft_unmerged_where_a_bf16_merge_loses_the_delta(tiny_model_dir, paper_lr_adapter):
+def changed_fraction(got, want) -> float:
+    """The share of logits that differ at all: bf16 rounding flips a few by one step, a change
+    of the function moves most of them."""
+    return float((got != want).float().mean())
+
+
+def test_bf16_engine_answers_as_peft_unmerged_where_a_bf16_merge_loses_the_delta(tiny_model_dir, paper_lr_adapter,
+                                                                                  cpu_kind):
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -103,26 +110,36 @@ def test_bf16_engine_answers_as_peft_unmerged_where_a_bf16_merge_loses_the_delta
 
     reference = peft_unmerged(tiny_model_dir, paper_lr_adapter, "bfloat16")
     merged = peft_unmerged(tiny_model_dir, paper_lr_adapter, "bfloat16").merge_and_unload()
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
-    engine_error = merge_error = 0.0
+    engine_rows, reference_rows, merged_rows = [], [], []
     for prompt, (generated, got) in zip(prompts, produced, strict=True):
         # teacher-forced on what the engine generated: row t predicts generated token t
         ids = torch.tensor([prompt + generated[:-1]])
         want = logits(reference, ids)[0, len(prompt) - 1:]
-        effect = want - logits(base, ids)[0, len(prompt) - 1:]  # what the adapter changes
-        torch.testing.assert_close(got, want, rtol=1.6e-2, atol=2e-3)  # bf16 tolerance
-        engine_error = max(engine_error, float((got - want).norm() / effect.norm()))
-        merge_error = max(merge_error, float((logits(merged, ids)[0, len(prompt) - 1:] - want).norm() / effect.norm()))
-    # The engine keeps the adapter's effect on the logits; a bf16 merge loses a large part of it.
-    # (16 steps at lr 5e-5 measured 0.12 against 0.50; the engine's part is bf16's batch-shape noise)
-    assert engine_error < 0.2, engine_error
-    assert merge_error > 0.35 and merge_error > 3 * engine_error, (merge_error, engine_error)
+        # Each logit within about one bf16 step of PEFT's: one step is at most 2e-3 below |0.5|
+        # and 0.8% above it, so a flipped last bit always passes and a larger change does not.
+        torch.testing.assert_close(got, want, rtol=1.6e-2, atol=2e-3)
+        engine_rows.append(got)
+        reference_rows.append(want)
+        merged_rows.append(logits(merged, ids)[0, len(prompt) - 1:])
+    want = torch.cat(reference_rows)
+    engine_changed = changed_fraction(torch.cat(engine_rows), want)
+    merge_changed = changed_fraction(torch.cat(merged_rows), want)
+    # The engine decodes one token at a time against a KV cache while the reference runs whole
+    # sequences, so bf16 rounds a few logits differently; a bf16 merge changes the function and
+    # with it most logits. Measured over these 18 rows x 400 logits (bf16 is forced here, whatever
+    # `precision: auto` picks): on a 2-core AMD EPYC with AVX512-BF16, 0.03 changed by the engine
+    # against 0.57 by the merge; on the same CPU run as one without AVX-512 (flags hidden, torch's
+    # and oneDNN's kernels held to AVX2, which reproduces the 0.234 the old norm-ratio bound met
+    # there), 0.16 against 0.57. A host that merges the adapter changes 0.59 (native) and 0.59
+    # (AVX2): both assertions fail then.
+    assert engine_changed < 0.35, (cpu_kind, engine_changed)
+    assert merge_changed > 0.45 and merge_changed > 2 * engine_changed, (cpu_kind, merge_changed, engine_changed)
 
     # Why, in weight space, by plain fp32 arithmetic: the delta B @ A * scale added to a bf16
     # weight in bf16 is not applied at all for many entries.
     config = json.loads((paper_lr_adapter / "adapter_config.json").read_text())
     weights = load_file(paper_lr_adapter / "adapter_model.safetensors")
-    state = base.state_dict()
+    state = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).state_dict()
     dropped = total = 0
     for key in (k for k in weights if ".lora_A." in k):
         delta = weights[key.replace("lora_A", "lora_B")].float() @ weights[key].float() * config["lora_alpha"] / config["r"]

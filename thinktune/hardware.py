@@ -13,13 +13,24 @@ from typing import Literal
 Precision = Literal["bf16", "fp16", "fp32"]
 
 
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of ``/proc/cpuinfo``'s first ``flags`` line."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(cpu_flags(cpuinfo) & NATIVE_BF16_FLAGS)
 
 
 def resolve_precision(requested: str) -> Precision:
