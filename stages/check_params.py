@@ -25,10 +25,10 @@ from pathlib import Path
 
 from thinktune.atomic import atomic_file
 from thinktune.errors import run_stage
-from thinktune.local_inputs import RELATED_KEYS, local_problems
+from thinktune.config.local_inputs import RELATED_KEYS, local_problems
 from thinktune.logs import get_logger
-from thinktune.params import ParamsError, load_yaml, parse_params, read_raw
-from thinktune.presets import yaml_value
+from thinktune.config.params import ParamsError, load_yaml, parse_params, read_raw
+from thinktune.config.presets import yaml_value
 
 log = get_logger("check_params")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from thinktune.errors import run_stage
 from thinktune.logs import get_logger
-from thinktune.modelsource import fetch_base_model
-from thinktune.params import load_params
+from thinktune.models.source import fetch_base_model
+from thinktune.config.params import load_params
 
 log = get_logger("fetch_model")
 

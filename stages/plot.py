@@ -19,10 +19,10 @@ from pathlib import Path
 from thinktune.errors import run_stage
 from thinktune.layout import live_dir
 from thinktune.logs import get_logger
-from thinktune.params import load_params
-from thinktune.plotting import curve_rows, draw_answer_shape, draw_curve, gather_training_logs, write_curve_csv
-from thinktune.records import read_runs
-from thinktune.study_answer import analysis_rows, checkpoint_points
+from thinktune.config.params import load_params
+from thinktune.reporting.plots import curve_rows, draw_answer_shape, draw_curve, gather_training_logs, write_curve_csv
+from thinktune.evaluation.records import read_runs
+from thinktune.analysis.answer import analysis_rows, checkpoint_points
 
 log = get_logger("plot")
 

@@ -23,11 +23,11 @@ from thinktune.atomic import atomic_file, write_json
 from thinktune.errors import run_stage
 from thinktune.layout import live_dir
 from thinktune.logs import get_logger
-from thinktune.params import load_params
-from thinktune.plotting import read_curve_csv
-from thinktune.records import read_runs
-from thinktune.reporting import data_sources, render_markdown, study_metrics, study_summary
-from thinktune.study_answer import analysis_rows, answer, validation_losses
+from thinktune.config.params import load_params
+from thinktune.reporting.plots import read_curve_csv
+from thinktune.evaluation.records import read_runs
+from thinktune.reporting.report import data_sources, render_markdown, study_metrics, study_summary
+from thinktune.analysis.answer import analysis_rows, answer, validation_losses
 
 log = get_logger("report")
 

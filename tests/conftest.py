@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def params(repo_root):
-    from thinktune.params import load_params
+    from thinktune.config.params import load_params
 
     return load_params(repo_root / "params.yaml")
 
@@ -47,7 +47,7 @@ def describe_cpu_kind() -> str:
     see it: native bf16 or not (what ``precision: auto`` resolves to) and torch's kernels."""
     import torch
 
-    from thinktune.hardware import cpu_has_native_bf16, resolve_precision
+    from thinktune.models.hardware import cpu_has_native_bf16, resolve_precision
 
     native = "native bf16" if cpu_has_native_bf16() else "no native bf16 (torch emulates it)"
     return (f"{native}; precision auto -> {resolve_precision('auto')}; "

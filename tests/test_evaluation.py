@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from stages import eval_checkpoints as eval_stage
-from thinktune import hardware
+from thinktune.models import hardware
 from thinktune.atomic import read_jsonl, write_jsonl
-from thinktune.evaluation import fingerprint
-from thinktune.livecodebench import load_rows
-from thinktune.records import read_summary, summarize
+from thinktune.evaluation.evaluate import fingerprint
+from thinktune.benchmarks.livecodebench import load_rows
+from thinktune.evaluation.records import read_summary, summarize
 
 CHECKPOINTS = ("checkpoint-1", "checkpoint-2", "checkpoint-3")
 
@@ -138,17 +138,17 @@ def test_cache_key_holds_the_resolved_precision(workspace, tiny_model_dir, param
 
 def test_rerun_with_everything_cached_loads_no_model(workspace, tiny_model_dir, reference, reference_cache,
                                                      monkeypatch):
-    import thinktune.parallel
+    import thinktune.generation.parallel
 
     monkeypatch.setenv("THINKTUNE_CACHE", str(reference_cache))
-    monkeypatch.setattr(thinktune.parallel, "open_generator", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(thinktune.generation.parallel, "open_generator", lambda *a, **k: pytest.fail("a model was loaded"))
     eval_stage.main(stage_args(workspace, tiny_model_dir, "results-cached"))
     assert records_of(workspace / "results-cached") == reference
 
 
 def test_killed_stage_evaluates_only_unfinished_checkpoints(workspace, tiny_model_dir, reference, tmp_path,
                                                             repo_root, monkeypatch):
-    import thinktune.parallel
+    import thinktune.generation.parallel
 
     cache = tmp_path / "cache"
     env = os.environ | {"THINKTUNE_CACHE": str(cache), "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1"}
@@ -171,13 +171,13 @@ def test_killed_stage_evaluates_only_unfinished_checkpoints(workspace, tiny_mode
     assert not (workspace / "results-killed" / "livecodebench" / "deep" / "seed-42").exists()  # nothing half-written
 
     generated = []
-    real = thinktune.parallel.LocalGenerator.generate
+    real = thinktune.generation.parallel.LocalGenerator.generate
 
     def spy(self, adapter_dir, *args, **kwargs):
         generated.append(Path(adapter_dir).name)
         return real(self, adapter_dir, *args, **kwargs)
 
-    monkeypatch.setattr(thinktune.parallel.LocalGenerator, "generate", spy)
+    monkeypatch.setattr(thinktune.generation.parallel.LocalGenerator, "generate", spy)
     monkeypatch.setenv("THINKTUNE_CACHE", str(cache))
     eval_stage.main(stage_args(workspace, tiny_model_dir, "results-killed"))
     assert generated == ["checkpoint-2", "checkpoint-3"]
@@ -194,7 +194,7 @@ def test_two_processes_give_the_one_process_records(workspace, tiny_model_dir, r
 
 
 def test_a_failing_worker_is_reported_with_its_traceback(tmp_path):
-    from thinktune.parallel import ShardedGenerator
+    from thinktune.generation.parallel import ShardedGenerator
 
     with pytest.raises(RuntimeError, match=r"generation process \d failed:(.|\n)*missing-model"):
         ShardedGenerator(tmp_path / "missing-model", "fp32", 2)
@@ -203,7 +203,7 @@ def test_a_failing_worker_is_reported_with_its_traceback(tmp_path):
 def test_too_few_gpus_for_num_processes(monkeypatch):
     import torch
 
-    from thinktune.parallel import device_for, open_generator
+    from thinktune.generation.parallel import device_for, open_generator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thinktune.extract import extract_code, split_reasoning
+from thinktune.grading.extract import extract_code, split_reasoning
 
 # --------------------------------------------------------------------------------------
 # split_reasoning

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from thinktune import formatting
-from thinktune.params import FormatParams
+from thinktune.data import formatting
+from thinktune.config.params import FormatParams
 
 CODE = "n = int(input())\nprint(n * n)"
 

@@ -7,16 +7,16 @@ from collections import Counter
 
 import pytest
 
-from benchmarks._hf_generate import hf_generate_chats
+from perf._hf_generate import hf_generate_chats
 from thinktune import engine as engine_module
-from thinktune.generation import (
+from thinktune.generation.chats import (
     DecodingSettings,
     chat_prompt_ids,
     generate_chats,
     generate_tokens,
     stop_token_ids,
 )
-from thinktune.sampling import TokenChooser
+from thinktune.generation.sampling import TokenChooser
 
 # Prompts of different lengths (the engine admits the longest first and pads least).
 CHATS = [[{"role": "system", "content": "You are an expert Python programmer."},
@@ -222,7 +222,7 @@ def test_describe_records_every_decoding_setting(params):
 
 
 def test_engine_refuses_too_small_a_cache(tiny_model_dir):
-    from thinktune.engine import DecodeEngine
+    from thinktune.generation.engine import DecodeEngine
 
     model, _ = load(tiny_model_dir, "fp32")
     engine = DecodeEngine(model, slots=2, capacity=10, mode="eager")
@@ -233,7 +233,7 @@ def test_engine_refuses_too_small_a_cache(tiny_model_dir):
 
 
 def test_token_entry_point_for_throughput_benchmarks(tiny_model_dir):
-    """What benchmarks/gpu_throughput.py runs: a random-initialised model, synthetic prompt ids,
+    """What perf/gpu_throughput.py runs: a random-initialised model, synthetic prompt ids,
     no stop tokens (every answer runs to the limit), the engine reused for a warm second call."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -255,7 +255,7 @@ def test_token_entry_point_for_throughput_benchmarks(tiny_model_dir):
 def test_samples_of_one_prompt_share_its_prefill(tiny_model_dir, monkeypatch):
     """n samples of a prompt cost one prefill of it: the engine prefills each distinct prompt
     once and copies its keys and values into every sample's slot."""
-    from thinktune.engine import DecodeEngine
+    from thinktune.generation.engine import DecodeEngine
 
     model, tokenizer = load(tiny_model_dir, "fp32")
     prompts = chat_prompt_ids(tokenizer, CHATS[:3])
@@ -278,7 +278,7 @@ def test_prefill_is_split_under_its_token_budget_with_the_same_answers(tiny_mode
     """Prompts are prefilled in groups of at most PREFILL_TOKENS distinct prompt tokens (the
     evaluation's memory peak); every free slot is still filled before decoding, and greedy
     answers are the ones of a single prefill."""
-    from thinktune.engine import DecodeEngine
+    from thinktune.generation.engine import DecodeEngine
 
     model, tokenizer = load(tiny_model_dir, "fp32")
     prompts = chat_prompt_ids(tokenizer, CHATS[:6])

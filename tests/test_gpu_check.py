@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py at ``--tiny`` scale on a CPU: every phase's record is there, with the
+"""perf/gpu_check.py at ``--tiny`` scale on a CPU: every phase's record is there, with the
 figures it claims, values inside the stated tolerances, and each negative control separating.
 
 The run is a subprocess (as on the GPU box); the JSON is what is checked.
@@ -12,14 +12,14 @@ import sys
 
 import pytest
 
-from benchmarks import _gpu_checks as checks
-from benchmarks.gpu_check import PHASES
+from perf import _gpu_checks as checks
+from perf.gpu_check import PHASES
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, repo_root):
     out = tmp_path_factory.mktemp("gpu-check") / "check.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--tiny", "--json", str(out)], cwd=repo_root,
+    run = subprocess.run([sys.executable, "-m", "perf.gpu_check", "--tiny", "--json", str(out)], cwd=repo_root,
                          capture_output=True, text=True, timeout=600, check=False)
     report = json.loads(out.read_text())
     return report, run
@@ -77,7 +77,7 @@ def test_throughput_figures_are_folded_in(tiny):
 
 def test_a_phase_past_its_budget_is_recorded_and_the_next_still_runs(tmp_path, repo_root):
     out = tmp_path / "check.json"
-    subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--tiny", "--budget-s", "20", "--json", str(out),
+    subprocess.run([sys.executable, "-m", "perf.gpu_check", "--tiny", "--budget-s", "20", "--json", str(out),
                     "--phases", "engine_vs_peft", "gpu_throughput"], cwd=repo_root, capture_output=True, text=True,
                    timeout=300, check=False)
     phases = json.loads(out.read_text())["phases"]

@@ -49,10 +49,10 @@ def test_a_failed_graph_capture_decodes_eagerly_and_records_the_reason(tiny_mode
     on and a capture that fails, the answers still come (eagerly) and the stats say why."""
     import torch
 
-    from thinktune.engine import DecodeEngine, Request
-    from thinktune.generation import DecodingSettings
-    from thinktune.modelhost import load_base
-    from thinktune.sampling import TokenChooser
+    from thinktune.generation.engine import DecodeEngine, Request
+    from thinktune.generation.settings import DecodingSettings
+    from thinktune.models.host import load_base
+    from thinktune.generation.sampling import TokenChooser
 
     model, _ = load_base(tiny_model_dir, "fp32")
     engine = DecodeEngine(model, slots=2, capacity=64, mode="buckets")
@@ -74,7 +74,7 @@ def test_a_failed_graph_capture_decodes_eagerly_and_records_the_reason(tiny_mode
 def test_summary_records_how_each_checkpoint_was_decoded(tmp_path, params):
     import json
 
-    from thinktune.evaluation import write_results
+    from thinktune.evaluation.evaluate import write_results
 
     records = {"checkpoint-2": [{"question_id": "q", "difficulty": "easy", "n_samples": 1, "n_correct": 0,
                                  "pass_at_1": 0.0, "samples": [{"raw_output": "", "code": None, "verdicts": [],

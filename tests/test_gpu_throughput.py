@@ -1,4 +1,4 @@
-"""benchmarks/gpu_throughput.py: the tiny run end to end (what CI runs), and its pieces.
+"""perf/gpu_throughput.py: the tiny run end to end (what CI runs), and its pieces.
 
 The end-to-end test runs the benchmark as a subprocess at ``--tiny`` scale and checks that every
 figure is there, positive and consistent with the others (rates = amounts / seconds, MFU by its
@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from benchmarks import _gpu_study as study
-from benchmarks import gpu_throughput as bench
-from thinktune.params import ParamsError
-from thinktune.presets import load_preset
+from perf import _gpu_study as study
+from perf import gpu_throughput as bench
+from thinktune.config.params import ParamsError
+from thinktune.config.presets import load_preset
 from thinktune.training.data import IGNORE
 
 PEAK = 1e12  # --peak-flops given, so MFU is computed on a CPU too
@@ -32,7 +32,7 @@ def close(a: float, b: float) -> bool:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, repo_root):
     out = tmp_path_factory.mktemp("gpu-throughput") / "figures.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_throughput", "--tiny", "--peak-flops", str(PEAK),
+    run = subprocess.run([sys.executable, "-m", "perf.gpu_throughput", "--tiny", "--peak-flops", str(PEAK),
                           "--json", str(out)], cwd=repo_root, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(out.read_text()), run.stdout
@@ -69,7 +69,7 @@ def test_tiny_run_training_figures(tiny):
     assert "tokens/s" in stdout and "s/step" in stdout and "MFU" in stdout
 
 
-# N of the tiny Qwen2 (benchmarks/_gpu_study.TINY), written out from its shapes rather than counted by
+# N of the tiny Qwen2 (perf/_gpu_study.TINY), written out from its shapes rather than counted by
 # the code under test: hidden 64, 2 layers, 4 query heads and 2 KV heads of 16 dims (q, k, v with
 # biases), MLP 128, vocabulary 1024 with the embedding tied to the LM head, RMSNorm weights.
 TINY_LAYER = (64 * 64 + 64) + 2 * (64 * 32 + 32) + 64 * 64 + 3 * 64 * 128 + 2 * 64

@@ -1,15 +1,15 @@
 """Our grader gives every corpus program its known verdict (tests/grading_corpus.py).
 
 The same corpus is graded by LiveCodeBench's official grader in
-benchmarks/lcb_equivalence.py; here, in CI, only our side runs."""
+perf/lcb_equivalence.py; here, in CI, only our side runs."""
 
 from __future__ import annotations
 
 import pytest
 from grading_corpus import CASES, KNOWN_DIFFERENCES
 
-from thinktune.grading import TestCase, Verdict, grade_program
-from thinktune.sandbox import Limits
+from thinktune.grading.verdicts import TestCase, Verdict, grade_program
+from thinktune.grading.sandbox import Limits
 
 LIMITS = Limits(timeout_s=3.0)
 

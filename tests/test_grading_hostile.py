@@ -12,7 +12,7 @@ from decimal import Context
 
 import pytest
 
-from thinktune.grading import TestCase, Verdict, grade_many
+from thinktune.grading.verdicts import TestCase, Verdict, grade_many
 
 LIMITS_S = 3.0
 SUM = [TestCase("1 2\n", "3\n"), TestCase("10 20\n", "30\n")]
@@ -20,7 +20,7 @@ POW = [TestCase("5", "32", "functional"), TestCase("10", "1024", "functional")]
 
 
 def grade(code: str, tests: list[TestCase], func_name: str | None = None, timeout_s: float = LIMITS_S):
-    from thinktune.sandbox import Limits
+    from thinktune.grading.sandbox import Limits
 
     [result] = grade_many([(code, tests, func_name)], Limits(timeout_s=timeout_s), workers=2)
     return result
@@ -100,14 +100,14 @@ HUMANEVAL_TIMEOUT_S = 5.0
 
 @pytest.fixture(scope="module")
 def humaneval_problems():
-    from thinktune import humaneval
+    from thinktune.benchmarks import humaneval
 
     return {p.question_id: p for p in humaneval.load_problems()}
 
 
 def grade_humaneval(problem, completion: str):
-    from thinktune import humaneval
-    from thinktune.sandbox import Limits
+    from thinktune.benchmarks import humaneval
+    from thinktune.grading.sandbox import Limits
 
     job = (humaneval.program_to_grade(problem, completion), humaneval.HUMANEVAL.tests(problem), problem.func_name)
     [result] = grade_many([job], Limits(timeout_s=HUMANEVAL_TIMEOUT_S), workers=2)
@@ -236,7 +236,7 @@ def test_finding_6_the_check_side_decodes_plain_data_only():
     """What the candidate's side sends is decoded into the built-in types, or refused."""
     from collections import Counter, OrderedDict
 
-    from thinktune.humaneval_harness import decode, encode
+    from thinktune.grading.humaneval_harness import decode, encode
 
     value = [None, True, False, -(10 ** 6000), 0.1, float("-inf"), "é\udc80", b"\x00", (1, [2]), {3, "x"},
              {"k": {(1, 2): [3.5]}}]
@@ -265,7 +265,7 @@ def test_finding_7_mount_table_and_unix_sockets_are_as_documented():
     import textwrap
     from pathlib import Path
 
-    from thinktune.sandbox import isolation_report, run_python
+    from thinktune.grading.sandbox import isolation_report, run_python
 
     if not isolation_report().get("seccomp"):
         pytest.skip("tier without the seccomp filter: Unix sockets are not filtered there")
@@ -284,7 +284,7 @@ def test_finding_7_mount_table_and_unix_sockets_are_as_documented():
         os.write(fds[0], b"passed")
         print(json.dumps({"mounts": mounts, "unix": unix, "pair": os.read(r, 6).decode()}))
     """)
-    from thinktune.sandbox import Limits
+    from thinktune.grading.sandbox import Limits
 
     result = run_python(source, "", Limits(timeout_s=5.0))
     assert result.ok, result.stderr

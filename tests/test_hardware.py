@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from thinktune.hardware import cpu_flags, cpu_has_native_bf16, resolve_precision
+from thinktune.models.hardware import cpu_flags, cpu_has_native_bf16, resolve_precision
 
 XEON_AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\nmodel name\t: Xeon\n"
 EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma bmi2\nmodel name\t: AMD EPYC\n"

@@ -6,10 +6,10 @@ from importlib import resources
 
 import pytest
 
-from thinktune import humaneval
-from thinktune.benchmark import get_benchmark
-from thinktune.grading import Verdict, grade_many
-from thinktune.sandbox import Limits
+from thinktune.benchmarks import humaneval
+from thinktune.benchmarks.base import get_benchmark
+from thinktune.grading.verdicts import Verdict, grade_many
+from thinktune.grading.sandbox import Limits
 
 
 @pytest.fixture(scope="module")

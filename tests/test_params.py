@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinktune import presets
-from thinktune.params import ParamsError, load_params, load_yaml, parse_params
+from thinktune.config import presets
+from thinktune.config.params import ParamsError, load_params, load_yaml, parse_params
 
 
 @pytest.fixture()
@@ -257,7 +257,7 @@ def test_check_params_under_exp_run_restores_the_bad_key(params_copy):
 
 @pytest.mark.parametrize("name", ["cpu", "paper"])
 def test_preset_writer_values_read_back_as_the_presets_types(params_copy, name, monkeypatch):
-    """Every key of both presets, after `python -m thinktune.presets <name>`: PyYAML's YAML 1.1
+    """Every key of both presets, after `python -m thinktune.config.presets <name>`: PyYAML's YAML 1.1
     safe_load, ruamel (DVC's reader) and ours all read the preset's value with its type, and the
     checker finds no change (it reported `5e-05` as a change from the preset)."""
     from ruamel.yaml import YAML
@@ -276,7 +276,7 @@ def test_preset_writer_values_read_back_as_the_presets_types(params_copy, name, 
     for reader, tree in readers.items():
         assert presets.differences(tree, preset) == [], reader
     monkeypatch.chdir(params_copy.parent)
-    shown = subprocess.run([sys.executable, "-m", "thinktune.presets"], capture_output=True, text=True, check=True,
+    shown = subprocess.run([sys.executable, "-m", "thinktune.config.presets"], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert shown.stdout.strip() == f"params.yaml is preset {name}"
 

@@ -1,4 +1,4 @@
-"""thinktune.power: its variance formula against its own simulation of whole studies, the estimated
+"""thinktune.analysis.power: its variance formula against its own simulation of whole studies, the estimated
 components of a simulated run against the priors that drew it, costs against the README's own
 projection and the paper preset, and the command line on constructed records."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from thinktune.analysis import build_study, run_moments
-from thinktune.power import (
+from thinktune.analysis.intervals import build_study, run_moments
+from thinktune.analysis.power import (
     THROUGHPUT,
     Priors,
     Schedule,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from thinktune import livecodebench
+from thinktune.benchmarks import livecodebench
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "livecodebench_sample.jsonl"
 

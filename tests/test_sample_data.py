@@ -10,12 +10,14 @@ import sys
 
 import pytest
 
-from thinktune import codegen, livecodebench
-from thinktune.chat import split_reasoning_and_code
-from thinktune.codegen import problem_key
-from thinktune.formatting import contamination
-from thinktune.grading import TestCase, grade_many, grade_program
-from thinktune.sandbox import Limits
+from thinktune.data import codegen
+
+from thinktune.benchmarks import livecodebench
+from thinktune.data.chat import split_reasoning_and_code
+from thinktune.data.codegen import problem_key
+from thinktune.data.formatting import contamination
+from thinktune.grading.verdicts import TestCase, grade_many, grade_program
+from thinktune.grading.sandbox import Limits
 
 LIMITS = Limits(timeout_s=10.0)
 CODEGEN_FIELDS = {"unique_id", "id", "input", "output", "solution", "source", "license", "dataset", "split",

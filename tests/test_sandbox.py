@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from thinktune.grading import TestCase, Verdict, grade_program
-from thinktune.sandbox import (
+from thinktune.grading.verdicts import TestCase, Verdict, grade_program
+from thinktune.grading.sandbox import (
     Limits,
     Program,
     RunResult,
@@ -435,7 +435,7 @@ def test_virtualenv_under_tmp_keeps_full_isolation(tmp_path, repo_root):
         # the project's other packages (pyseccomp for the filter), as a checkout's own virtualenv has them
         (site / "project.pth").write_text(next(p for p in sys.path if p.endswith("site-packages")) + "\n")
         probe = (f"import json, sys; sys.path.insert(0, {str(repo_root)!r})\n"
-                 "from thinktune.sandbox import isolation_report, run_python\n"
+                 "from thinktune.grading.sandbox import isolation_report, run_python\n"
                  "result = run_python('import sys, numpy; print(sys.prefix, numpy.__file__, numpy.eye(3).sum())')\n"
                  "print(json.dumps([isolation_report(), result.stdout, result.stderr, result.exit_code]))")
         done = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
@@ -499,7 +499,7 @@ def test_each_run_gets_fresh_random_state():
 
 def test_fork_server_is_restarted_when_it_dies():
     assert run("print(1)").stdout == "1\n"
-    server = launcher.server(tiers.selected_tier())
+    server = launcher.server(client.selected_tier())
     server._proc.kill()
     server._proc.wait()
     assert run("print(2)").stdout == "2\n"
@@ -517,7 +517,7 @@ def test_a_forked_evaluator_gets_its_own_fork_server():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = run("print(2)").stdout == "2\n" and launcher.server(tiers.selected_tier())._owner == os.getpid()
+            ok = run("print(2)").stdout == "2\n" and launcher.server(client.selected_tier())._owner == os.getpid()
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)

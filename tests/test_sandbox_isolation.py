@@ -27,8 +27,19 @@ from pathlib import Path
 
 import pytest
 
-from thinktune.sandbox import Limits, Program, SandboxError, isolation_report, launcher, root, run_python, tiers, uids
-from thinktune.sandbox.limits import SCRATCH_INODES
+from thinktune.grading.sandbox import (
+    Limits,
+    Program,
+    SandboxError,
+    client,
+    isolation_report,
+    launcher,
+    root,
+    run_python,
+    tiers,
+    uids,
+)
+from thinktune.grading.sandbox.limits import SCRATCH_INODES
 
 FAST = Limits(timeout_s=2.0)
 TEST_UID_BASE = 63000  # apart from tests/test_sandbox.py's range and from real evaluations
@@ -201,7 +212,7 @@ def test_1_no_file_of_the_repository_is_in_view(repo_root):
     files = [f for f in files if f.is_file() and not f.is_symlink() and f.stat().st_size >= 256]
     assert len(files) > 50
     planted = [repo_root / f"THINKTUNE-PLANTED-{secrets.token_hex(4)}",
-               repo_root / "thinktune" / "sandbox" / f"planted_{secrets.token_hex(4)}.py"]
+               repo_root / "thinktune" / "grading" / "sandbox" / f"planted_{secrets.token_hex(4)}.py"]
     found = find(files, r"thinktune(?!-packages)|PLANTED|\.git$|dvc", planted)
     assert found["hits"] == [] and found["named"] == []
 
@@ -387,7 +398,7 @@ def test_6_keyrings_cannot_carry_anything_to_a_later_run():
 
 
 def test_7_the_fork_server_outlives_the_thread_that_started_it():
-    server = launcher.server(tiers.selected_tier())
+    server = launcher.server(client.selected_tier())
     server.stop()
     results = []
     starter = threading.Thread(target=lambda: results.append(run("print(1)")))
@@ -405,7 +416,7 @@ def test_7_a_lost_keeper_is_retried_once(caplog):
     with Program("print(input())", FAST) as program:
         assert program.run("a").stdout == "a\n"
         os.killpg(program._pid, signal.SIGKILL)  # the zygote (the run's keeper) is lost
-        with caplog.at_level(logging.WARNING, logger="thinktune.sandbox"):
+        with caplog.at_level(logging.WARNING, logger="thinktune.grading.sandbox"):
             assert program.run("b").stdout == "b\n"
     assert "keeper lost" in caplog.text
 
@@ -513,7 +524,7 @@ def test_9_the_syscall_filter_denies(name):
 
 @pytest.mark.parametrize("tier", [tiers.UID_ONLY, tiers.PLAIN])
 def test_weaker_tiers_log_what_they_cannot_promise(tier, caplog):
-    with caplog.at_level(logging.WARNING, logger="thinktune.sandbox"):
-        tiers.log_tier(tier)
+    with caplog.at_level(logging.WARNING, logger="thinktune.grading.sandbox"):
+        client.log_tier(tier)
     assert f"sandbox tier '{tier.name}'" in caplog.text and "cannot promise" in caplog.text
     assert "file system" in caplog.text and "network" in caplog.text

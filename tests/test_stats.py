@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from thinktune.stats import discordant, mcnemar_exact, mean_pass_at_k, pass_at_k, wilson_interval
+from thinktune.analysis.stats import discordant, mcnemar_exact, mean_pass_at_k, pass_at_k, wilson_interval
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:

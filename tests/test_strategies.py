@@ -1,4 +1,4 @@
-"""Strategies are data: a strategy's rows (thinktune.codegen.select_rows) and the dvc.yaml block
+"""Strategies are data: a strategy's rows (thinktune.data.codegen.select_rows) and the dvc.yaml block
 each strategy needs (stages.check_params), checked on constructed rows and files."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import yaml
 
 from stages.check_params import untrained_strategies
-from thinktune.codegen import select_rows
+from thinktune.data.codegen import select_rows
 
 
 def rows(layout: list[tuple[str, int]]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""thinktune.study_answer: the report's answer, checked against hand calculations on constructed records.
+"""thinktune.analysis.answer: the report's answer, checked against hand calculations on constructed records.
 
 One training seed: the Deep - Diverse interval is then a paired t interval over problems
 (t(0.975, 11) = 2.200985 for 12 problems, from a table, not from the code under test)."""
@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from thinktune.records import Run
-from thinktune.study_answer import analysis_rows, answer, answer_paragraph, read_validation_loss, validation_losses
+from thinktune.evaluation.records import Run
+from thinktune.analysis.answer import analysis_rows, answer, answer_paragraph, read_validation_loss, validation_losses
 
 T_975_11 = 2.200985
 N = 4  # samples per problem
@@ -22,7 +22,7 @@ def records_of(correct: list[int]) -> list[dict]:
 
 
 def evaluated(strategy: str, seed: int | None, by_step: dict[int, list[int]]) -> Run:
-    """A run as thinktune.records reads it: summary (steps) and per-problem records."""
+    """A run as thinktune.evaluation.records reads it: summary (steps) and per-problem records."""
     names = {("base" if step == 0 else f"checkpoint-{step}"): step for step in by_step}
     return Run(strategy, seed, {"checkpoints": {n: {"step": s} for n, s in names.items()}},
                {n: records_of(by_step[s]) for n, s in names.items()})

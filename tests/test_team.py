@@ -181,10 +181,10 @@ def test_unequal_training_sets_stop_before_training(clone_b):
 
 
 def test_no_hub_fails_in_one_line_and_keeps_the_base_model(clone_b):
-    """The issue's `python -m thinktune.presets paper && dvc repro` on a machine without the hub."""
+    """The issue's `python -m thinktune.config.presets paper && dvc repro` on a machine without the hub."""
     b, env = clone_b
     before, status = kept(b), sh(["dvc", "status"], b, env)
-    sh([sys.executable, "-m", "thinktune.presets", "paper"], b, env)
+    sh([sys.executable, "-m", "thinktune.config.presets", "paper"], b, env)
     output = fails(["dvc", "repro"], b, env)
     one_error_line(output, "")
     assert "cannot reach the Hugging Face hub" in output and ("model.source" in output or "data.source" in output)

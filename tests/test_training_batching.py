@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thinktune.chat import training_messages
+from thinktune.data.chat import training_messages
 from thinktune.training.batching import (
     epoch_of_step,
     flatten,

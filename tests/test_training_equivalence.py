@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from thinktune.chat import training_messages
+from thinktune.data.chat import training_messages
 from thinktune.training.batching import flatten
 from thinktune.training.data import IGNORE, tokenize_chat
 from thinktune.training.loss import CausalLMLoss, chunked_linear_cross_entropy

@@ -15,7 +15,7 @@ import json
 import pytest
 from test_training_run import write_chats
 
-from thinktune.params import LoraParams, TrainParams
+from thinktune.config.params import LoraParams, TrainParams
 from thinktune.training import list_checkpoints, train_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")

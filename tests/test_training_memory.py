@@ -1,6 +1,6 @@
 """thinktune.training.memory: freed heap pages handed back inside a CPU training step.
 
-What it saves is measured on the real model by ``benchmarks.stage_memory`` (README); here: it
+What it saves is measured on the real model by ``perf.stage_memory`` (README); here: it
 trims where it says it does, only above its limit, gives memory back, and changes no number.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from test_training_run import write_chats
 
-from thinktune.params import LoraParams, TrainParams
+from thinktune.config.params import LoraParams, TrainParams
 from thinktune.training import memory
 from thinktune.training.data import load_tokenized
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from thinktune.chat import training_messages
+from thinktune.data.chat import training_messages
 
 REPO = Path(__file__).resolve().parent.parent
 

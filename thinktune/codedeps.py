@@ -8,7 +8,7 @@ fails on a gap), and the evaluation cache keys graded answers on the files they 
 (:func:`code_digest`). The closure is found statically (``ast``), without importing
 anything: every ``import``/``from … import`` of a ``thinktune`` or ``stages`` module, in
 any function, counts, except under ``if TYPE_CHECKING:`` (never run), and so does a string
-naming a project module for ``importlib`` (``"thinktune.humaneval:HUMANEVAL"``, as the
+naming a project module for ``importlib`` (``"thinktune.benchmarks.humaneval:HUMANEVAL"``, as the
 benchmark registry holds). A package's
 ``__init__`` counts wherever one of its modules is imported, as Python runs it first.
 
@@ -105,3 +105,85 @@ def code_digest(module: str, root: Path = ROOT) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _counted_files(folder: Path, root: Path) -> set[Path]:
+    """The files under ``folder`` that a stage running all of them must depend on."""
+    return {p for p in folder.rglob("*.py")
+            if p.relative_to(root).as_posix() not in EXEMPT and not _docstring_only(p)}
+
+
+def stage_code_deps(module: str, root: Path = ROOT) -> list[str]:
+    """dvc.yaml's code deps for a stage running ``module``: :func:`needed_files`, with a whole
+    folder named instead of its files where the stage runs every one of them."""
+    needed = set(needed_files(module, root))
+    deps: list[str] = []
+    covered: set[Path] = set()
+    folders = sorted({parent for path in needed for parent in path.parents if root in parent.parents},
+                     key=lambda folder: len(folder.parts))
+    for folder in folders:  # outermost first
+        files = _counted_files(folder, root)
+        if files and files <= needed and not files <= covered:
+            deps.append(folder.relative_to(root).as_posix())
+            covered |= files
+    deps += [path.relative_to(root).as_posix() for path in sorted(needed - covered)]
+    return sorted(deps, key=lambda dep: (not dep.startswith("stages/"), dep))
+
+
+_STAGE = re.compile(r"^  ([\w-]+):")
+_CODE_DEP = re.compile(r"^(\s+)- (?:stages|thinktune)/\S*(\s+#.*)?$")
+
+
+def stage_modules(dvc_yaml: str) -> dict[str, str]:
+    """Stage name -> the module its ``python -m stages.X`` command runs."""
+    import yaml
+
+    found = {}
+    for name, stage in yaml.safe_load(dvc_yaml)["stages"].items():
+        match = re.search(r"python -m (stages\.\w+)", stage.get("do", stage)["cmd"])
+        if match:
+            found[name] = match.group(1)
+    return found
+
+
+def with_generated_code_deps(dvc_yaml: str, root: Path = ROOT) -> str:
+    """``dvc_yaml`` with each stage's code deps replaced by :func:`stage_code_deps`, where its
+    first code dep stood; every other line (data deps, params, comments) as it was."""
+    modules = stage_modules(dvc_yaml)
+    out: list[str] = []
+    stage = None
+    for line in dvc_yaml.splitlines(keepends=True):
+        if match := _STAGE.match(line):
+            stage = match.group(1)
+            written = False
+        if (dep := _CODE_DEP.match(line)) and stage in modules:
+            if not written:
+                out += [f"{dep.group(1)}- {path}\n" for path in stage_code_deps(modules[stage], root)]
+                written = True
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m thinktune.codedeps``: rewrite dvc.yaml's code deps from the imports (``--check``:
+    only say whether they are current, exit 1 if not)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--dvc-yaml", type=Path, default=ROOT / "dvc.yaml")
+    args = parser.parse_args(argv)
+    text = args.dvc_yaml.read_text()
+    generated = with_generated_code_deps(text)
+    if args.check:
+        print("dvc.yaml's code deps are current" if generated == text else
+              "dvc.yaml's code deps differ from the imports: run python -m thinktune.codedeps")
+        return int(generated != text)
+    args.dvc_yaml.write_text(generated)
+    print(f"wrote the code deps of {len(stage_modules(text))} stages into {args.dvc_yaml}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thinktune.atomic import read_jsonl
-from thinktune.chat import prompt_completion
+from thinktune.data.chat import prompt_completion
 
 IGNORE = -100  # label of a token that carries no loss (PyTorch's cross-entropy ignore_index)
 

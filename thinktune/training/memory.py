@@ -11,14 +11,14 @@ MLP run (in the forward and again in the backward's recompute) and around each b
 only while the process's RSS is above ``soft_limit_bytes``. The default, 3.25 GiB, is this
 project's 4 GiB per-stage target less room for one layer's work: fp32 training of the 0.5B
 (about 3 GiB at rest) trims at each point; bf16 training rarely reaches it, and costs nothing.
-Measured in ``benchmarks.stage_memory`` (README, "Memory per stage"). A no-op off glibc and on
+Measured in ``perf.stage_memory`` (README, "Memory per stage"). A no-op off glibc and on
 CUDA (the CUDA caching allocator is another matter).
 """
 
 from __future__ import annotations
 
-from thinktune import hardware
-from thinktune.hardware import rss_bytes  # noqa: F401 - tests read RSS through this module
+from thinktune.models import hardware
+from thinktune.models.hardware import rss_bytes  # noqa: F401 - tests read RSS through this module
 
 SOFT_LIMIT_BYTES = hardware.HEAP_SOFT_LIMIT_BYTES
 

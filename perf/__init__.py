@@ -1,0 +1,18 @@
+"""Scripts that measure the evaluation harness (see perf/README.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_file(relative_path: str) -> ModuleType:
+    """A module of the repository that is not on the import path (tests/, data/sample/)."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

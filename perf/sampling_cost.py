@@ -1,0 +1,95 @@
+"""What n samples per problem cost when they share their prompt's prefill, against n separate prompts.
+
+    python -m perf.sampling_cost                      # models/base, the eval's 12 sample prompts, n 16
+    python -m perf.sampling_cost --samples 8 --max-new-tokens 64 --batch-size 32
+    python -m perf.sampling_cost --tiny               # a tiny random model, seconds (what CI could run)
+
+The decode engine admits the n samples of one prompt together and prefills the prompt once,
+copying its keys and values into each sample's slot (``thinktune.generation.engine``, ``admit``). The
+baseline decodes the same number of answers from n copies of each prompt under distinct keys,
+so every copy is prefilled on its own. Both sample at the study's LiveCodeBench setting
+(temperature 0.2, top_p 0.95) with the same batch size; the script prints wall time, prefill
+and decode seconds, how many prompt tokens were prefilled, and the ratio shared/separate.
+Throughput on a shared machine is comparable only within one run; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from thinktune.generation.settings import DecodingSettings
+
+from thinktune.generation.chats import chat_prompt_ids, generate_tokens
+
+
+def load_text() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def prompts_and_model(args):
+    """(model, prompt token ids): the eval stage's chats on models/base, or a tiny model's."""
+    from thinktune.models.host import load_base
+
+    if args.tiny:
+        import sys
+        import tempfile
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from tiny_model import build_tiny_model
+
+        model, tokenizer = load_base(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"), "fp32")
+        return model, [tokenizer(f"question {i} " * (20 + 7 * i)).input_ids for i in range(args.prompts or 4)]
+    from thinktune.benchmarks.base import get_benchmark
+    from thinktune.data.chat import eval_messages
+    from thinktune.config.params import load_params
+
+    params = load_params(args.params)
+    model, tokenizer = load_base(args.base_model, args.precision or params.eval.precision)
+    benchmark = get_benchmark("livecodebench")
+    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
+                                                                      "sample_file": str(args.problems)}))
+    chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    return model, chat_prompt_ids(tokenizer, chats)[: args.prompts or None]
+
+
+def timed(name: str, model, prompts, keys, settings) -> dict:
+    started = time.perf_counter()
+    run = generate_tokens(model, prompts, settings, set(), keys=keys, desc=name, mode="eager")
+    wall = time.perf_counter() - started
+    stats = run.stats
+    print(f"{name:>9}: {wall:7.1f} s wall (prefill {stats.prefill_s:6.1f} s in {stats.prefills} calls, decode "
+          f"{stats.decode_s:6.1f} s); {sum(len(c) for c in run.completions)} answers, {stats.new_tokens} new tokens; "
+          f"{load_text()}")
+    return {"wall": wall, "prefill": stats.prefill_s}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
+    parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
+    parser.add_argument("--precision", default=None, help="default: eval.precision")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--prompts", type=int, default=0, help="use the first N prompts (0: all)")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    model, prompts = prompts_and_model(args)
+    n = args.samples
+    print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {n} samples each, "
+          f"{args.max_new_tokens} new tokens, batch {args.batch_size}, temperature 0.2, top_p 0.95")
+    sampled = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "temperature": 0.2, "top_p": 0.95}
+    shared = timed("shared", model, prompts, None, DecodingSettings(n_samples=n, **sampled))
+    copies = [p for p in prompts for _ in range(n)]
+    separate = timed("separate", model, copies, list(range(len(copies))), DecodingSettings(n_samples=1, **sampled))
+    print(f"shared/separate: wall {shared['wall'] / separate['wall']:.2f}, prefill "
+          f"{shared['prefill'] / max(separate['prefill'], 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""Power planner: how wide the Deep−Diverse interval will be, the smallest difference the study can
+detect, and what the study costs, for chosen seeds x samples x problems.
+
+    python -m thinktune.analysis.power --seeds 1,3,5 --samples 1,4,10,16 --problems 41,120,300
+    python -m thinktune.analysis.power --results results/livecodebench --compare deep,diverse --simulate --json
+
+The variance of a paired A-B difference in Pass@1 with S seeds per strategy, n samples per
+problem and P problems (:mod:`thinktune.analysis.intervals` has the model) is
+
+    V = tau2 / P + 2 seed / S + 2 (seed_problem + sampling / n) / (S P)
+
+with probability-scale components: tau2 the spread over problems of the true A-B difference,
+seed the variance of one training run's Pass@1 about its strategy's mean, seed_problem how much
+a problem's rate moves between runs beyond that, sampling = E[p (1 - p)]. They come from a
+finished run (:func:`thinktune.analysis.intervals.run_moments`; what its design cannot identify is taken
+from the priors, and the output says which) or from priors on the logit scale (:class:`Priors`),
+turned into these components by Gauss-Hermite integration. ``--simulate`` draws whole studies
+from the priors' logit model and compares the spread of their differences with the formula.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, minimum_detectable, run_moments, t_quantile
+
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(48)  # E[f(Z)], Z ~ N(0, 1) = sum(w f(x)) / sqrt(2 pi)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+@dataclass(frozen=True)
+class Priors:
+    """A study's logit-scale model: logit p = mu + problem + strategy x problem + seed + seed x problem.
+
+    Defaults, with why: base_rate 0.25, the original study's fine-tuned checkpoints (10-11 of 41)
+    and base (7 of 41). problem_sd 1.5: LiveCodeBench problems run from nearly always to nearly never
+    solved, a per-problem spread of about +-3 logits (95%). strategy_problem_sd 0.5: Deep and Diverse
+    data teach different things, so the difference varies by problem (the part only more problems
+    shrink). seed_problem_sd 0.5: a retrained adapter flips some problems (greedy answers change with
+    small weight changes). seed_sd 0.1: a whole run's shift, about 2 points of Pass@1 at 25% (Dodge et
+    al. 2020, arXiv 2002.06305: fine-tuning seeds move results by points)."""
+    base_rate: float = 0.25
+    problem_sd: float = 1.5
+    strategy_problem_sd: float = 0.5
+    seed_problem_sd: float = 0.5
+    seed_sd: float = 0.1
+
+
+@dataclass(frozen=True)
+class Components:
+    """Probability-scale variance components (module docstring); ``sources`` says where each came from."""
+    mean_rate: float
+    strategy_problem: float
+    seed: float
+    seed_problem: float
+    sampling: float
+    sources: dict[str, str]
+
+    def variance(self, seeds: int, samples: int, problems: int) -> float:
+        """Variance of the Deep−Diverse difference in Pass@1 for this design."""
+        return (self.strategy_problem / problems + 2 * self.seed / seeds
+                + 2 * (self.seed_problem + self.sampling / samples) / (seeds * problems))
+
+    def df(self, seeds: int, samples: int, problems: int) -> float:
+        """Satterthwaite degrees of freedom of the analysis' SE for this design (problems: P - 1, each
+        strategy's seed term: S - 1; with one seed that term is not estimated and adds none)."""
+        within = 2 * (self.seed_problem + self.sampling / samples) / (seeds * problems)
+        by_problem = self.strategy_problem / problems + within
+        seed = self.seed / seeds
+        terms = [(by_problem, problems - 1)] + ([(seed, seeds - 1)] * 2 if seeds >= 2 else [])
+        denominator = sum(v * v / d for v, d in terms if d > 0)
+        return sum(v for v, _ in terms) ** 2 / denominator if denominator > 0 else math.inf
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _mean_over(sd: float, f) -> np.ndarray:
+    """E[f(x + sd Z)] over Z ~ N(0, 1), for an array x (Gauss-Hermite on a trailing axis)."""
+    return lambda x: (f(np.asarray(x)[..., None] + sd * _NODES) * _WEIGHTS).sum(axis=-1)
+
+
+def logit_mean(priors: Priors) -> float:
+    """mu such that the mean pass rate over problems, seeds and both interactions is ``base_rate``."""
+    total = math.sqrt(priors.problem_sd ** 2 + priors.strategy_problem_sd ** 2 + priors.seed_sd ** 2
+                      + priors.seed_problem_sd ** 2)
+    mean = _mean_over(total, _expit)
+    lo, hi = -30.0, 30.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean(mid) < priors.base_rate else (lo, mid)
+    return (lo + hi) / 2
+
+
+def prior_components(priors: Priors) -> Components:
+    """The priors' probability-scale components by Gauss-Hermite integration (ANOVA decomposition of p)."""
+    if not 0 < priors.base_rate < 1:
+        raise ValueError(f"--base-rate must lie in (0, 1), got {priors.base_rate}")
+    mu, x = logit_mean(priors), _NODES
+    a, g = priors.problem_sd, priors.strategy_problem_sd
+    run = math.sqrt(priors.seed_sd ** 2 + priors.seed_problem_sd ** 2)
+    m = _mean_over(run, _expit)                            # m(x): a problem's rate averaged over runs
+    m_grid = m(mu + a * x[:, None] + g * x[None, :])       # over (problem effect, strategy x problem)
+    m_mean_g = (m_grid * _WEIGHTS).sum(axis=1)             # averaged over strategy x problem
+    tau2 = 2 * float(((m_grid ** 2 * _WEIGHTS).sum(axis=1) - m_mean_g ** 2) @ _WEIGHTS)
+    problem_var = float((m_grid ** 2 * np.outer(_WEIGHTS, _WEIGHTS)).sum() - priors.base_rate ** 2)
+    h = _mean_over(math.sqrt(a * a + g * g + priors.seed_problem_sd ** 2), _expit)(mu + priors.seed_sd * x)
+    seed_var = float((h ** 2) @ _WEIGHTS - (h @ _WEIGHTS) ** 2)
+    total = math.sqrt(a * a + g * g + run * run)
+    p2 = float(_mean_over(total, lambda y: _expit(y) ** 2)(mu))
+    p_var = p2 - priors.base_rate ** 2
+    return Components(mean_rate=priors.base_rate, strategy_problem=tau2, seed=seed_var,
+                      seed_problem=max(0.0, p_var - problem_var - seed_var), sampling=priors.base_rate - p2,
+                      sources=dict.fromkeys(("strategy_problem", "seed", "seed_problem", "sampling"), "prior"))
+
+
+def run_components(moments: RunMoments, priors: Priors) -> Components:
+    """A finished run's components, the ones its design cannot identify taken from ``priors`` (at the
+    run's own mean rate): one sample per cell leaves the sampling share to the prior, one seed leaves the
+    seed and seed x problem variances to it."""
+    prior = prior_components(Priors(**{**asdict(priors), "base_rate": min(max(moments.mean_rate, 0.01), 0.99)}))
+    src = {}
+    sampling, src["sampling"] = ((moments.sampling, "estimated") if moments.sampling is not None
+                                 else (prior.sampling, "prior"))
+    if moments.residual is not None:
+        seed_problem = max(0.0, moments.residual - sampling / moments.samples)
+        src["seed_problem"] = "estimated" if moments.sampling is not None else "estimated, given the prior sampling"
+    else:
+        seed_problem, src["seed_problem"] = prior.seed_problem, "prior"
+    seed, src["seed"] = (moments.seed, "estimated") if moments.seed is not None else (prior.seed, "prior")
+    within = sum((seed_problem + sampling / moments.samples) / s for s in moments.seeds)
+    src["strategy_problem"] = "estimated" if src["seed_problem"] == "estimated" else "estimated, given the priors above"
+    return Components(moments.mean_rate, max(0.0, moments.spread - within), seed, seed_problem, sampling, src)
+
+
+def simulate_sd(priors: Priors, seeds: int, samples: int, problems: int, studies: int = 2000,
+                seed: int = 0) -> float:
+    """Spread (root mean square) of the Deep−Diverse difference over ``studies`` whole studies drawn from
+    the priors' logit model with no true difference: new problems, runs and samples each time."""
+    rng = np.random.default_rng(seed)
+    mu = logit_mean(priors)
+    diffs = []
+    for start in range(0, studies, 250):  # chunks keep memory small at 300 problems x 5 seeds
+        m = min(250, studies - start)
+        logit = (mu + priors.problem_sd * rng.standard_normal((m, 1, 1, problems))
+                 + priors.strategy_problem_sd * rng.standard_normal((m, 2, 1, problems))
+                 + priors.seed_sd * rng.standard_normal((m, 2, seeds, 1))
+                 + priors.seed_problem_sd * rng.standard_normal((m, 2, seeds, problems)))
+        rate = rng.binomial(samples, _expit(logit)).mean(axis=(2, 3)) / samples
+        diffs.append(rate[:, 0] - rate[:, 1])
+    return float(np.sqrt(np.mean(np.concatenate(diffs) ** 2)))
+
+
+# ---- compute cost, from the project's own measured throughput
+
+@dataclass(frozen=True)
+class Throughput:
+    label: str
+    train_tokens_per_s: float  # trained tokens per second
+    gen_tokens_per_s: float    # decoded tokens per second
+    source: str
+
+
+THROUGHPUT = {
+    "cpu": Throughput("CPU figures; GPU not measured with this code: 2-core AMD EPYC, bf16, 0.5B-shaped model",
+                      57.0, 44.8, "README.md, 'GPU throughput': python -m perf.gpu_throughput --preset cpu "
+                      "--warmup-steps 1 --train-steps 2 --gen-prompts 12 --gen-prompt-tokens 200 400 "
+                      "--gen-new-tokens 128"),
+    "h100-issue7": Throughput("1 x H100, paper preset, measured with the code before issue 7's changes",
+                              6900.0, 456.0, "README.md, 'GPU throughput' (issue 7: 6.9k trained tokens/s, "
+                              "456 decoded tokens/s)"),
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The paper preset's schedule (conf/presets/paper.yaml; token means as perf/_gpu_study.py)."""
+    strategies: int = 2
+    chats: int = 5000              # training chats per strategy (CodeGen-*-5K)
+    epochs: float = 3.0
+    batch: int = 16                # chats per optimizer step
+    save_steps: int = 100
+    mean_chat_tokens: int = 4000
+    mean_answer_tokens: int = 2000
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints per run: every save_steps optimizer steps and the last."""
+        return math.ceil(math.ceil(self.epochs * math.ceil(self.chats / self.batch)) / self.save_steps)
+
+
+def cost_hours(schedule: Schedule, speed: Throughput, seeds: int, samples: int, problems: int) -> dict[str, float]:
+    """Training: every strategy once per seed. Evaluation: the base once, every checkpoint of every run,
+    problems x samples answers of mean_answer_tokens each. Grading and model loading excluded."""
+    train = schedule.strategies * seeds * schedule.chats * schedule.mean_chat_tokens * schedule.epochs
+    models = 1 + schedule.strategies * seeds * schedule.checkpoints
+    answers = models * problems * samples * schedule.mean_answer_tokens
+    train_h, eval_h = train / speed.train_tokens_per_s / 3600, answers / speed.gen_tokens_per_s / 3600
+    return {"train_hours": train_h, "eval_hours": eval_h, "total_hours": train_h + eval_h}
+
+
+def plan(components: Components, designs: list[tuple[int, int, int]], schedule: Schedule, speed: Throughput,
+         priors: Priors | None = None, studies: int = 0) -> list[dict]:
+    """One row per (seeds, samples, problems): expected 95% half-width (t(0.975, df) x SE, the interval the
+    analysis prints), the minimum detectable difference at 80% power, alpha 0.05 two-sided (both in
+    Pass@1 points), the hours; with ``studies`` > 0 the half-width from simulated studies of ``priors``."""
+    rows = []
+    for seeds, samples, problems in designs:
+        se = math.sqrt(components.variance(seeds, samples, problems))
+        df = components.df(seeds, samples, problems)
+        t = t_quantile(0.975, df)
+        row = {"seeds": seeds, "samples": samples, "problems": problems, "se": 100 * se, "df": df,
+               "half_width": 100 * t * se, "mde": 100 * minimum_detectable(se, df),
+               **cost_hours(schedule, speed, seeds, samples, problems)}
+        if studies and priors is not None:
+            row["simulated_half_width"] = 100 * t * simulate_sd(priors, seeds, samples, problems, studies)
+        rows.append(row)
+    return rows
+
+
+# ---- a finished run's records
+
+def load_rows(results_dir: Path) -> list[dict]:
+    """Rows (``ROW_FIELDS``) of every ``<results_dir>/<strategy>/<checkpoint>.jsonl`` (one benchmark's
+    results, e.g. ``results/livecodebench``). Seeds: a strategy's
+    ``seed-<s>/`` subfolders, each laid out as a target folder, or else each record's ``seed`` field
+    (0 when absent). Step: the folder's summary.json (``checkpoints.<name>.step``), else the number that
+    ends the checkpoint's name, else 0 for ``base``."""
+    rows = []
+    for target in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
+        seed_dirs = sorted(p for p in target.iterdir() if p.is_dir() and re.fullmatch(r"seed-\d+", p.name))
+        for folder, seed in [(d, int(d.name[5:])) for d in seed_dirs] or [(target, None)]:
+            summary = folder / "summary.json"
+            steps = {name: c["step"] for name, c in json.loads(summary.read_text()).get("checkpoints", {}).items()} \
+                if summary.is_file() else {}
+            for path in sorted(folder.glob("*.jsonl")):
+                found = re.search(r"(\d+)$", path.stem)
+                step = steps.get(path.stem, int(found.group(1)) if found else 0 if path.stem == "base" else None)
+                if step is None:
+                    raise ValueError(f"{path}: no step in summary.json and none in the name")
+                for line in path.read_text().splitlines():
+                    if line.strip():
+                        record = json.loads(line)
+                        rows.append({"strategy": target.name, "step": step,
+                                     "seed": seed if seed is not None else record.get("seed", 0),
+                                     "question_id": record["question_id"], "n_samples": record["n_samples"],
+                                     "n_correct": record["n_correct"]})
+    if not rows:
+        raise ValueError(f"{results_dir}: no results/<strategy>/<checkpoint>.jsonl records")
+    return [{f: r[f] for f in ROW_FIELDS} for r in rows]
+
+
+# ---- the command line
+
+def _ints(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"need positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _designs(text: str) -> list[tuple[int, int, int]]:
+    try:
+        return [tuple(int(v) for v in d.split("x")) for d in text.split(",")]  # type: ignore[misc]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"designs are SEEDSxSAMPLESxPROBLEMS, comma separated: {text!r}") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m thinktune.analysis.power", description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, help="a finished run's results/<benchmark>/ (else the priors alone)")
+    p.add_argument("--compare", default="deep,diverse", help="the two strategies compared (default deep,diverse)")
+    d = Priors()
+    g = p.add_argument_group("priors (logit scale; see thinktune.analysis.power.Priors for why these defaults)")
+    g.add_argument("--base-rate", type=float, default=d.base_rate, help="mean Pass@1")
+    g.add_argument("--problem-sd", type=float, default=d.problem_sd, help="problem difficulty spread")
+    g.add_argument("--strategy-problem-sd", type=float, default=d.strategy_problem_sd,
+                   help="how the Deep-Diverse difference varies from problem to problem")
+    g.add_argument("--seed-problem-sd", type=float, default=d.seed_problem_sd,
+                   help="how a problem's chance moves between training runs")
+    g.add_argument("--seed-sd", type=float, default=d.seed_sd, help="a whole training run's shift")
+    g = p.add_argument_group("designs: every combination of the three lists, or --designs")
+    g.add_argument("--seeds", type=_ints, default=[1, 3, 5])
+    g.add_argument("--samples", type=_ints, default=[1, 4, 10, 16])
+    g.add_argument("--problems", type=_ints, default=[41, 120, 300])
+    g.add_argument("--designs", type=_designs, help="e.g. 1x1x41,3x16x41 (seeds x samples x problems)")
+    p.add_argument("--simulate", action="store_true", help="check each half-width on simulated studies of the priors")
+    p.add_argument("--studies", type=int, default=2000, help="simulated studies per design (default 2000)")
+    g = p.add_argument_group("cost")
+    g.add_argument("--throughput", choices=sorted(THROUGHPUT), default="cpu")
+    g.add_argument("--throughput-json", type=Path, help="a `perf.gpu_throughput --json` file to take "
+                   "the tokens/s from")
+    g.add_argument("--train-tokens-per-s", type=float)
+    g.add_argument("--gen-tokens-per-s", type=float)
+    g.add_argument("--mean-answer-tokens", type=int, default=Schedule.mean_answer_tokens)
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    return p.parse_args(argv)
+
+
+def _speed(args: argparse.Namespace) -> Throughput:
+    speed = THROUGHPUT[args.throughput]
+    if args.throughput_json:
+        report = json.loads(args.throughput_json.read_text())
+        speed = Throughput(f"measured by perf.gpu_throughput on {report['machine'].get('device_name')}",
+                           report["train"]["tokens_per_s"], report["generate"]["tokens_per_s"],
+                           str(args.throughput_json))
+    if args.train_tokens_per_s or args.gen_tokens_per_s:
+        speed = Throughput(speed.label + " (overridden on the command line)",
+                           args.train_tokens_per_s or speed.train_tokens_per_s,
+                           args.gen_tokens_per_s or speed.gen_tokens_per_s, "--train-tokens-per-s/--gen-tokens-per-s")
+    return speed
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    priors = Priors(args.base_rate, args.problem_sd, args.strategy_problem_sd, args.seed_problem_sd, args.seed_sd)
+    if args.results:
+        a, b = args.compare.split(",")
+        study = build_study(load_rows(args.results))
+        missing = [s for s in (a, b) if s not in study]
+        if missing:
+            raise SystemExit(f"{args.results}: no results for {missing}; found {sorted(study)}")
+        moments = run_moments(study[a], study[b])
+        components, basis = run_components(moments, priors), (
+            f"{args.results}: {a} vs {b}, {moments.seeds[0]}+{moments.seeds[1]} seeds x {moments.samples:g} samples x "
+            f"{moments.problems} problems, mean Pass@1 {moments.mean_rate:.3f}")
+    else:
+        components, basis = prior_components(priors), "priors alone (no --results)"
+    designs = args.designs or [(s, n, q) for s in args.seeds for n in args.samples for q in args.problems]
+    speed, schedule = _speed(args), Schedule(mean_answer_tokens=args.mean_answer_tokens)
+    rows = plan(components, designs, schedule, speed, priors, args.studies if args.simulate else 0)
+    out = {"basis": basis, "priors": asdict(priors), "components": asdict(components), "throughput": asdict(speed),
+           "schedule": asdict(schedule) | {"checkpoints_per_run": schedule.checkpoints}, "rows": rows}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return out
+    c = components
+    print(f"Deep-Diverse difference in Pass@1 (points), 95% interval and 80%-power MDE; basis: {basis}")
+    print(f"priors (logit): {asdict(priors)}")
+    print("components (probability scale): " + ", ".join(
+        f"{k} {getattr(c, k):.5f} ({c.sources[k]})" for k in ("strategy_problem", "seed", "seed_problem", "sampling")))
+    print(f"cost: {speed.label}: {speed.train_tokens_per_s:g} trained, {speed.gen_tokens_per_s:g} decoded tokens/s "
+          f"[{speed.source}]; {schedule.strategies} strategies x {schedule.chats} chats x {schedule.mean_chat_tokens} "
+          f"tokens x {schedule.epochs:g} epochs per seed, {schedule.checkpoints} checkpoints per run + base, "
+          f"{schedule.mean_answer_tokens} tokens per answer; grading excluded")
+    sim = " sim +-" if args.simulate else ""
+    print(f"\n seeds samples problems   +-half  MDE{sim}   train h    eval h   total h")
+    for r in rows:
+        extra = f" {r['simulated_half_width']:7.1f}" if args.simulate else ""
+        print(f" {r['seeds']:5d} {r['samples']:7d} {r['problems']:8d} {r['half_width']:8.1f} {r['mde']:4.1f}{extra} "
+              f"{r['train_hours']:9,.1f} {r['eval_hours']:9,.1f} {r['total_hours']:9,.1f}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

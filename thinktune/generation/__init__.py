@@ -1,0 +1,3 @@
+"""Answers from a model: the continuous-batching decode engine, the token chooser, chat rendering,
+and generation sharded over processes.
+"""

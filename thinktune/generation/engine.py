@@ -1,0 +1,404 @@
+"""Continuous-batching decode on any Hugging Face causal LM: finished answers stop costing.
+
+``generate`` in transformers decodes a fixed batch until its longest answer ends: a batch
+where one answer runs to the token limit pays every step for every row, and its cache is
+re-concatenated at each step. Here the batch is a set of *slots* in one preallocated KV
+cache:
+
+- a row that ends frees its slot at once (the last active row moves into the hole, so the
+  active rows are always slots ``0..n-1`` and a step computes only them);
+- a free slot is refilled from the waiting prompts (longest first): the new prompts are
+  prefilled together, their keys and values copied into the slots, right-aligned at the
+  column where the next token goes;
+- all rows write the next token's keys and values at one shared column; each row's
+  positions come from its own length and a boolean mask marks its valid columns, so rows
+  that entered at different times share the step. When the rows on the left have ended,
+  the columns are shifted left so attention reads only what is live.
+
+Attention is transformers' SDPA path: for a one-token query it folds the query heads of
+each key/value head into the query length (``pack_gqa``), so grouped-query attention reads
+the cache without repeating it. On CUDA each decode step of a given (batch bucket,
+window bucket) shape is captured once as a CUDA graph and replayed (one launch instead of
+hundreds of kernel launches per token); the cache, inputs and mask are static buffers
+the graph reads. Graphs are kept while the model's weights stay in place, so swapping
+LoRA adapters in place (``thinktune.models.host``) reuses them. ``torch.compile`` is not
+used: through ``generate(cache_implementation="static")`` it recompiled on an H200 and did
+not pay.
+
+Greedy answers equal ``model.generate``'s (tests compare them on a tiny model), up to the
+floating-point effects of batch shape that ``generate`` itself has.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from thinktune.models.hardware import release_freed_heap
+from thinktune.logs import get_logger
+from thinktune.generation.sampling import TokenChooser
+
+log = get_logger("engine")
+
+# CUDA graphs are captured per bucket: the batch rounded up to a power of two (or the slot
+# count), the attended columns rounded up to this many.
+WINDOW_BUCKET = 512
+# Distinct prompt tokens prefilled in one forward (at least one prompt): bounds the prefill's
+# activations, which are what the evaluation's peak memory is made of (the 12 default prompts,
+# ~7k tokens, at once took an fp32 0.5B's evaluation past 4 GiB RSS); freed slots are still all
+# filled before the next decode step, by as many prefills as it takes.
+PREFILL_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt_ids: list[int]
+    key: int  # the prompt's index in the caller's list (also its sampling seed)
+    sample: int = 0
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    hit_token_limit: bool
+
+
+@dataclass
+class EngineStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    prefills: int = 0
+    graphs_captured: int = 0
+    shifts: int = 0
+    cuda_graphs: bool = False
+    graphs_off_reason: str | None = None  # why decoding ran without CUDA graphs (None: it used them)
+    max_active: int = 0
+    decode_tokens: int = field(default=0)  # tokens produced by decode steps (not by prefills)
+
+    def as_dict(self) -> dict:
+        wall = self.prefill_s + self.decode_s
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "prefill_s": round(self.prefill_s, 3),
+            "decode_s": round(self.decode_s, 3),
+            "decode_steps": self.decode_steps,
+            "tokens_per_s": round(self.new_tokens / wall, 2) if wall else None,
+            "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 2) if self.decode_s else None,
+            "cuda_graphs": self.cuda_graphs,
+            "graphs_off_reason": self.graphs_off_reason,
+            "graphs_captured": self.graphs_captured,
+            "shifts": self.shifts,
+            "max_active": self.max_active,
+        }
+
+
+def _slot_cache_classes():
+    """The KV cache classes, built on first use (importing transformers is slow)."""
+    from transformers.cache_utils import Cache, CacheLayerMixin
+
+    class SlotLayer(CacheLayerMixin):
+        is_compileable = True
+
+        def __init__(self, owner, keys, values):
+            super().__init__()
+            self.owner, self.keys, self.values, self.is_initialized = owner, keys, values, True
+
+        def lazy_initialization(self, key_states, value_states) -> None:  # allocated up front
+            pass
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            rows, window = key_states.shape[0], self.owner.window
+            self.keys[:rows].index_copy_(2, self.owner.column, key_states)
+            self.values[:rows].index_copy_(2, self.owner.column, value_states)
+            return self.keys[:rows, :, :window], self.values[:rows, :, :window]
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.owner.window, 0
+
+        def get_seq_length(self) -> int:
+            return self.owner.window
+
+        def get_max_length(self) -> int:
+            return self.keys.shape[2]
+
+    class SlotCache(Cache):
+        """``layers`` of [slots, kv_heads, capacity, head_dim]; writes at ``column``, reads ``[:window]``."""
+
+        def __init__(self, config, slots: int, capacity: int, dtype, device):
+            import torch
+
+            heads = config.num_key_value_heads
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            self.column = torch.zeros(1, dtype=torch.long, device=device)
+            self.window = 1
+            shape = (slots, heads, capacity, head_dim)
+            super().__init__(layers=[SlotLayer(self, torch.zeros(shape, dtype=dtype, device=device),
+                                               torch.zeros(shape, dtype=dtype, device=device))
+                                     for _ in range(config.num_hidden_layers)])
+
+    return SlotCache
+
+
+MODES = ("auto", "eager", "buckets", "graphs")
+
+
+class DecodeEngine:
+    """Decodes :class:`Request` s through ``slots`` batch slots of ``capacity`` cache columns.
+
+    ``mode``: ``eager`` runs each step at its exact shape (CPU); ``graphs`` replays a CUDA
+    graph per padded (batch, window) bucket; ``buckets`` runs those padded shapes eagerly
+    (what a graph replays, checkable on a CPU); ``auto``: graphs on CUDA, else eager.
+    Reusable across calls and across in-place weight changes (graphs are recaptured when a
+    weight tensor moves).
+    """
+
+    def __init__(self, model, slots: int, capacity: int, mode: str = "auto"):
+        import torch
+
+        config = model.config
+        if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"]):
+            raise ValueError(f"{config.model_type}: only full-attention models are supported by the decode engine")
+        self.model = model
+        self.device = model.device
+        self.slots, self.capacity = slots, capacity
+        self.dtype = next(model.parameters()).dtype
+        self.cache = _slot_cache_classes()(config, slots, capacity, self.dtype, self.device)
+        self.layer_types = sorted(set(getattr(config, "layer_types", None) or ["full_attention"]))
+        self.input_ids = torch.zeros(slots, 1, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(slots, 1, dtype=torch.long, device=self.device)
+        self.valid = torch.zeros(slots, capacity, dtype=torch.bool, device=self.device)
+        if mode not in MODES:
+            raise ValueError(f"decode mode {mode!r}: choose from {MODES}")
+        on_cuda = self.device.type == "cuda"
+        if mode == "graphs" and not on_cuda:
+            raise ValueError(f"CUDA graphs need a CUDA device; the model is on {self.device}")
+        self.use_graphs = mode == "graphs" or (mode == "auto" and on_cuda)
+        self.graphs_off_reason = None if self.use_graphs else (
+            f"decode mode {mode!r} (eval.cuda_graphs false)" if on_cuda else f"not a CUDA device ({self.device})")
+        self.bucketed = self.use_graphs or mode == "buckets"
+        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.graph_pool = None
+        self.weights_at = self._weights_signature()
+
+    # -- the model calls ----------------------------------------------------------------
+
+    def _forward_step(self, rows: int, window: int):
+        """One decode step for slots ``0..rows-1`` reading columns ``[0, window)``; logits [rows, vocab]."""
+        self.cache.window = window
+        mask = self.valid[:rows, None, None, :window]
+        out = self.model(input_ids=self.input_ids[:rows], position_ids=self.positions[:rows],
+                         attention_mask={t: mask for t in self.layer_types}, cache=self.cache, use_cache=True)
+        return out.logits[:, -1, :]
+
+    def _prefill(self, prompts: list[list[int]]):
+        """Prefill left-padded prompts; (last-token logits [n, vocab], per-layer keys/values [n, h, L, d])."""
+        import torch
+        from transformers import DynamicCache
+
+        length = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), length, dtype=torch.long)
+        mask = torch.zeros(len(prompts), length, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, length - len(p):] = torch.tensor(p)
+            mask[i, length - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :], [(layer.keys, layer.values) for layer in cache.layers]
+
+    # -- CUDA graphs --------------------------------------------------------------------
+
+    def _weights_signature(self) -> tuple:
+        return tuple(p.data_ptr() for p in self.model.parameters())
+
+    def _step(self, rows: int, window: int, stats: EngineStats):
+        if not self.bucketed:
+            return self._forward_step(rows, window)
+        bucket = next((b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b >= rows and b <= self.slots), self.slots)
+        span = min(self.capacity, -(-window // WINDOW_BUCKET) * WINDOW_BUCKET)
+        self.valid[rows:bucket] = False  # rows past the active ones compute garbage that no one reads...
+        self.valid[rows:bucket, window - 1] = True  # ...but finite: each attends to its own new column
+        if not self.use_graphs:
+            return self._forward_step(bucket, span)[:rows]
+        if (bucket, span) not in self.graphs:
+            try:
+                self.graphs[(bucket, span)] = self._capture(bucket, span)
+                stats.graphs_captured += 1
+            except Exception as exc:  # noqa: BLE001 - any capture failure: decode eagerly instead
+                log.warning("CUDA graph capture failed (%s: %s); decoding without graphs, recorded in summary.json",
+                            type(exc).__name__, exc)
+                self.use_graphs = self.bucketed = False
+                self.graphs_off_reason = f"capture failed: {type(exc).__name__}: {exc}"[:300]
+                return self._forward_step(rows, window)
+        graph, logits = self.graphs[(bucket, span)]
+        graph.replay()
+        return logits[:rows]
+
+    def _capture(self, rows: int, window: int):
+        import torch
+
+        with torch.cuda.device(self.device):
+            if self.graph_pool is None:
+                self.graph_pool = torch.cuda.graph_pool_handle()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up allocator and kernels outside the graph (same writes as the step)
+                    self._forward_step(rows, window)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.graph_pool):
+                logits = self._forward_step(rows, window)
+        return graph, logits  # logits: the graph's output buffer, refreshed by each replay
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self, requests: list[Request], chooser: TokenChooser, stop_ids: set[int], max_new_tokens: int,
+            progress=None) -> tuple[list[Completion], EngineStats]:
+        """Completions in the order of ``requests``; admitted longest prompt first."""
+        import torch
+
+        if max(len(r.prompt_ids) for r in requests) + 2 * max_new_tokens > self.capacity:
+            raise ValueError("engine capacity below longest prompt + 2 x max_new_tokens")
+        if self.use_graphs and self._weights_signature() != self.weights_at:
+            self.graphs.clear()  # the weights moved: recapture against the new tensors
+            self.weights_at = self._weights_signature()
+        stats = EngineStats(cuda_graphs=self.use_graphs)
+        waiting = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt_ids), i))
+        waiting.reverse()  # pop() takes the longest
+        out: list[list[int]] = [[] for _ in requests]
+        limit_hit = [False] * len(requests)
+        slot_row: list[int] = []  # request index in each active slot
+        start: list[int] = []  # first valid column of each active slot
+        column = 0  # where the next token's keys and values go
+
+        def finish(i: int, token: int) -> bool:
+            """Record ``token`` for request i; True when its answer is complete."""
+            if token in stop_ids:
+                return True
+            out[i].append(token)
+            stats.new_tokens += 1
+            if len(out[i]) >= max_new_tokens:
+                limit_hit[i] = True
+                return True
+            return False
+
+        def release(done: list[int]) -> None:
+            """Free the slots in ``done``: the last active slot moves into each hole."""
+            for slot in sorted(done, reverse=True):
+                last = len(slot_row) - 1
+                if slot != last:
+                    for layer in self.cache.layers:
+                        layer.keys[slot, :, :column] = layer.keys[last, :, :column]
+                        layer.values[slot, :, :column] = layer.values[last, :, :column]
+                    self.valid[slot] = self.valid[last]
+                    self.input_ids[slot] = self.input_ids[last]
+                    self.positions[slot] = self.positions[last]
+                    chooser.move(last, slot)
+                    slot_row[slot], start[slot] = slot_row[last], start[last]
+                self.valid[last] = False
+                slot_row.pop()
+                start.pop()
+                if progress is not None:
+                    progress.update(1)
+
+        def shift_left(by: int) -> None:
+            """Drop ``by`` leading columns that no active row uses."""
+            nonlocal column
+            rows = len(slot_row)
+            for layer in self.cache.layers:
+                for tensor in (layer.keys, layer.values):
+                    tensor[:rows, :, :column - by] = tensor[:rows, :, by:column].clone()
+            self.valid[:rows, :column - by] = self.valid[:rows, by:column].clone()
+            self.valid[:rows, column - by:column] = False
+            column -= by
+            for k in range(rows):
+                start[k] -= by
+            stats.shifts += 1
+
+        def admit() -> None:
+            """Fill free slots from ``waiting`` (prefill together, copy into the slot cache)."""
+            nonlocal column
+            free = self.slots - len(slot_row)
+            group: list[int] = []
+            distinct: set[int] = set()
+            tokens = 0
+            while waiting and len(group) < free:
+                request = requests[waiting[-1]]
+                new = request.key not in distinct  # a prompt's samples share its prefill
+                if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
+                    break
+                group.append(waiting.pop())
+                if new:
+                    distinct.add(request.key)
+                    tokens += len(request.prompt_ids)
+            if not group:
+                return
+            prompts = {}
+            for i in group:  # samples of one prompt share its prefill
+                prompts.setdefault(requests[i].key, requests[i].prompt_ids)
+            keys = list(prompts)
+            longest = max(len(p) for p in prompts.values())
+            if slot_row and max(column, longest) + max_new_tokens > self.capacity:
+                shift_left(min(start))  # fits afterwards: capacity >= longest prompt + 2 x max_new_tokens
+            if not slot_row:
+                column = 0
+            column = max(column, longest)  # prompts end right before the shared column
+            began = time.perf_counter()
+            if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
+                release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
+            logits, kv = self._prefill(list(prompts.values()))
+            source = torch.tensor([keys.index(requests[i].key) for i in group], device=self.device)
+            slots = list(range(len(slot_row), len(slot_row) + len(group)))
+            index = torch.tensor(slots, device=self.device)
+            for layer, (k, v) in zip(self.cache.layers, kv, strict=True):
+                layer.keys[index, :, column - longest:column] = k[source].to(self.dtype)
+                layer.values[index, :, column - longest:column] = v[source].to(self.dtype)
+            cols = torch.arange(self.capacity, device=self.device)
+            lengths = torch.tensor([len(requests[i].prompt_ids) for i in group], device=self.device)
+            self.valid[index] = (cols[None, :] >= column - lengths[:, None]) & (cols[None, :] < column)
+            self.positions[index, 0] = lengths
+            for slot, i in zip(slots, group, strict=True):
+                chooser.start(slot, requests[i].prompt_ids, requests[i].key, requests[i].sample)
+                slot_row.append(i)
+                start.append(column - len(requests[i].prompt_ids))
+            tokens = chooser.choose(logits[source], slots)
+            self.input_ids[index, 0] = tokens
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            stats.prefill_s += time.perf_counter() - began
+            stats.prefills += 1
+            stats.prompt_tokens += sum(len(requests[i].prompt_ids) for i in group)
+            release([s for s, t in zip(slots, tokens.tolist(), strict=True) if finish(slot_row[s], t)])
+
+        with torch.inference_mode():
+            while waiting or slot_row:
+                while waiting and len(slot_row) < self.slots:
+                    admit()
+                if not slot_row:
+                    continue
+                rows = len(slot_row)
+                stats.max_active = max(stats.max_active, rows)
+                began = time.perf_counter()
+                self.cache.column.fill_(column)
+                self.valid[:rows, column] = True
+                logits = self._step(rows, column + 1, stats)
+                tokens = chooser.choose(logits, list(range(rows)))
+                self.input_ids[:rows, 0] = tokens
+                self.positions[:rows] += 1
+                token_list = tokens.tolist()  # one host sync per step
+                column += 1
+                stats.decode_s += time.perf_counter() - began
+                stats.decode_steps += 1
+                stats.decode_tokens += rows
+                release([s for s in range(rows) if finish(slot_row[s], token_list[s])])
+                if slot_row and (waste := min(start)) >= max(WINDOW_BUCKET // 4, column // 4):
+                    shift_left(waste)  # the rows that held the leftmost columns have ended
+        stats.cuda_graphs = self.use_graphs  # false if a capture failed on the way
+        stats.graphs_off_reason = self.graphs_off_reason
+        return [Completion(out[i], limit_hit[i]) for i in range(len(requests))], stats

@@ -1,0 +1,58 @@
+"""Reaching the sources params.yaml names, with one-line errors when they cannot be reached.
+
+A hub download that fails for want of a network, or for a name the hub does not have, ends
+the stage with one line (the key, the source, the reason, the fix) instead of the libraries'
+chained traceback. (The local files a setting needs are checked by ``thinktune.config.local_inputs``.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from thinktune.errors import InputError, SourceError
+
+# Exception class names (anywhere in the chain) that mean "the network or the hub is not there".
+_UNREACHABLE = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout", "ReadTimeout",
+                "ConnectionError", "NewConnectionError", "MaxRetryError", "gaierror", "TimeoutError",
+                "ConnectionRefusedError", "ProxyError", "SSLError"}
+# ... and "the hub is there but has no such thing".
+_MISSING = {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "RemoteEntryNotFoundError"}
+_GATED = {"GatedRepoError"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _reason(chain: list[BaseException]) -> str:
+    """The innermost message, on one line (e.g. "[Errno -2] Name or service not known")."""
+    text = " ".join(str(chain[-1]).split()) or type(chain[-1]).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+@contextlib.contextmanager
+def from_hub(key: str, what: str, instead: str) -> Iterator[None]:
+    """Turn a failed hub download of ``what`` (set by ``key``) into a :class:`SourceError`;
+    ``instead`` says which setting works without the hub."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:
+        chain = _chain(exc)
+        names = {type(e).__name__ for e in chain}
+        if names & _GATED:
+            raise SourceError(f"{key}: {what} is gated on the hub; accept its licence on huggingface.co and log in "
+                              "(`hf auth login`), or " + instead) from exc
+        if names & _MISSING:
+            raise SourceError(f"{key}: the hub has no {what} ({_reason(chain)}); check the name and revision, "
+                              "or " + instead) from exc
+        if names & _UNREACHABLE:
+            raise SourceError(f"{key}: cannot reach the Hugging Face hub for {what} ({_reason(chain)}); run where "
+                              "huggingface.co (or HF_ENDPOINT) is reachable, or " + instead) from exc
+        raise
