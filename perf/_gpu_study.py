@@ -11,8 +11,8 @@ import math
 import random
 from pathlib import Path
 
-from thinktune.logs import get_logger
 from thinktune.config.params import Params, parse_params, read_raw
+from thinktune.logs import get_logger
 
 REPO = Path(__file__).resolve().parent.parent
 log = get_logger("gpu_throughput")

@@ -8,9 +8,8 @@ that one from the model's ``generation_config`` (issue 7, item 3).
 
 from __future__ import annotations
 
-from thinktune.generation.settings import DecodingSettings
-
 from thinktune.generation.chats import Generation
+from thinktune.generation.settings import DecodingSettings
 
 
 def hf_generate_chats(model, tokenizer, chats: list[list[dict]], settings: DecodingSettings,

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from perf._hf_generate import hf_generate_chats
 from thinktune.benchmarks.base import get_benchmark
+from thinktune.config.params import QWEN2_LINEAR_MODULES, load_params
 from thinktune.data.chat import eval_messages
-from thinktune.generation.settings import DecodingSettings
 from thinktune.generation.chats import generate_chats
+from thinktune.generation.settings import DecodingSettings
 from thinktune.models.hardware import describe_environment
 from thinktune.models.host import ModelHost, load_base
-from thinktune.config.params import QWEN2_LINEAR_MODULES, load_params
 
 
 def load_text() -> str:

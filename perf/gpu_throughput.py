@@ -65,9 +65,9 @@ from perf._gpu_study import (
     synthetic_prompts,
 )
 from thinktune.atomic import write_json
-from thinktune.models.hardware import resolve_precision
-from thinktune.logs import get_logger
 from thinktune.config.params import Params, ParamsError
+from thinktune.logs import get_logger
+from thinktune.models.hardware import resolve_precision
 
 log = get_logger("gpu_throughput")
 
@@ -269,9 +269,8 @@ class Bench:
     def generate_phase(self, section: dict, started: float) -> str:
         import torch
 
-        from thinktune.generation.settings import DecodingSettings
-
         from thinktune.generation.chats import generate_tokens
+        from thinktune.generation.settings import DecodingSettings
 
         args, evaluation = self.args, self.params.eval
         precision = resolve_precision(args.precision or evaluation.precision)

@@ -34,8 +34,8 @@ import psutil
 from perf import REPO, _official, load_file
 from perf.lcb_equivalence import load_corpus
 from thinktune.benchmarks import livecodebench
-from thinktune.grading.verdicts import PRELUDE, TestCase, grade_many
 from thinktune.grading.sandbox import Limits, Program, isolation_report
+from thinktune.grading.verdicts import PRELUDE, TestCase, grade_many
 
 
 def sample_references() -> list[dict]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from thinktune.atomic import write_jsonl
 from thinktune.benchmarks.base import get_benchmark
-from thinktune.evaluation.evaluate import evaluate_checkpoints, summarize
 from thinktune.config.params import load_params
+from thinktune.evaluation.evaluate import evaluate_checkpoints, summarize
 
 
 def main(argv: list[str] | None = None) -> None:

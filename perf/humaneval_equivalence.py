@@ -26,10 +26,10 @@ from pathlib import Path
 
 from perf import load_file
 from perf.lcb_equivalence import print_comparison
-from thinktune.benchmarks import humaneval
 from thinktune.atomic import read_jsonl
-from thinktune.grading.verdicts import grade_many
+from thinktune.benchmarks import humaneval
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import grade_many
 
 
 def corpus() -> list[dict]:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from perf import _official, load_file
 from thinktune.atomic import read_jsonl
-from thinktune.grading.verdicts import TestCase, grade_many
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import TestCase, grade_many
 
 
 def load_corpus() -> list[dict]:

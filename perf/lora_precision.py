@@ -29,12 +29,12 @@ from pathlib import Path
 
 from perf.generation_speed import alternate, load_text, random_adapters
 from thinktune.benchmarks.base import get_benchmark
+from thinktune.config.params import load_params
 from thinktune.data.chat import eval_messages
-from thinktune.generation.settings import DecodingSettings
 from thinktune.generation.chats import generate_chats
+from thinktune.generation.settings import DecodingSettings
 from thinktune.models.hardware import describe_environment, resolve_precision
 from thinktune.models.host import ModelHost, load_base
-from thinktune.config.params import load_params
 
 
 def scaled_copy(adapter: Path, out: Path, scale: float) -> Path:

@@ -20,9 +20,8 @@ import os
 import time
 from pathlib import Path
 
-from thinktune.generation.settings import DecodingSettings
-
 from thinktune.generation.chats import chat_prompt_ids, generate_tokens
+from thinktune.generation.settings import DecodingSettings
 
 
 def load_text() -> str:
@@ -43,8 +42,8 @@ def prompts_and_model(args):
         model, tokenizer = load_base(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"), "fp32")
         return model, [tokenizer(f"question {i} " * (20 + 7 * i)).input_ids for i in range(args.prompts or 4)]
     from thinktune.benchmarks.base import get_benchmark
-    from thinktune.data.chat import eval_messages
     from thinktune.config.params import load_params
+    from thinktune.data.chat import eval_messages
 
     params = load_params(args.params)
     model, tokenizer = load_base(args.base_model, args.precision or params.eval.precision)

@@ -24,11 +24,11 @@ import subprocess
 from pathlib import Path
 
 from thinktune.atomic import atomic_file
-from thinktune.errors import run_stage
 from thinktune.config.local_inputs import RELATED_KEYS, local_problems
-from thinktune.logs import get_logger
 from thinktune.config.params import ParamsError, load_yaml, parse_params, read_raw
 from thinktune.config.presets import yaml_value
+from thinktune.errors import run_stage
+from thinktune.logs import get_logger
 
 log = get_logger("check_params")
 

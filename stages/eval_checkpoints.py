@@ -18,12 +18,12 @@ from pathlib import Path
 
 from thinktune.atomic import read_jsonl
 from thinktune.benchmarks.base import Problem
+from thinktune.config.params import ParamsError, load_params
 from thinktune.errors import run_stage
 from thinktune.evaluation.evaluate import evaluate_checkpoints, write_results
 from thinktune.generation.chats import stop_tokens_of
 from thinktune.layout import BASE, adapters_dir, checkpoint_step, eval_problems_file, list_checkpoints, results_dir
 from thinktune.logs import get_logger
-from thinktune.config.params import ParamsError, load_params
 
 log = get_logger("eval_checkpoints")
 

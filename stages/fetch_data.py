@@ -13,13 +13,13 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from thinktune.data import codegen
 from thinktune.atomic import atomic_dir, write_jsonl
 from thinktune.benchmarks.base import get_benchmark
+from thinktune.config.params import DataParams, EvalParams, load_params
+from thinktune.data import codegen
 from thinktune.errors import InputError, SourceError, run_stage
 from thinktune.layout import eval_problems_file
 from thinktune.logs import get_logger
-from thinktune.config.params import DataParams, EvalParams, load_params
 from thinktune.models.hub import from_hub
 
 log = get_logger("fetch_data")

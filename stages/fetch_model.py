@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from thinktune.config.params import load_params
 from thinktune.errors import run_stage
 from thinktune.logs import get_logger
 from thinktune.models.source import fetch_base_model
-from thinktune.config.params import load_params
 
 log = get_logger("fetch_model")
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from thinktune.data import codegen
-
-from thinktune.data import formatting
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
+from thinktune.config.params import load_params
+from thinktune.data import codegen, formatting
 from thinktune.errors import run_stage
 from thinktune.logs import get_logger
-from thinktune.config.params import load_params
 
 log = get_logger("format_think")
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from thinktune.analysis.answer import analysis_rows, checkpoint_points
+from thinktune.config.params import load_params
 from thinktune.errors import run_stage
+from thinktune.evaluation.records import read_runs
 from thinktune.layout import live_dir
 from thinktune.logs import get_logger
-from thinktune.config.params import load_params
 from thinktune.reporting.plots import curve_rows, draw_answer_shape, draw_curve, gather_training_logs, write_curve_csv
-from thinktune.evaluation.records import read_runs
-from thinktune.analysis.answer import analysis_rows, checkpoint_points
 
 log = get_logger("plot")
 

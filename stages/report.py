@@ -19,15 +19,15 @@ import json
 import os
 from pathlib import Path
 
+from thinktune.analysis.answer import analysis_rows, answer, validation_losses
 from thinktune.atomic import atomic_file, write_json
+from thinktune.config.params import load_params
 from thinktune.errors import run_stage
+from thinktune.evaluation.records import read_runs
 from thinktune.layout import live_dir
 from thinktune.logs import get_logger
-from thinktune.config.params import load_params
 from thinktune.reporting.plots import read_curve_csv
-from thinktune.evaluation.records import read_runs
 from thinktune.reporting.report import data_sources, render_markdown, study_metrics, study_summary
-from thinktune.analysis.answer import analysis_rows, answer, validation_losses
 
 log = get_logger("report")
 

@@ -18,10 +18,10 @@ import os
 import sys
 from pathlib import Path
 
+from thinktune.config.params import ParamsError, load_params
 from thinktune.errors import run_stage
 from thinktune.layout import adapters_dir, live_dir
 from thinktune.logs import get_logger
-from thinktune.config.params import ParamsError, load_params
 from thinktune.training.launch import launched, relaunch
 
 log = get_logger("train")

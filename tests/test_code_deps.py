@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinktune.codedeps import ROOT, code_digest, import_closure, needed_files, stage_code_deps, with_generated_code_deps
+from thinktune.codedeps import (
+    ROOT,
+    code_digest,
+    import_closure,
+    needed_files,
+    stage_code_deps,
+    with_generated_code_deps,
+)
 
 
 def stage_commands() -> list[tuple[str, str, list[str]]]:

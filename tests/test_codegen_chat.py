@@ -4,11 +4,9 @@ import json
 
 import pytest
 
-from thinktune.data import chat
-
-from thinktune.data import codegen
 from thinktune.benchmarks.base import Problem, get_benchmark
 from thinktune.benchmarks.livecodebench import STUDY_STDIN
+from thinktune.data import chat, codegen
 
 OUTPUT = "First read n.\nThen print n squared.\n\n```python\nn = int(input())\nprint(n * n)\n```\n"
 

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from stages import eval_checkpoints as eval_stage
-from thinktune.models import hardware
 from thinktune.atomic import read_jsonl, write_jsonl
-from thinktune.evaluation.evaluate import fingerprint
 from thinktune.benchmarks.livecodebench import load_rows
+from thinktune.evaluation.evaluate import fingerprint
 from thinktune.evaluation.records import read_summary, summarize
+from thinktune.models import hardware
 
 CHECKPOINTS = ("checkpoint-1", "checkpoint-2", "checkpoint-3")
 

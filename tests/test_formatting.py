@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from thinktune.data import formatting
 from thinktune.config.params import FormatParams
+from thinktune.data import formatting
 
 CODE = "n = int(input())\nprint(n * n)"
 

@@ -10,13 +10,13 @@ import pytest
 from perf._hf_generate import hf_generate_chats
 from thinktune import engine as engine_module
 from thinktune.generation.chats import (
-    DecodingSettings,
     chat_prompt_ids,
     generate_chats,
     generate_tokens,
     stop_token_ids,
 )
 from thinktune.generation.sampling import TokenChooser
+from thinktune.generation.settings import DecodingSettings
 
 # Prompts of different lengths (the engine admits the longest first and pads least).
 CHATS = [[{"role": "system", "content": "You are an expert Python programmer."},

@@ -50,9 +50,9 @@ def test_a_failed_graph_capture_decodes_eagerly_and_records_the_reason(tiny_mode
     import torch
 
     from thinktune.generation.engine import DecodeEngine, Request
+    from thinktune.generation.sampling import TokenChooser
     from thinktune.generation.settings import DecodingSettings
     from thinktune.models.host import load_base
-    from thinktune.generation.sampling import TokenChooser
 
     model, _ = load_base(tiny_model_dir, "fp32")
     engine = DecodeEngine(model, slots=2, capacity=64, mode="buckets")

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from thinktune.grading.verdicts import GradeResult, TestCase, Verdict, grade_many, grade_program, outputs_match
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import GradeResult, TestCase, Verdict, grade_many, grade_program, outputs_match
 
 FAST = Limits(timeout_s=2.0)
 DOUBLE = "print(int(input()) * 2)"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from grading_corpus import CASES, KNOWN_DIFFERENCES
 
-from thinktune.grading.verdicts import TestCase, Verdict, grade_program
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import TestCase, Verdict, grade_program
 
 LIMITS = Limits(timeout_s=3.0)
 

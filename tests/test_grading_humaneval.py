@@ -11,8 +11,8 @@ import pytest
 from grading_corpus import HUMANEVAL_CASES, HUMANEVAL_KNOWN_DIFFERENCES
 
 from thinktune.benchmarks import humaneval
-from thinktune.grading.verdicts import Verdict, grade_many, grade_program
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import Verdict, grade_many, grade_program
 
 LIMITS = Limits(timeout_s=3.0)
 

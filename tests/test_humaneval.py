@@ -8,8 +8,8 @@ import pytest
 
 from thinktune.benchmarks import humaneval
 from thinktune.benchmarks.base import get_benchmark
-from thinktune.grading.verdicts import Verdict, grade_many
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import Verdict, grade_many
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from thinktune.models import source as modelsource
-from thinktune.errors import SourceError
 from thinktune.config.params import GgufSource, ModelParams
+from thinktune.errors import SourceError
+from thinktune.models import source as modelsource
 
 CHUNKS = [b"GGUF" + b"a" * 100, b"b" * 50, b"c" * 10]
 DIGEST = hashlib.sha256(b"".join(CHUNKS)).hexdigest()

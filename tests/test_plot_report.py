@@ -14,8 +14,8 @@ import yaml
 from stages import plot as plot_stage
 from stages import report as report_stage
 from thinktune.atomic import write_json, write_jsonl
-from thinktune.reporting.plots import LINE_STYLES, read_curve_csv
 from thinktune.evaluation.records import read_runs, summarize
+from thinktune.reporting.plots import LINE_STYLES, read_curve_csv
 
 N = 10
 SEEDS = (1, 2)

@@ -10,14 +10,13 @@ import sys
 
 import pytest
 
-from thinktune.data import codegen
-
 from thinktune.benchmarks import livecodebench
+from thinktune.data import codegen
 from thinktune.data.chat import split_reasoning_and_code
 from thinktune.data.codegen import problem_key
 from thinktune.data.formatting import contamination
-from thinktune.grading.verdicts import TestCase, grade_many, grade_program
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import TestCase, grade_many, grade_program
 
 LIMITS = Limits(timeout_s=10.0)
 CODEGEN_FIELDS = {"unique_id", "id", "input", "output", "solution", "source", "license", "dataset", "split",

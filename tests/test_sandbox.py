@@ -25,7 +25,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from thinktune.grading.verdicts import TestCase, Verdict, grade_program
 from thinktune.grading.sandbox import (
     Limits,
     Program,
@@ -40,6 +39,7 @@ from thinktune.grading.sandbox import (
     tiers,
     uids,
 )
+from thinktune.grading.verdicts import TestCase, Verdict, grade_program
 
 FAST = Limits(timeout_s=1.0)
 TEST_UID_BASE = 62000

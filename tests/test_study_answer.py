@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from thinktune.evaluation.records import Run
 from thinktune.analysis.answer import analysis_rows, answer, answer_paragraph, read_validation_loss, validation_losses
+from thinktune.evaluation.records import Run
 
 T_975_11 = 2.200985
 N = 4  # samples per problem

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from thinktune.data.chat import training_messages
 from thinktune.config.params import LoraParams, TrainParams
+from thinktune.data.chat import training_messages
 from thinktune.training import checkpoint_step, list_checkpoints, train_lora
 
 LORA = LoraParams(r=4, alpha=8, dropout=0.1, target_modules=["q_proj", "v_proj", "down_proj"])

@@ -25,8 +25,8 @@ from itertools import combinations
 from pathlib import Path
 
 from thinktune.analysis import intervals as analysis
-from thinktune.layout import BASE
 from thinktune.evaluation.records import Run
+from thinktune.layout import BASE
 
 
 def analysis_rows(runs: Iterable[Run]) -> list[dict]:

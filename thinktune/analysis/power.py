@@ -30,7 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, minimum_detectable, run_moments, t_quantile
+from thinktune.analysis.intervals import (
+    ROW_FIELDS,
+    RunMoments,
+    build_study,
+    minimum_detectable,
+    run_moments,
+    t_quantile,
+)
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(48)  # E[f(Z)], Z ~ N(0, 1) = sum(w f(x)) / sqrt(2 pi)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()

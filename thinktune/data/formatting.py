@@ -13,10 +13,10 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
+from thinktune.config.params import FormatParams
 from thinktune.data.chat import split_reasoning_and_code, training_messages
 from thinktune.data.codegen import problem_key
 from thinktune.errors import InputError
-from thinktune.config.params import FormatParams
 
 TRUNCATION_MARK = "\n…"
 

@@ -25,18 +25,18 @@ from pathlib import Path
 
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
 from thinktune.benchmarks.base import Benchmark, Problem, get_benchmark
-from thinktune.data.chat import eval_messages
 from thinktune.codedeps import code_digest
-from thinktune.grading.extract import extract_code, split_reasoning
-from thinktune.generation.settings import DecodingSettings
-from thinktune.generation.chats import Generation
-from thinktune.grading.verdicts import grade_many
-from thinktune.models.hardware import describe_environment, device, resolve_precision
-from thinktune.logs import get_logger
-from thinktune.models.source import cache_dir
 from thinktune.config.params import EvalParams
+from thinktune.data.chat import eval_messages
 from thinktune.evaluation.records import SUMMARY, summarize
+from thinktune.generation.chats import Generation
+from thinktune.generation.settings import DecodingSettings
+from thinktune.grading.extract import extract_code, split_reasoning
 from thinktune.grading.sandbox import Limits
+from thinktune.grading.verdicts import grade_many
+from thinktune.logs import get_logger
+from thinktune.models.hardware import describe_environment, device, resolve_precision
+from thinktune.models.source import cache_dir
 
 log = get_logger("evaluation")
 

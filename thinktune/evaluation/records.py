@@ -15,9 +15,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from thinktune.analysis.stats import mean_pass_at_k, wilson_interval
 from thinktune.atomic import read_jsonl
 from thinktune.layout import BASE, results_dir
-from thinktune.analysis.stats import mean_pass_at_k, wilson_interval
 
 # pass@k reported beside Pass@1 when every problem has at least k samples (eval.n_samples).
 PASS_AT_K = (5, 10)

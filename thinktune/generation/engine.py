@@ -34,9 +34,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from thinktune.models.hardware import release_freed_heap
-from thinktune.logs import get_logger
 from thinktune.generation.sampling import TokenChooser
+from thinktune.logs import get_logger
+from thinktune.models.hardware import release_freed_heap
 
 log = get_logger("engine")
 

@@ -26,13 +26,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from thinktune.generation.chats import (
-    DecodingSettings,
     Generation,
     chat_prompt_ids,
     decode_answers,
     generate_tokens,
     stop_token_ids,
 )
+from thinktune.generation.settings import DecodingSettings
 from thinktune.logs import get_logger
 from thinktune.models.host import ModelHost
 

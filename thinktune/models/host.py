@@ -23,8 +23,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from thinktune.models.hardware import resolve_precision, torch_dtype
 from thinktune.logs import get_logger
+from thinktune.models.hardware import resolve_precision, torch_dtype
 from thinktune.models.source import load_causal_lm
 
 log = get_logger("modelhost")

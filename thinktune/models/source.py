@@ -21,9 +21,9 @@ import zipfile
 from pathlib import Path
 
 from thinktune.atomic import atomic_dir, atomic_file
+from thinktune.config.params import GgufSource, ModelParams
 from thinktune.errors import SourceError, cache_root
 from thinktune.logs import get_logger
-from thinktune.config.params import GgufSource, ModelParams
 from thinktune.models.hub import from_hub
 
 log = get_logger("modelsource")

@@ -17,9 +17,9 @@ import csv
 from pathlib import Path
 
 from thinktune.atomic import atomic_dir, atomic_file
-from thinktune.layout import BASE
 from thinktune.config.params import PlotParams
 from thinktune.evaluation.records import Run
+from thinktune.layout import BASE
 
 CURVE_COLUMNS = ("benchmark", "strategy", "checkpoint", "step", "seeds", "pass_at_1", "ci95_low", "ci95_high", "total",
                  "mean_reasoning_tokens", "truncated_share", "no_code_share")

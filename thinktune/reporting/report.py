@@ -12,10 +12,10 @@ number is read from the analysis, the runs' summaries, the training logs and the
 
 from __future__ import annotations
 
-from thinktune.layout import BASE
+from thinktune.analysis.answer import answer_paragraph
 from thinktune.config.params import Params
 from thinktune.evaluation.records import Run
-from thinktune.analysis.answer import answer_paragraph
+from thinktune.layout import BASE
 
 # What the original study (1.5B, CodeGen-*-5K, 41 LiveCodeBench AtCoder problems) found,
 # printed beside our numbers for orientation; never used to compute anything.

@@ -8,10 +8,10 @@ from importlib import metadata
 from pathlib import Path
 
 from thinktune.atomic import atomic_dir, write_json
-from thinktune.models.hardware import describe_environment, resolve_precision, torch_dtype
-from thinktune.logs import get_logger
-from thinktune.models.source import cache_dir, load_causal_lm
 from thinktune.config.params import LoraParams, TrainParams
+from thinktune.logs import get_logger
+from thinktune.models.hardware import describe_environment, resolve_precision, torch_dtype
+from thinktune.models.source import cache_dir, load_causal_lm
 from thinktune.training.batching import epoch_of_step, step_chat_ids, total_steps
 from thinktune.training.checkpoints import RunStore, code_sha256, list_checkpoints, model_card, run_key
 from thinktune.training.data import file_sha256, load_tokenized, token_counts

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from thinktune.models.hardware import resolve_precision
 from thinktune.config.params import LoraParams, TrainParams
+from thinktune.models.hardware import resolve_precision
 from thinktune.training.batching import flatten, plan_step
 from thinktune.training.data import TokenizedChat
 from thinktune.training.loss import (
