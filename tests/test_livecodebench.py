@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from thinktune import livecodebench as lcb
+from thinktune.benchmarks import livecodebench as lcb
 from thinktune.errors import SourceError
 
 TESTS = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
