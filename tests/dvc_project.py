@@ -19,21 +19,27 @@ import yaml
 STAGES_RUN = re.compile(r"Running stage '([^']+)'")
 SEEDS = (1, 2)  # the tiny study: 2 training seeds x 2 samples per problem, through every stage and the analysis
 BENCHMARKS = ("livecodebench", "humaneval")  # HumanEval as the second view, on every checkpoint
-EVERY_STAGE = {"check_params", "fetch_model", "fetch_data", "format_think", "plot", "report",
-               *(f"eval_base@{b}" for b in BENCHMARKS),
-               *(f"train_{s}@{seed}" for s in ("deep", "diverse") for seed in SEEDS),
-               *(f"eval_checkpoints@{s}-{seed}-{b}" for s in ("deep", "diverse") for seed in SEEDS for b in BENCHMARKS)}
 
 
-def tiny_preset(tiny_model_dir: Path) -> dict:
+def every_stage(seeds=SEEDS, benchmarks=BENCHMARKS) -> set[str]:
+    return {"check_params", "fetch_model", "fetch_data", "format_think", "plot", "report",
+            *(f"eval_base@{b}" for b in benchmarks),
+            *(f"train_{s}@{seed}" for s in ("deep", "diverse") for seed in seeds),
+            *(f"eval_checkpoints@{s}-{seed}-{b}" for s in ("deep", "diverse") for seed in seeds for b in benchmarks)}
+
+
+EVERY_STAGE = every_stage()
+
+
+def tiny_preset(tiny_model_dir: Path, seeds=SEEDS, benchmarks=BENCHMARKS) -> dict:
     return {
         "model": {"source": "local", "name": "tiny-random-qwen2", "local_path": str(tiny_model_dir)},
         "data": {"source": "sample", "splits": ["train"]},
         "format": {"max_length": 4096},
         "train": {"epochs": 1, "effective_batch_size": 4, "micro_batch_tokens": 4096, "save_steps": 2,
-                  "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": False, "seeds": list(SEEDS)},
+                  "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": False, "seeds": list(seeds)},
         "eval": {"source": "sample", "date_from": None, "max_new_tokens": 24, "batch_size": 16,
-                 "timeout_s": 3.0, "workers": 2, "n_samples": 2, "temperature": 0.7, "benchmarks": list(BENCHMARKS),
+                 "timeout_s": 3.0, "workers": 2, "n_samples": 2, "temperature": 0.7, "benchmarks": list(benchmarks),
                  "max_problems": 12},  # HumanEval's first 12
     }
 
@@ -65,9 +71,10 @@ def ran(output: str) -> set[str]:
     return set(STAGES_RUN.findall(output))
 
 
-def make_project(repo_root: Path, work: Path, tiny_model_dir: Path) -> tuple[Path, dict]:
-    """``work/repo``: the repository's tracked and unignored files, the tiny preset applied,
-    committed in a fresh git repository (nothing run yet)."""
+def make_project(repo_root: Path, work: Path, tiny_model_dir: Path, seeds=SEEDS,
+                 benchmarks=BENCHMARKS) -> tuple[Path, dict]:
+    """``work/repo``: the repository's tracked and unignored files, the tiny preset applied (with
+    these training seeds and benchmarks), committed in a fresh git repository (nothing run yet)."""
     repo = work / "repo"
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=repo_root, capture_output=True, text=True, check=True).stdout.split("\0")
@@ -76,7 +83,7 @@ def make_project(repo_root: Path, work: Path, tiny_model_dir: Path) -> tuple[Pat
         if src.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
-    (repo / "conf" / "presets" / "tiny.yaml").write_text(yaml.safe_dump(tiny_preset(tiny_model_dir)))
+    (repo / "conf" / "presets" / "tiny.yaml").write_text(yaml.safe_dump(tiny_preset(tiny_model_dir, seeds, benchmarks)))
     env = project_env(work)
     sh([sys.executable, "-m", "thinktune.config.presets", "tiny"], repo, env)  # as the README applies `paper`
     sh(["git", "init", "-q", "-b", "main"], repo, env)

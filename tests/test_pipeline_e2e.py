@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from dvc_project import BENCHMARKS, EVERY_STAGE, SEEDS, make_project, ran, sh
 
 pytestmark = pytest.mark.e2e
@@ -191,15 +190,27 @@ def test_retraining_diverse_leaves_deep_alone(project):
                 "eval_base@livecodebench"} & ran(output)
 
 
-def test_exp_run_with_a_param_override(project):
+def test_metrics_and_plots_diff_across_commits_in_a_clone_without_a_remote(project, tmp_path):
+    """Metrics, plot data and the report live in git (cache: false): any clone compares commits."""
     repo, env = project
     sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-qm", "state before the experiment"], repo, env)
-    output = sh(["dvc", "exp", "run", "-S", "lora.r=32"], repo, env)
-    assert {"train_deep@1", "train_diverse@2"} <= ran(output)
-    assert yaml.safe_load((repo / "params.yaml").read_text())["lora"]["r"] == 32
-    shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
-    assert "32" in json.dumps(shown)
+    sh(["git", "commit", "-qm", "diverse retrained on edited data"], repo, env)
+    tracked = set(sh(["git", "ls-files", "metrics", "plots", "report"], repo, env).split())
+    assert {"metrics/study.json", "plots/pass_at_1.csv", "plots/pass_at_1.png", "plots/training/loss.csv",
+            "report/README.md", "report/study.json"} <= tracked
+    changed = set(sh(["git", "diff", "--name-only", "HEAD~1", "HEAD"], repo, env).split())
+    assert {"plots/training/loss.csv", "report/study.json"} <= changed  # Diverse's new run: new results
+
+    clone = tmp_path / "clone"  # no DVC remote, no cache: only what git holds
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "models" / "deep").exists()
+    metrics = json.loads(sh(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], clone, env))
+    headline = metrics["metrics/study.json"]
+    assert "diff.pass1" in headline and all(v["old"] is not None and v["new"] is not None
+                                            for v in headline.values()), headline
+    plots = json.loads(sh(["dvc", "plots", "diff", "HEAD~1", "--json", "--split", "--show-vega"], clone, env))
+    loss = json.dumps([p for name, p in plots.items() if "loss.csv" in name])
+    assert "HEAD~1" in loss and "workspace" in loss, loss[:2000]
 
 
 def test_bad_set_param_fails_before_any_output_is_removed(project):

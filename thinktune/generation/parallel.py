@@ -106,7 +106,7 @@ class ShardedGenerator:
     """``world`` worker processes, one device each; answers gathered in prompt order."""
 
     def __init__(self, base_dir: Path, precision: str, world: int, cuda_graphs: bool = True):
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # thinktune/generation/ -> the repository
         env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         self.workers: list[tuple[subprocess.Popen, Connection]] = []
         self.last_stats: dict = {}

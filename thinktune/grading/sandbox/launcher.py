@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import thinktune
 from thinktune.grading.sandbox import forkserver, keeper
 from thinktune.grading.sandbox.limits import SandboxError
 from thinktune.grading.sandbox.tiers import Tier
@@ -33,7 +34,7 @@ BOOT_TIMEOUT_S = 60.0
 # The fork server's interpreter flags, which its programs inherit: -s: no user site;
 # -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED.)
 _PYTHON_ARGS = ("-s", "-P")
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+_REPO_ROOT = str(Path(thinktune.__file__).resolve().parent.parent)  # where `import thinktune` finds it
 
 
 def program_env() -> dict[str, str]:
