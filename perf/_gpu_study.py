@@ -103,7 +103,8 @@ def peak_flops_for(device_name: str | None, override: float | None) -> tuple[flo
 
 def mfu(n_params: int, tokens_per_s: float, activation_checkpointing: bool, peak: float | None) -> float | None:
     """6 N tokens/s (x 4/3 when activation checkpointing recomputes the forward) over the peak:
-    issue 7's convention (it ignores attention FLOPs and the frozen weights' skipped gradients)."""
+    the convention of the MFU target and of the earlier H100 figure it is compared with (it ignores
+    attention FLOPs and the frozen weights' skipped gradients)."""
     if not peak:
         return None
     return 6 * n_params * tokens_per_s * (4 / 3 if activation_checkpointing else 1) / peak

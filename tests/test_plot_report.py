@@ -117,7 +117,7 @@ def test_plot_and_report_stages_write_their_outputs(workspace, monkeypatch):
     assert analysis["checkpoints"]["deep"]["8"]["vs_base"]["estimate"] == pytest.approx(mean_solved("deep", 8) - 0.2)
     assert analysis["differences"]["deep-diverse"]["8"]["estimate"] == \
         pytest.approx(mean_solved("deep", 8) - mean_solved("diverse", 8))
-    # metrics: the headline only, a few short columns (issue 14: `dvc metrics show` was 1,499 wide).
+    # metrics: the headline only, a few short columns (with everything in it `dvc metrics show` was 1,499 wide).
     # Without validation loss the step is chosen on a fixed hash-half of the problems, worked out here:
     select = [f"q{i}" for i in range(N) if hashlib.sha256(f"thinktune-split:q{i}".encode()).digest()[0] % 2 == 0]
     chosen = {s: max((4, 8, 12), key=lambda step, s=s: (

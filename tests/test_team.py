@@ -1,4 +1,4 @@
-"""Working as a team, and mistakes that cost nothing (issue 14), on the tiny pipeline.
+"""Working as a team, and mistakes that cost nothing, on the tiny pipeline.
 
 A runs the pipeline, commits, pushes to a bare git remote and a local DVC remote; B clones,
 pulls and goes on; experiments travel with `dvc exp push/pull`, finished stages with the run
@@ -186,7 +186,7 @@ def test_unequal_training_sets_stop_before_training(clone_b):
 
 
 def test_no_hub_fails_in_one_line_and_keeps_the_base_model(clone_b):
-    """The issue's `python -m thinktune.config.presets paper && dvc repro` on a machine without the hub."""
+    """The full study's `python -m thinktune.config.presets paper && dvc repro`, on a machine without the hub."""
     b, env = clone_b
     before, status = kept(b), sh(["dvc", "status"], b, env)
     sh([sys.executable, "-m", "thinktune.config.presets", "paper"], b, env)
