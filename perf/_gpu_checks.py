@@ -18,12 +18,12 @@ from thinktune.training.data import IGNORE
 LOSS_RTOL = 1e-2           # per-chat token-mean loss, packed vs padded
 GRAD_TOL = 5e-2            # max |grad difference| over max |grad|, every LoRA weight at once
 LOGITS_TOL = 5e-2          # max |logit difference| over max |logit|, graphs vs eager on one prefix
-# Share of logits that differ from PEFT's unmerged forward (tests/test_modelhost.py's bounds): bf16
-# rounding in other batch shapes flips a few (tiny CPU: 0.03 with AVX512-BF16, 0.16 without), a
-# bf16 merge changes most of them (0.57 on both).
-ENGINE_MAX_CHANGED = 0.35
-MERGE_MIN_CHANGED = 0.45
-MERGE_FACTOR = 2.0         # and the merge must change this many times the engine's share
+# The engine with ModelHost's adapter against PEFT's own unmerged model decoded by the same engine in
+# the same shapes: the same arithmetic, so the logits agree (a GPU may pick another kernel for a
+# shape: at most one logit in a thousand). A bf16 merge changes most of them: 0.72 for the tiny check on
+# a 2-core AMD EPYC, with AVX512-BF16 and with the AVX-512 flags hidden and torch held to AVX2.
+ENGINE_MAX_CHANGED = 0.001
+MERGE_MIN_CHANGED = 0.3
 PACKED_INIT_STD = 0.1     # at 0.02 a random model attends nearly uniformly: the control would not separate
 ADAPTER_VOCAB = 64         # the adapter's chats use the first 64 ids: a pattern 16 steps can learn
 
@@ -73,9 +73,21 @@ def _autocast(device: str):
 
 
 def changed_fraction(got, want) -> float:
-    """The share of logits that differ at all: bf16 rounding in other batch shapes flips a few by
-    one step; a change of the function (a bf16 merge) moves most of them."""
+    """The share of logits that differ at all."""
     return float((got != want).float().mean())
+
+
+def same_prefix_changed(run, reference) -> float:
+    """:func:`changed_fraction` of two decodes' logits (``(tokens, logits)`` per prompt) over the
+    steps whose prefixes agree: up to and including each prompt's first differing token."""
+    import torch
+
+    rows, reference_rows = [], []
+    for (tokens, logits), (ref_tokens, ref_logits) in zip(run, reference, strict=True):
+        steps = next((t for t, (a, b) in enumerate(zip(tokens, ref_tokens, strict=True)) if a != b), len(tokens) - 1)
+        rows.append(logits[:steps + 1].float())
+        reference_rows.append(ref_logits[:steps + 1].float())
+    return changed_fraction(torch.cat(rows), torch.cat(reference_rows))
 
 
 def _rel(a, b) -> float:
@@ -290,9 +302,11 @@ def host_for(model, device: str):
 
 
 def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_dir) -> str:
-    """Decode-engine logits with the adapter applied unmerged by ModelHost vs PEFT's own unmerged
-    forward (teacher-forced on the engine's tokens), as the error's share of the adapter's effect
-    on the logits; negative control: the bf16 merge of the same adapter."""
+    """Decode-engine logits with the adapter applied unmerged by ModelHost against PEFT's own
+    unmerged model, loaded on its own and decoded by the same engine in the same shapes (the same
+    rounding on any device: they must agree); negative control: PEFT's bf16 merge of the same
+    adapter, decoded the same way. Reported beside: the engine against PEFT's whole-sequence forward
+    (teacher-forced on the engine's tokens), which differs by bf16 rounding in other shapes."""
     import torch
     from peft import PeftModel
 
@@ -303,44 +317,41 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     record.update({"model": source, "precision": "bf16", "adapter": f"trained: {scale.adapter_steps} LoraTrainer "
                    f"steps of {scale.adapter_chats_per_step} synthetic chats at lr 5e-5, bf16, r {lora.r}, alpha "
                    f"{lora.alpha}, targets {list(lora.target_modules)}", "adapter_losses": losses,
-                   "tolerances": {"engine_changed_max": ENGINE_MAX_CHANGED, "merge_changed_min": MERGE_MIN_CHANGED,
-                                  "merge_over_engine_min": MERGE_FACTOR}})
+                   "tolerances": {"engine_changed_max": ENGINE_MAX_CHANGED, "merge_changed_min": MERGE_MIN_CHANGED}})
     prompts = synthetic_prompts(scale.prompts, *scale.prompt_tokens, config.vocab_size, scale.seed + 1)
     host = host_for(copy.deepcopy(base), device)
     with host.adapted(adapter_dir) as model:
         tokens, produced, _ = decode(model, prompts, scale.new_tokens, "eager")
     del host, model
     reference = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).eval()
+    ref_tokens, ref_logits, _ = decode(reference, prompts, scale.new_tokens, "eager")
     merged = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).merge_and_unload().eval()
+    merged_tokens, merged_logits, _ = decode(merged, prompts, scale.new_tokens, "eager")
+    expected = list(zip(ref_tokens, ref_logits, strict=True))
+    engine_changed = same_prefix_changed(list(zip(tokens, produced, strict=True)), expected)
+    merge_changed = same_prefix_changed(list(zip(merged_tokens, merged_logits, strict=True)), expected)
 
     def logits(m, ids):
         with torch.inference_mode():
             return m(input_ids=ids).logits.float()
 
-    engine_error = merge_error = max_rel = 0.0
-    engine_rows, merged_rows, reference_rows = [], [], []
+    engine_error = max_rel = 0.0
     for prompt, generated, got in zip(prompts, tokens, produced, strict=True):
         ids = torch.tensor([prompt + generated[:-1]], device=device)  # row t predicts generated token t
         start = len(prompt) - 1
         want = logits(reference, ids)[0, start:]
-        merged_logits = logits(merged, ids)[0, start:]
         effect = (want - logits(base, ids)[0, start:]).norm()
         engine_error = max(engine_error, float((got.float() - want).norm() / effect))
-        merge_error = max(merge_error, float((merged_logits - want).norm() / effect))
         max_rel = max(max_rel, _rel(got, want))
-        engine_rows.append(got.float())
-        merged_rows.append(merged_logits)
-        reference_rows.append(want)
-    want = torch.cat(reference_rows)
-    engine_changed = changed_fraction(torch.cat(engine_rows), want)
-    merge_changed = changed_fraction(torch.cat(merged_rows), want)
     record.update({"engine_changed": engine_changed, "merge_changed": merge_changed,
-                   "changed_measure": "share of logits that differ from PEFT's unmerged forward, over every "
-                                      "generated step of every prompt",
-                   "engine_error": engine_error, "merge_error": merge_error, "engine_logits_max_rel_diff": max_rel,
-                   "error_measure": "max over prompts of |logits - PEFT unmerged| / |PEFT unmerged - base| (norms "
-                                    "over the generated steps; reported, not judged: on a tiny model bf16's "
-                                    "rounding of the logits is of the adapter effect's size)"})
-    record["control_separates"] = merge_changed > max(MERGE_MIN_CHANGED, MERGE_FACTOR * engine_changed)
-    record["passed"] = engine_changed < ENGINE_MAX_CHANGED and record["control_separates"]
+                   "tokens_as_reference": tokens == ref_tokens,
+                   "changed_measure": "share of logits that differ from PEFT's unmerged model decoded by the same "
+                                      "engine, over the steps whose prefixes agree",
+                   "forward_error": engine_error, "forward_logits_max_rel_diff": max_rel,
+                   "forward_measure": "max over prompts of |engine - PEFT whole-sequence forward| / |PEFT - base| "
+                                      "(norms over the generated steps; reported, not judged: bf16 rounding in "
+                                      "other shapes is of a small adapter effect's size)"})
+    record["control_separates"] = merge_changed > MERGE_MIN_CHANGED
+    record["passed"] = (record["tokens_as_reference"] and engine_changed <= ENGINE_MAX_CHANGED
+                        and record["control_separates"])
     return "passed" if record["passed"] else "FAILED"

@@ -10,7 +10,7 @@ sized for a short GPU lease, in phases with their own time budgets:
 2. ``graphs_vs_eager``: decode-engine greedy tokens with CUDA graphs vs eager (and vs the
    ``buckets`` shapes the graphs replay); ``buckets`` stands in for graphs without CUDA.
 3. ``engine_vs_peft``: engine logits with a LoRA adapter applied unmerged by ModelHost vs PEFT's
-   own unmerged forward, bf16; control: the bf16 merge.
+   own unmerged model decoded by the same engine, bf16 (they must agree); control: the bf16 merge.
 4. ``gpu_throughput``: ``python -m perf.gpu_throughput --preset paper`` (``--tiny`` with
    ``--tiny``) in a child process with the budget left; its key figures are folded in.
 

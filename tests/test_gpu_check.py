@@ -62,9 +62,9 @@ def test_buckets_stand_in_for_graphs_on_a_cpu(tiny):
 def test_engine_keeps_the_adapter_a_bf16_merge_loses(tiny, cpu_kind):
     r = tiny[0]["phases"]["engine_vs_peft"]
     assert len(r["adapter_losses"]) == checks.TINY.adapter_steps and "lr 5e-5" in r["adapter"]
-    assert r["engine_changed"] < checks.ENGINE_MAX_CHANGED, (cpu_kind, r["engine_changed"])
-    assert r["merge_changed"] > checks.MERGE_MIN_CHANGED, (cpu_kind, r["merge_changed"])
-    assert r["merge_changed"] > checks.MERGE_FACTOR * r["engine_changed"] and r["control_separates"] is True
+    assert r["tokens_as_reference"] is True and r["engine_changed"] == 0.0, (cpu_kind, r["engine_changed"])
+    assert r["merge_changed"] > checks.MERGE_MIN_CHANGED and r["control_separates"] is True, (cpu_kind, r)
+    assert r["forward_logits_max_rel_diff"] < checks.LOGITS_TOL  # the engine's own bf16 rounding, small
 
 
 def test_throughput_figures_are_folded_in(tiny):
