@@ -171,6 +171,24 @@ def test_the_scenarios_cover_the_report_s_branches():
     assert '"pass_at_10"' in (GOLDEN / "one_seed" / "summaries.json").read_text()
 
 
+def test_a_missing_value_fails_the_render_rather_than_leaving_a_blank():
+    import jinja2
+
+    from thinktune.reporting.report import _template
+
+    with pytest.raises(jinja2.UndefinedError):
+        _template().render(title="Deep vs Diverse")
+
+
+def test_the_report_stage_depends_on_its_template():
+    """dvc.yaml's code deps are generated from imports, which never name a template: the report stage
+    re-runs on a template edit only while it depends on a folder holding it."""
+    template = "thinktune/reporting/templates/report.md.j2"
+    assert (REPO / template).is_file()
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    assert any(template == d or template.startswith(d.rstrip("/") + "/") for d in deps), deps
+
+
 def main() -> None:
     import tempfile
 
