@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from thinktune.analysis.intervals import (
     best_step,
@@ -19,8 +20,6 @@ from thinktune.analysis.intervals import (
     minimum_detectable,
     pass_at_1,
     split_half,
-    t_quantile,
-    t_sf,
     within_run_difference,
 )
 
@@ -38,21 +37,14 @@ def checkpoint(c, n, strategy="deep", step=1, qids=None):
     return build_study(rows_of(strategy, step, [[n] * len(c[0])] * len(c), c, qids))[strategy][step]
 
 
-# ---- the t distribution: closed forms for df 1 (Cauchy) and 2, the normal for df -> infinity
+# ---- the t distribution comes from scipy; what the analysis relies on: table values, and df = inf
+# (Satterthwaite's df where no variance term is left) giving the normal rather than nan
 
-@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 7.0, -1.7])
-def test_t_sf_closed_forms(t):
-    assert t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, abs=1e-10)
-    assert t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(t * t + 2)), abs=1e-10)
-
-
-@pytest.mark.parametrize("q", [0.6, 0.8, 0.975, 0.995])
-def test_t_quantile_closed_forms(q):
-    assert t_quantile(q, 1) == pytest.approx(math.tan(math.pi * (q - 0.5)), rel=1e-8)
-    u = 2 * q - 1
-    assert t_quantile(q, 2) == pytest.approx(math.sqrt(2 * u * u / (1 - u * u)), rel=1e-8)
-    assert t_quantile(q, 1e9) == pytest.approx(t_quantile(q, math.inf), abs=1e-6)
-    assert t_quantile(1 - q, 7.5) == pytest.approx(-t_quantile(q, 7.5))
+def test_scipy_t_as_the_analysis_uses_it():
+    assert student_t.ppf(0.975, 11) == pytest.approx(2.200985, abs=1e-6)  # a printed t table
+    assert student_t.ppf(0.975, 3) == pytest.approx(3.182446, abs=1e-6)
+    assert student_t.ppf(0.975, math.inf) == pytest.approx(1.959964, abs=1e-6)
+    assert 2 * student_t.sf(1.959964, math.inf) == pytest.approx(0.05, abs=1e-6)
 
 
 def test_minimum_detectable_is_z_sum_times_se_for_many_df():
@@ -133,9 +125,9 @@ def test_difference_with_seeds_matches_the_hand_formula_and_its_sign():
     v, df = hand_variance(rates)
     assert est.estimate == pytest.approx(np.mean(deep_c) / 4 - np.mean(diverse_c) / 4) and est.estimate > 0
     assert est.se == pytest.approx(math.sqrt(v)) and est.df == pytest.approx(df)
-    assert est.p_value == pytest.approx(2 * t_sf(est.estimate / math.sqrt(v), df))
+    assert est.p_value == pytest.approx(2 * student_t.sf(est.estimate / math.sqrt(v), df))
     assert est.seed_variance == "estimated" and est.n_seeds == (2, 3)
-    assert est.mde == pytest.approx((t_quantile(0.975, df) + t_quantile(0.8, df)) * math.sqrt(v))
+    assert est.mde == pytest.approx((student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * math.sqrt(v))
     # the seed term is real here: without it the variance would be smaller
     assert v > hand_variance([(s, [[sum(c) / len(c) for c in zip(*t)]]) for s, t in rates])[0]
 

@@ -37,9 +37,9 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from statistics import NormalDist
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from thinktune.analysis.stats import mcnemar_exact, wilson_interval
 
@@ -106,64 +106,12 @@ def build_study(rows: Iterable[Mapping]) -> Study:
     return study
 
 
-# ---- the t distribution (no scipy): regularized incomplete beta by Lentz's continued fraction
-
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny, h = 1e-300, 1.0
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    if x <= 0.0 or x >= 1.0:
-        return max(0.0, min(1.0, x))
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with ``df`` degrees of freedom (df = inf: the normal)."""
-    if math.isinf(df):
-        return 1.0 - NormalDist().cdf(t)
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1.0 - tail
-
-
-def t_quantile(q: float, df: float) -> float:
-    """The q quantile of Student's t (bisection on :func:`t_sf`)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"quantile level {q} outside (0, 1)")
-    if math.isinf(df):
-        return NormalDist().inv_cdf(q)
-    if q < 0.5:
-        return -t_quantile(1.0 - q, df)
-    lo, hi = 0.0, 1.0
-    while t_sf(hi, df) > 1.0 - q:
-        hi *= 2.0
-    for _ in range(64):
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if t_sf(mid, df) > 1.0 - q else (lo, mid)
-    return (lo + hi) / 2.0
-
+# ---- power
 
 def minimum_detectable(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """Smallest true difference a two-sided level-``alpha`` t test with this standard error rejects
     with probability ``power``: (t(1 - alpha/2) + t(power)) x se."""
-    return (t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)) * se
+    return float(student_t.ppf(1.0 - alpha / 2.0, df) + student_t.ppf(power, df)) * se
 
 
 # ---- the estimator
@@ -231,9 +179,10 @@ def combine(arms: Sequence[tuple[float, np.ndarray]], n_boot: int = 2000, seed: 
     b_low, b_high = (float(x) for x in np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
     se = math.sqrt(variance)
     if se > 0:
-        half = t_quantile((1 + LEVEL) / 2, df) * se
-        low, high, p_value, method = estimate - half, estimate + half, 2 * t_sf(abs(estimate) / se, df), \
-            "clustered SE (problems x seeds), Satterthwaite t"
+        half = float(student_t.ppf((1 + LEVEL) / 2, df)) * se
+        low, high = estimate - half, estimate + half
+        p_value = 2 * float(student_t.sf(abs(estimate) / se, df))
+        method = "clustered SE (problems x seeds), Satterthwaite t"
     elif len(arms) == 1 and arms[0][0] > 0 and ((arms[0][1] == 0) | (arms[0][1] == 1)).all():
         # Every run solved the same problems every time: the spread is unseen, so fall back to
         # Wilson's interval over problems (never a zero-width interval for, e.g., 0 of 41).

@@ -29,15 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import t as student_t
 
-from thinktune.analysis.intervals import (
-    ROW_FIELDS,
-    RunMoments,
-    build_study,
-    minimum_detectable,
-    run_moments,
-    t_quantile,
-)
+from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, minimum_detectable, run_moments
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(48)  # E[f(Z)], Z ~ N(0, 1) = sum(w f(x)) / sqrt(2 pi)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
@@ -227,7 +221,7 @@ def plan(components: Components, designs: list[tuple[int, int, int]], schedule: 
     for seeds, samples, problems in designs:
         se = math.sqrt(components.variance(seeds, samples, problems))
         df = components.df(seeds, samples, problems)
-        t = t_quantile(0.975, df)
+        t = float(student_t.ppf(0.975, df))
         row = {"seeds": seeds, "samples": samples, "problems": problems, "se": 100 * se, "df": df,
                "half_width": 100 * t * se, "mde": 100 * minimum_detectable(se, df),
                **cost_hours(schedule, speed, seeds, samples, problems)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from scipy.stats import binomtest, norm
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k)."""
@@ -31,12 +33,18 @@ def mean_pass_at_k(samples_and_correct: Iterable[tuple[int, int]], k: int) -> fl
     return sum(values) / len(values)
 
 
-def wilson_interval(successes: float, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a proportion (95% by default); (0, 1) for no data."""
+def wilson_interval(successes: float, total: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% by default); (0, 1) for no data.
+
+    ``successes`` may be fractional (a mean pass@1 over several samples times the problem count),
+    which ``scipy.stats.binomtest`` refuses, so the score interval is written out here with its z
+    from scipy; on whole counts it equals ``binomtest(k, n).proportion_ci(method="wilson")`` (tested).
+    """
     if total <= 0:
         return 0.0, 1.0
     if not 0 <= successes <= total:
         raise ValueError(f"successes {successes} outside [0, {total}]")
+    z = float(norm.ppf((1 + level) / 2))
     p = successes / total
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
@@ -53,11 +61,9 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     """
     if only_a < 0 or only_b < 0:
         raise ValueError("discordant counts must be >= 0")
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    if only_a + only_b == 0:
+        return 1.0  # no discordant problem: nothing tells the two apart (binomtest needs n >= 1)
+    return float(binomtest(only_a, only_a + only_b, 0.5, alternative="two-sided").pvalue)
 
 
 def discordant(solved_a: Sequence[bool], solved_b: Sequence[bool]) -> tuple[int, int]:

@@ -6,11 +6,15 @@ chosen without peeking (mean over seeds), the headline difference with its 95% i
 number of problems. ``study_summary`` is ``report/study.json``: the whole analysis, the design
 (strategies and their data, seeds, problems, samples) and the environment. ``render_markdown``
 writes report/README.md: the answer first, then every checkpoint, every difference, the answers'
-shape and where the numbers were made. Nothing here runs a model or computes an interval: every
-number is read from the analysis, the runs' summaries, the training logs and the data report.
+shape and where the numbers were made. Its prose and layout are the Jinja2 template
+``templates/report.md.j2``; this module hands it plain values (and the filters that format them).
+Nothing here runs a model or computes an interval: every number is read from the analysis, the
+runs' summaries, the training logs and the data report.
 """
 
 from __future__ import annotations
+
+import jinja2
 
 from thinktune.analysis.answer import answer_paragraph
 from thinktune.config.params import Params
@@ -77,165 +81,87 @@ def study_summary(result: dict, runs: list[Run], params: Params, data: dict) -> 
             "analysis": result, "environment": generation_environment(runs)}
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _interval(p: dict, sign: str = "+") -> str:
+def _interval(p: dict, sign: str = "") -> str:
+    """A Pass@1 point in points with its 95% interval: 12.5 [3.1, 30.0] (``sign`` "+": +12.5 [-3.1, +30.0])."""
     return f"{100 * p['estimate']:{sign}.1f} [{100 * p['ci95_low']:{sign}.1f}, {100 * p['ci95_high']:{sign}.1f}]"
 
 
-def _benchmark(context: dict) -> str:
-    if context["benchmark"] == "livecodebench":
-        return f"LiveCodeBench ({context['platform']}, {', '.join(context['difficulties'])})"
-    return context["benchmark"]
+def _template() -> jinja2.Template:
+    """templates/report.md.j2; StrictUndefined so a renamed context key fails the render instead of
+    leaving a blank, no autoescaping because the output is Markdown, not HTML."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("thinktune.reporting", "templates"),
+                             undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(interval=_interval, signed=lambda p: _interval(p, "+"), p=lambda x: f"{x:.3g}",
+                       points=lambda x: f"{100 * x:.1f}", pct=lambda x: f"{100 * x:.1f}%")
+    return env.get_template("report.md.j2")
 
 
-def _data_lines(sources: dict[str, str], data: dict) -> list[str]:
-    """Each strategy's data source, training chats and what was left out on the way."""
-    lines = []
+def _data_rows(sources: dict[str, str], data: dict) -> list[dict]:
+    """Each strategy's data source, training chats and what was left out on the way (None: no data report)."""
+    rows = []
     for strategy, source in sources.items():
         d = data.get(strategy, {})
-        counts = "" if not d else (
-            f": {d.get('train_rows')} training chats ({d.get('valid_rows')} held out; "
-            f"{d.get('load', {}).get('malformed', 0)} malformed rows dropped, {sum(d.get('dropped', {}).values())} "
-            f"over the length limit, {d.get('trimmed_for_balance', 0)} trimmed for balance)")
-        lines.append(f"- {strategy}: {source}{counts}")
-    return lines
+        counts = {"train_rows": d.get("train_rows"), "valid_rows": d.get("valid_rows"),
+                  "malformed": d.get("load", {}).get("malformed", 0), "overlength": sum(d.get("dropped", {}).values()),
+                  "trimmed": d.get("trimmed_for_balance", 0)} if d else None
+        rows.append({"strategy": strategy, "source": source, "counts": counts})
+    return rows
 
 
-def _environment_lines(runs: list[Run], training: dict[tuple[str, int], dict]) -> list[str]:
+def _made_with(runs: list[Run], training: dict[tuple[str, int], dict]) -> dict:
     """Where the numbers were made: precision, device, library versions, decoding, training speed."""
-    lines = []
     base = next(r for r in runs if r.strategy == BASE).summary
     env = base.get("environment", {})
-    if env:
-        versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "transformers", "peft", "accelerate") if env.get(k))
-        lines.append(f"- answers generated in **{env.get('precision')}** on {env.get('device')} "
-                     f"({env.get('device_name')}); {versions}")
-    if base.get("decoding"):
-        lines.append("- decoding: " + ", ".join(f"{k} {v}" for k, v in base["decoding"].items()))
-    for (strategy, seed), t in training.items():
-        valid = "" if t.get("valid_loss") is None else f", final validation loss {t['valid_loss']:.3f}"
-        lines.append(f"- training {strategy} seed {seed}: {t['steps']} steps of {t['chats_per_step']} chats, final "
-                     f"loss {t['train_loss']:.3f}{valid}, {t['tokens_per_s']:.0f} tokens/s in "
-                     f"{t['environment']['precision']} on {t['environment']['device_name']}")
-    return lines
+    environment = {"precision": env.get("precision"), "device": env.get("device"),
+                   "device_name": env.get("device_name"),
+                   "versions": [f"{k} {env[k]}" for k in ("torch", "transformers", "peft", "accelerate") if env.get(k)]
+                   } if env else None
+    return {"environment": environment,
+            "decoding": [f"{k} {v}" for k, v in base.get("decoding", {}).items()],
+            "training": [{"strategy": strategy, "seed": seed, "steps": t["steps"], "chats_per_step": t["chats_per_step"],
+                          "train_loss": t["train_loss"], "valid_loss": t.get("valid_loss"),
+                          "tokens_per_s": t["tokens_per_s"], "precision": t["environment"]["precision"],
+                          "device_name": t["environment"]["device_name"]} for (strategy, seed), t in training.items()]}
 
 
-def _checkpoint_lines(result: dict, curve: list[dict]) -> list[str]:
-    lines = ["| strategy | step | seeds | Pass@1 [95% interval] | − base [95% interval] (p) | note |",
-             "|---|---:|---:|---|---|---|"]
-    base = result["checkpoints"][BASE]["0"]
-    lines.append(f"| base | 0 | — | {_interval(base, '')} | — | reference: no fine-tuning |")
+def _view(result: dict, curve: list[dict], answer: str) -> dict:
+    """One benchmark's analysis as the template lays it out: the answer, every checkpoint, every pair
+    of strategies at every step, each strategy's chosen step with peak minus final."""
+    checkpoints = []
     for strategy in result["strategies"]:
-        chosen = result["best"][strategy]["step"]
+        chosen = result["best"][strategy]
         steps = sorted(int(s) for s in result["checkpoints"][strategy])
         for step in steps:
-            p = result["checkpoints"][strategy][str(step)]
-            seeds = next(r["seeds"] for r in curve if r["strategy"] == strategy and r["step"] == step)
-            notes = [n for n, applies in ((f"chosen ({result['best'][strategy]['rule']})", step == chosen),
+            notes = [n for n, applies in ((f"chosen ({chosen['rule']})", step == chosen["step"]),
                                           ("final", step == steps[-1])) if applies]
-            vs = p["vs_base"]
-            lines.append(f"| {strategy} | {step} | {seeds} | {_interval(p, '')} | {_interval(vs)} "
-                         f"(p = {vs['p_value']:.3g}) | {', '.join(notes)} |")
-    return lines
-
-
-def _difference_lines(result: dict) -> list[str]:
-    lines = []
-    for pair, by_step in result["differences"].items():
-        first, second = (s.capitalize() for s in pair.split("-", 1))
-        lines += ["", f"| step | {first} − {second} [95% interval] | p | smallest detectable (80% power) |",
-                  "|---:|---|---:|---:|"]
-        lines += [f"| {step} | {_interval(d)} | {d['p_value']:.3g} | {100 * d['mde']:.1f} |"
-                  for step, d in by_step.items()]
-    return lines
-
-
-def analysis_lines(result: dict, curve: list[dict]) -> list[str]:
-    """Every checkpoint against the base model, every pair of strategies at every step, the step
-    chosen per strategy and peak minus final."""
-    lines = ["", "## Every checkpoint", "",
-             ("Pass@1 is the mean over the strategy's training seeds and the problems; intervals are 95% "
-              "intervals from clustered standard errors over problems and seeds (`thinktune/analysis/intervals.py`), "
-              "in points of Pass@1; differences from the base model are paired by problem."), "",
-             *_checkpoint_lines(result, curve),
-             "", "## Differences between strategies, paired by problem", *_difference_lines(result),
-             "", "| strategy | step chosen (rule) | its Pass@1 [95% interval] | peak − final [95% interval] |",
-             "|---|---|---|---|"]
-    for strategy, best in result["best"].items():
-        drop = result["collapse"].get(strategy)
-        fall = ("— (one step)" if not drop else "— (the peak is the final step)" if drop["peak_step"] == drop["final_step"]
-                else f"{_interval(drop['peak_minus_final'])} (steps {drop['peak_step']} → {drop['final_step']})")
-        lines.append(f"| {strategy} | {best['step']} ({best['rule']}) | {_interval(best['pass_at_1'], '')} | {fall} |")
-    if result["headline"]["difference"]["seed_variance"] == "not estimated":
-        lines += ["", ("One training seed per strategy: seed variance not estimated, so these intervals cover "
-                       "problems and samples only, and peak − final has no seed-to-seed interval. Add seeds "
-                       "(`dvc exp run -S 'train.seeds=[42,43,44]'`); `python -m thinktune.analysis.power` plans a design "
-                       "that can tell the strategies apart (seeds x samples x problems, with its cost).")]
-    return lines
-
-
-def second_view_lines(benchmark: str, result: dict, curve: list[dict]) -> list[str]:
-    """Another benchmark scored on every checkpoint: its answer, checkpoints and differences."""
-    n = result["headline"]["difference"]["n_problems"]
-    return ["", f"## Second view: {benchmark}", "",
-            (f"The same checkpoints on {benchmark} ({n} problems scored), an independent view of the question; "
-             "steps chosen by the same rule."), "",
-            answer_paragraph(result).replace("**Answer: ", f"**On {benchmark}: ", 1), "",
-            *_checkpoint_lines(result, curve), *_difference_lines(result)]
+            checkpoints.append({"strategy": strategy, "step": step, "point": result["checkpoints"][strategy][str(step)],
+                                "seeds": next(r["seeds"] for r in curve if r["strategy"] == strategy
+                                              and r["step"] == step), "notes": notes})
+    differences = [{"first": pair.split("-", 1)[0].capitalize(), "second": pair.split("-", 1)[1].capitalize(),
+                    "steps": list(by_step.items())} for pair, by_step in result["differences"].items()]
+    best = [{"strategy": strategy, "step": b["step"], "rule": b["rule"], "pass_at_1": b["pass_at_1"],
+             "drop": result["collapse"].get(strategy)} for strategy, b in result["best"].items()]
+    difference = result["headline"]["difference"]
+    return {"answer": answer, "base": result["checkpoints"][BASE]["0"], "checkpoints": checkpoints,
+            "differences": differences, "best": best, "n_scored": difference["n_problems"],
+            "one_seed": difference["seed_variance"] == "not estimated"}
 
 
 def render_markdown(result: dict, context: dict, curve: list[dict], runs: list[Run],
                     training: dict[tuple[str, int], dict], plot_path: str, shape_path: str, sources: dict[str, str],
                     data: dict | None = None, second_views: dict[str, tuple[dict, list[dict]]] | None = None) -> str:
-    """report/README.md. ``context``: model, benchmark, platform, difficulties, n_samples, n_problems,
-    seeds; ``sources``: each strategy's data source; ``data``: the data report; ``second_views``:
-    benchmark -> (its analysis, its curve rows)."""
-    lines = [
-        f"# {' vs '.join(s.capitalize() for s in result['strategies'][:2])}: results",
-        "",
-        "Generated by `dvc repro` (stage `report`) from `results/` and `dvclive/`; do not edit.",
-        "",
-        answer_paragraph(result),
-        "",
-        f"- base model: `{context['model']}`",
-        (f"- benchmark: {_benchmark(context)}, {context['n_problems']} problems, {context['n_samples']} sample(s) "
-         f"per problem; training seeds {', '.join(map(str, context['seeds']))}"),
-        "- training data per strategy:",
-        *("  " + line for line in _data_lines(sources, data or {})),
-        *_environment_lines(runs, training),
-        "",
-        f"![Pass@1 vs training step]({plot_path})",
-        *analysis_lines(result, curve),
-        *(line for b, (r, c) in (second_views or {}).items() for line in second_view_lines(b, r, c)),
-        "",
-        "## What the answers look like",
-        "",
-        ("Reasoning is what the model wrote inside `<think>` … `</think>` before its code; the fine-tuned "
-         "models are trained to write it, the base model was not. Means over seeds."),
-        "",
-        f"![Answer shape vs training step]({shape_path})",
-        "",
-        "| strategy | step | reasoning tokens (mean) | cut by the token limit | no code block |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in curve:
-        lines.append(f"| {r['strategy']} | {r['step']} | {r['mean_reasoning_tokens']:.0f} | "
-                     f"{_pct(r['truncated_share'])} | {_pct(r['no_code_share'])} |")
-    lines += [
-        "",
-        "## For orientation: the original study",
-        "",
-        ("Qwen2.5-Coder-1.5B-Instruct on CodeGen-Deep-5K / -Diverse-5K, one seed, one greedy answer on 41 "
-         f"LiveCodeBench AtCoder easy+medium problems: base {ORIGINAL_STUDY['base']}; Deep {ORIGINAL_STUDY['deep']}; "
-         f"Diverse {ORIGINAL_STUDY['diverse']}. Numbers above come from this run's settings "
-         "(params.yaml); on a GPU with the hub, `python -m thinktune.config.presets paper && dvc exp run` runs the "
-         "full study."),
-        "",
-        ("Per-problem records (raw answers, graded code, verdict per test): `results/<benchmark>/base/base.jsonl` "
-         "and `results/<benchmark>/<strategy>/seed-<seed>/<checkpoint>.jsonl`."),
-        "",
-    ]
-    return "\n".join(lines)
+    """report/README.md from templates/report.md.j2. ``context``: model, benchmark, platform,
+    difficulties, n_samples, n_problems, seeds; ``sources``: each strategy's data source; ``data``:
+    the data report; ``second_views``: benchmark -> (its analysis, its curve rows)."""
+    seconds = [_view(r, c, answer_paragraph(r).replace("**Answer: ", f"**On {b}: ", 1)) | {"benchmark": b}
+               for b, (r, c) in (second_views or {}).items()]
+    return _template().render(
+        title=" vs ".join(s.capitalize() for s in result["strategies"][:2]),
+        headline=_view(result, curve, answer_paragraph(result)), second_views=seconds,
+        model=context["model"], seeds=context["seeds"],
+        benchmark={"name": context["benchmark"], "platform": context["platform"],
+                   "difficulties": context["difficulties"], "n_problems": context["n_problems"],
+                   "n_samples": context["n_samples"]},
+        data=_data_rows(sources, data or {}), **_made_with(runs, training), plot_path=plot_path,
+        shape_path=shape_path, shape=curve, original=ORIGINAL_STUDY)
