@@ -8,10 +8,13 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: install repro test test-fast benchmark clean-venv
 
-$(VENV)/.installed: requirements.txt
+# The pinned packages, then this checkout itself, editable (thinktune, stages and perf import
+# from here, so edits are what runs); --no-deps: requirements.txt already holds every dependency.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed

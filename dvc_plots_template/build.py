@@ -29,11 +29,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
 from thinktune.atomic import atomic_file
 from thinktune.logs import get_logger
+
+HERE = Path(__file__).resolve().parent
 
 log = get_logger("plots_template")
 

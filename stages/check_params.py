@@ -26,7 +26,7 @@ from pathlib import Path
 from thinktune.atomic import atomic_file
 from thinktune.config.local_inputs import RELATED_KEYS, local_problems
 from thinktune.config.params import ParamsError, load_yaml, parse_params, read_raw
-from thinktune.config.presets import yaml_value
+from thinktune.config.presets import edit_yaml, yaml_value
 from thinktune.errors import run_stage
 from thinktune.logs import get_logger
 
@@ -39,8 +39,6 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
     """Set ``keys`` back to their values at ``baseline_rev``, and remove those the baseline
     lacks (added with `-S +key=value`); only if the baseline's file validates. Return what
     was done, one entry per key."""
-    from dvc.utils.serialize import modify_yaml
-
     shown = subprocess.run(["git", "show", f"{baseline_rev}:{params_path.as_posix()}"], capture_output=True,
                            text=True, check=False)
     if shown.returncode != 0:
@@ -51,7 +49,7 @@ def restore_from_baseline(params_path: Path, keys: list[str], baseline_rev: str)
     except ParamsError:
         return []
     restored = []
-    with modify_yaml(params_path) as data:
+    with edit_yaml(params_path) as data:
         for key in keys:
             *parents, leaf = key.split(".")
             here, there = data, baseline

@@ -154,3 +154,69 @@ def test_load_causal_lm_is_from_pretrained(tmp_path, tiny_model_dir, variant, dt
     assert all(torch.equal(buffers[n], want_buffers[n]) for n in buffers)
     tied = loaded.lm_head.weight is loaded.model.embed_tokens.weight
     assert tied == (expected.lm_head.weight is expected.model.embed_tokens.weight) == (variant == "tied")
+
+
+def _hub_answer(status: int, error_code: str | None):
+    """The exception huggingface_hub itself raises for the hub's answer (``hf_raise_for_status``)."""
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    request = httpx2.Request("GET", "https://huggingface.co/api/models/Qwen/x/revision/main")
+    response = httpx2.Response(status, headers={"X-Error-Code": error_code} if error_code else {}, request=request)
+    try:
+        hf_raise_for_status(response)
+    except Exception as exc:  # noqa: BLE001 - returned for the test to raise
+        return exc
+    raise AssertionError(f"hf_raise_for_status let {status} {error_code} through")
+
+
+def _local_entry_not_found():
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    return LocalEntryNotFoundError("cannot find the requested files in the disk cache")
+
+
+def _offline():
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return OfflineModeIsEnabled("HF_HUB_OFFLINE=1")
+
+
+@pytest.mark.parametrize(("make", "expected", "class_name"), [
+    (lambda: _hub_answer(401, "GatedRepo"), "model Qwen/x@main is gated on the hub", "GatedRepoError"),
+    (lambda: _hub_answer(404, "RepoNotFound"), "the hub has no model Qwen/x@main", "RepositoryNotFoundError"),
+    (lambda: _hub_answer(404, "RevisionNotFound"), "the hub has no model Qwen/x@main", "RevisionNotFoundError"),
+    (lambda: _hub_answer(404, "EntryNotFound"), "the hub has no model Qwen/x@main", "RemoteEntryNotFoundError"),
+    # an EntryNotFoundError subclass, but it means "not cached and the hub not reachable"
+    (_local_entry_not_found, "cannot reach the Hugging Face hub", "LocalEntryNotFoundError"),
+    (_offline, "cannot reach the Hugging Face hub", "OfflineModeIsEnabled"),
+])
+def test_hub_failures_are_told_apart_by_huggingface_hubs_exception_classes(make, expected, class_name):
+    from thinktune.models.hub import from_hub
+
+    exc = make()
+    assert type(exc).__name__ == class_name  # the class the hub library raises for that answer
+    with pytest.raises(SourceError, match=f"^model.source: {expected}") as info:
+        with from_hub("model.source", "model Qwen/x@main", "use model.source=local"):
+            raise exc
+    assert info.value.__cause__ is exc and "\n" not in str(info.value)
+
+    renamed = make()  # judged by class, not by name: a subclass under another name is the same failure
+    renamed.__class__ = type("SomethingElse", (type(renamed),), {})
+    with pytest.raises(SourceError, match=f"^model.source: {expected}"):
+        with from_hub("model.source", "model Qwen/x@main", "use model.source=local"):
+            raise renamed
+
+
+def test_other_failures_inside_a_hub_call_pass_through_unchanged():
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from thinktune.models.hub import from_hub
+
+    server_error = _hub_answer(500, None)
+    assert isinstance(server_error, HfHubHTTPError)
+    for exc in (server_error, ValueError("not the hub's business")):
+        with pytest.raises(type(exc)) as info:
+            with from_hub("model.source", "model Qwen/x@main", "use model.source=local"):
+                raise exc
+        assert info.value is exc

@@ -68,3 +68,37 @@ def test_killed_run_resumes_and_ends_with_the_uninterrupted_adapters(tmp_path, t
     killed_steps = [int(line.split("\t")[0]) for line in attempt.read_text().splitlines()[1:]]
     assert killed_steps[:resumed] == list(range(1, resumed + 1))  # the killed attempt's log, kept whole
     assert not list(cache.glob("train/*/*"))  # the work folder is gone once the run is published
+
+
+def test_a_second_run_of_the_same_settings_stops_at_once_until_the_first_is_gone(tmp_path):
+    """The run folder's lock: another process (or another store in this one) is refused with a
+    message instead of waiting; a released lock, or the holder's death, frees it."""
+    import sys
+
+    import pytest
+
+    from thinktune.training.checkpoints import RunStore
+
+    root = tmp_path / "train" / "deep-0123456789abcdef"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom thinktune.training.checkpoints import RunStore\n"
+         f"store = RunStore({str(root)!r})\nstore.lock()\nprint('locked', flush=True)\ntime.sleep(300)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="another training with the same settings is using .*; wait for it"):
+            RunStore(root).lock()
+        assert time.monotonic() - started < 5  # refused, not waited on
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    first = RunStore(root)
+    first.lock()  # the killed holder left nothing that blocks
+    with pytest.raises(RuntimeError, match="another training"):
+        RunStore(root).lock()
+    first.unlock()
+    second = RunStore(root)
+    second.lock()
+    second.remove()
+    assert not root.exists()

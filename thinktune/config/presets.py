@@ -16,12 +16,16 @@ Every preset sets the same keys, so applying ``cpu`` after ``paper`` restores th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from thinktune.atomic import atomic_file
 from thinktune.config.params import ParamsError, load_yaml, parse_params
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "conf" / "presets"  # thinktune/config/ -> the repository
@@ -76,6 +80,24 @@ def yaml_value(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def edit_yaml(path: Path) -> Iterator[Any]:
+    """A YAML file as ruamel.yaml's round-trip tree, for the block to change in place; written
+    back (atomically) when the block succeeds, with its comments, key order and layout kept,
+    as `dvc exp run -S` writes params.yaml (ruamel's round-trip mode, block style)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    path = Path(path)
+    data = (yaml.load(path.read_text(encoding="utf-8")) if path.exists() else None) or {}
+    yield data
+    text = io.StringIO()
+    yaml.dump(data, text)
+    with atomic_file(path, "wb") as fh:
+        fh.write(text.getvalue().encode("utf-8"))
+
+
 def _plain(value: Any) -> Any:
     """A YAML node as plain Python (ruamel's commented types compare by content too, but
     printing them shows their class)."""
@@ -105,8 +127,6 @@ def closest(params: dict, presets_dir: Path = PRESETS_DIR) -> tuple[str, list[tu
 
 def apply(name: str, params_path: Path = Path("params.yaml"), presets_dir: Path = PRESETS_DIR) -> list[tuple]:
     """Rewrite the preset's keys in ``params_path`` (validated first); return the changes."""
-    from dvc.utils.serialize import modify_yaml
-
     preset = load_preset(name, presets_dir)
     current = load_yaml(params_path.read_text()) or {}
     changes = differences(current, preset)
@@ -119,7 +139,7 @@ def apply(name: str, params_path: Path = Path("params.yaml"), presets_dir: Path 
         node[leaf] = wanted
     parse_params(merged, origin=f"{params_path} with preset {name}")  # nothing is written if invalid
     if changes:
-        with modify_yaml(params_path) as data:
+        with edit_yaml(params_path) as data:
             for key, _, wanted in changes:
                 *parents, leaf = key.split(".")
                 node = data

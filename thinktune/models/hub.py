@@ -12,13 +12,28 @@ from collections.abc import Iterator
 
 from thinktune.errors import InputError, SourceError
 
-# Exception class names (anywhere in the chain) that mean "the network or the hub is not there".
-_UNREACHABLE = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout", "ReadTimeout",
-                "ConnectionError", "NewConnectionError", "MaxRetryError", "gaierror", "TimeoutError",
-                "ConnectionRefusedError", "ProxyError", "SSLError"}
-# ... and "the hub is there but has no such thing".
-_MISSING = {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "RemoteEntryNotFoundError"}
-_GATED = {"GatedRepoError"}
+
+def _kind(exc: BaseException) -> str | None:
+    """What one exception of a failed hub call says: "gated", "missing" (the hub is there but has
+    no such repository, revision or file), "unreachable" (no network, no hub, or offline mode), or
+    None. By class, as huggingface_hub and Python define them; the HTTP client's own errors are
+    recognised by the OSError they are raised from."""
+    import socket
+    import ssl
+
+    from huggingface_hub import errors
+
+    if isinstance(exc, errors.GatedRepoError):  # before its base class RepositoryNotFoundError
+        return "gated"
+    # LocalEntryNotFoundError (not in the cache, and the hub not asked or not answering) is an
+    # EntryNotFoundError too: it means unreachable, so it is tested first.
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError, TimeoutError,
+                        socket.gaierror, ssl.SSLError)):
+        return "unreachable"
+    if isinstance(exc, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError,
+                        errors.RemoteEntryNotFoundError)):
+        return "missing"
+    return None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -45,14 +60,14 @@ def from_hub(key: str, what: str, instead: str) -> Iterator[None]:
         raise
     except Exception as exc:
         chain = _chain(exc)
-        names = {type(e).__name__ for e in chain}
-        if names & _GATED:
+        kinds = {_kind(e) for e in chain}
+        if "gated" in kinds:
             raise SourceError(f"{key}: {what} is gated on the hub; accept its licence on huggingface.co and log in "
                               "(`hf auth login`), or " + instead) from exc
-        if names & _MISSING:
+        if "missing" in kinds:
             raise SourceError(f"{key}: the hub has no {what} ({_reason(chain)}); check the name and revision, "
                               "or " + instead) from exc
-        if names & _UNREACHABLE:
+        if "unreachable" in kinds:
             raise SourceError(f"{key}: cannot reach the Hugging Face hub for {what} ({_reason(chain)}); run where "
                               "huggingface.co (or HF_ENDPOINT) is reachable, or " + instead) from exc
         raise

@@ -24,7 +24,6 @@ rename each and the folder is deleted.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import shutil
 from pathlib import Path
 
 import yaml
+from filelock import FileLock, Timeout
 
 from thinktune.atomic import atomic_dir
 from thinktune.layout import list_checkpoints
@@ -63,22 +63,21 @@ class RunStore:
         self.live = self.root / "live"
         self.interrupted = self.root / "interrupted"
         self.states = self.root / "state"
-        self._lock_fh = None
+        self._lock = FileLock(self.root / ".lock", timeout=0, thread_local=False)
 
     def lock(self) -> None:
-        """Hold the folder for this process; a second run of the same settings stops with a message."""
+        """Hold the folder for this process; a second run of the same settings stops with a message
+        at once (no waiting). The OS releases the lock when the process dies, however it dies."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_fh = (self.root / ".lock").open("w")
         try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self._lock.acquire()
+        except Timeout:
             raise RuntimeError(f"another training with the same settings is using {self.root}; "
                                "wait for it or stop it") from None
 
     def unlock(self) -> None:
-        if self._lock_fh is not None:
-            self._lock_fh.close()
-            self._lock_fh = None
+        if self._lock.is_locked:
+            self._lock.release(force=True)
 
     def latest_state(self) -> tuple[int, Path] | None:
         if not self.states.is_dir():

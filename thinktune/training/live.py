@@ -4,8 +4,11 @@
 a git repository that is not a DVC one, runs ``dvc init`` there (which also ``git add``s the
 new files) - whatever ``dvcyaml``/``save_dvc_exp`` say (dvclive 3.49, ``dvclive.dvc.get_dvc_repo``).
 A library call must not change the caller's repository, so :class:`RepoFreeLive` skips that
-repository lookup; with ``dvcyaml=False``, ``save_dvc_exp=False`` and no ``end()`` (which can
-``git add`` inside ``dvc exp run``) it only writes files under its folder:
+repository lookup by overriding dvclive's private ``Live._init_dvc`` (no public option skips
+it; the ``DVCLIVE_TEST`` switch is dvclive's own test hook). This module is the only place the
+project relies on a private dvclive name; ``tests/test_training_run.py`` fails when an upgrade
+renames it or stops calling it. With ``dvcyaml=False``, ``save_dvc_exp=False`` and no ``end()``
+(which can ``git add`` inside ``dvc exp run``) the logger only writes files under its folder:
 ``plots/metrics/<name>.tsv`` (one row per logged step) and ``metrics.json`` (latest values).
 The pipeline declares the plots in dvc.yaml itself. Steps are optimizer steps, from 1, the
 same numbers as the checkpoints.
