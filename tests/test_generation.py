@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from perf._hf_generate import hf_generate_chats
-from thinktune import engine as engine_module
+from thinktune.generation import engine as engine_module
 from thinktune.generation.chats import (
     chat_prompt_ids,
     generate_chats,
