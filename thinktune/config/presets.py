@@ -24,7 +24,7 @@ from typing import Any
 
 from thinktune.config.params import ParamsError, load_yaml, parse_params
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "conf" / "presets"
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "conf" / "presets"
 
 
 def available(presets_dir: Path = PRESETS_DIR) -> list[str]:
