@@ -33,7 +33,7 @@ BOOT_TIMEOUT_S = 60.0
 # The fork server's interpreter flags, which its programs inherit: -s: no user site;
 # -P: no script or current directory on sys.path. (-I would also ignore PYTHONHASHSEED.)
 _PYTHON_ARGS = ("-s", "-P")
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+_REPO_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def program_env() -> dict[str, str]:
