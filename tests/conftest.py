@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,34 @@ def params(repo_root):
     from thinktune.config.params import load_params
 
     return load_params(repo_root / "params.yaml")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sandbox_needs(feature, reason): the test needs that feature of "
+                                       "thinktune.grading.sandbox.isolation_report(); skipped without it, failed in CI")
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip a test whose environment lacks something on a developer's machine, but fail it in
+    CI (the variable CI set), which provides it: there a skip would hide a broken setup."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI provides it (it runs the tests as root), so this is a failure there",
+                    pytrace=False)
+    pytest.skip(f"{reason}; in CI this test fails instead")
+
+
+@pytest.fixture(scope="module")
+def private_uid_range(request):
+    """The sandbox's uids from the module's ``TEST_UID_BASE`` while it runs: apart from the other
+    test modules' ranges and from a real evaluation's on the same machine."""
+    from thinktune.grading.sandbox import uids
+
+    saved = uids.UID_BASE, uids._free_uids
+    uids.UID_BASE, uids._free_uids = request.module.TEST_UID_BASE, None
+    yield
+    uids.UID_BASE, uids._free_uids = saved
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +93,10 @@ _HARDWARE_DEPENDENT: list[str] = []
 def pytest_runtest_setup(item):
     if "cpu_kind" in getattr(item, "fixturenames", ()):
         _HARDWARE_DEPENDENT.append(item.nodeid)
+    for mark in item.iter_markers("sandbox_needs"):  # before the test's fixtures run
+        from thinktune.grading.sandbox import isolation_report
+
+        require(isolation_report()[mark.args[0]], mark.kwargs["reason"])
 
 
 def pytest_report_header(config):

@@ -7,8 +7,10 @@ The run is a subprocess (as on the GPU box); the JSON is what is checked.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -35,7 +37,13 @@ def test_every_phase_ran_and_passed(tiny):
     for r in report["phases"].values():
         assert 0 < r["elapsed_s"] <= r["budget_s"]
     machine = report["machine"]
-    assert machine["is_cpu"] is True and machine["gpu"] is None and machine["torch"] and machine["transformers"]
+    assert machine["is_cpu"] is True and machine["gpu"] is None and machine["gpu_memory_bytes"] is None
+    import torch
+
+    assert machine["torch"] == torch.__version__ and machine["cuda"] == torch.version.cuda
+    assert machine["transformers"] == metadata.version("transformers")
+    assert machine["peft"] == metadata.version("peft") and machine["accelerate"] == metadata.version("accelerate")
+    assert machine["python"] == sys.version.split()[0] and machine["cpu_count"] == os.cpu_count()
     assert report["forbidden_imports"] == []  # no dvc, dvclive, trl, datasets, hydra: the GPU box lacks them
 
 

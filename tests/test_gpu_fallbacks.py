@@ -5,9 +5,11 @@ No GPU here: the FlashAttention probe and the graph capture are made to fail on 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from thinktune.training.session import choose_attention
+from thinktune.training.session import choose_attention, flash_attention_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,22 +21,62 @@ def flash_installed(monkeypatch):
     monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: True)
 
 
-def broken(device):
-    return "RuntimeError: FlashAttention only supports Ampere GPUs or newer."
+@pytest.fixture
+def flash_build_fails(monkeypatch):
+    """A flash-attn whose kernel raises, as a build for older GPUs does: the real probe,
+    :func:`flash_attention_problem`, turns that into the reason recorded."""
+    import types
+
+    def kernel(*args, **kwargs):
+        raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.\n(raised from the CUDA kernel)")
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_func=kernel))
 
 
-def test_flash_attention_that_fails_its_test_forward_falls_back_and_says_why(flash_installed):
-    name, why = choose_attention("auto", "cuda:0", probe=broken)
-    assert name == "flex_attention" and "Ampere" in why
+def probe_on_cpu(device):
+    """The real probe, run on the CPU (there is no GPU here to put its test tensors on)."""
+    return flash_attention_problem("cpu")
+
+
+def test_the_probe_reports_the_exception_type_and_first_line(flash_build_fails):
+    assert flash_attention_problem("cpu") == "RuntimeError: FlashAttention only supports Ampere GPUs or newer."
+
+
+def test_the_probe_reason_is_bounded(monkeypatch):
+    import types
+
+    def kernel(*args, **kwargs):
+        raise OSError("x" * 1000)
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_func=kernel))
+    assert flash_attention_problem("cpu") == ("OSError: " + "x" * 1000)[:300]
+
+
+def test_flash_attention_that_fails_its_test_forward_falls_back_and_says_why(flash_installed, flash_build_fails):
+    name, why = choose_attention("auto", "cuda:0", probe=probe_on_cpu)
+    assert (name, why) == ("flex_attention", "RuntimeError: FlashAttention only supports Ampere GPUs or newer.")
+
+
+def test_flash_attention_not_installed_falls_back_without_probing(monkeypatch):
+    import transformers.utils
+
+    def must_not_run(device):
+        raise AssertionError("probed without flash-attn installed")
+
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: False)
+    assert choose_attention("auto", "cuda:0", probe=must_not_run) == ("flex_attention", "flash-attn is not installed")
 
 
 def test_flash_attention_that_runs_is_chosen(flash_installed):
     assert choose_attention("auto", "cuda:0", probe=lambda device: None) == ("flash_attention_2", None)
 
 
-def test_flash_attention_asked_for_by_name_but_broken_is_an_error_naming_the_fix(flash_installed):
-    with pytest.raises(ValueError, match=r"train.attn_implementation=flash_attention_2 cannot run here.*Ampere.*auto"):
-        choose_attention("flash_attention_2", "cuda:0", probe=broken)
+def test_flash_attention_asked_for_by_name_but_broken_is_an_error_naming_the_fix(flash_installed, flash_build_fails):
+    with pytest.raises(ValueError) as err:
+        choose_attention("flash_attention_2", "cuda:0", probe=probe_on_cpu)
+    assert str(err.value) == ("train.attn_implementation=flash_attention_2 cannot run here (RuntimeError: "
+                              "FlashAttention only supports Ampere GPUs or newer.): install a flash-attn built for "
+                              "this torch and GPU, or set train.attn_implementation=auto")
 
 
 def test_cpu_takes_sdpa_without_probing():
@@ -59,16 +101,29 @@ def test_a_failed_graph_capture_decodes_eagerly_and_records_the_reason(tiny_mode
     assert engine.graphs_off_reason.startswith("not a CUDA device")
     engine.use_graphs = True
 
+    captures = []
+
     def capture(rows, window):
+        captures.append((rows, window))
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(engine, "_capture", capture)
-    chooser = TokenChooser(DecodingSettings(max_new_tokens=5), 2, model.config.vocab_size, torch.device("cpu"))
-    done, stats = engine.run([Request([5, 6, 7], key=0), Request([8, 9], key=1)], chooser, set(), max_new_tokens=5)
-    assert [len(c.token_ids) for c in done] == [5, 5]
-    assert stats.cuda_graphs is False
+    requests = [Request([5, 6, 7], key=0), Request([8, 9], key=1)]
+
+    def decode(engine):
+        chooser = TokenChooser(DecodingSettings(max_new_tokens=5), 2, model.config.vocab_size, torch.device("cpu"))
+        return engine.run(requests, chooser, set(), max_new_tokens=5)
+
+    done, stats = decode(engine)
+    eager, _ = decode(DecodeEngine(model, slots=2, capacity=64, mode="eager"))
+    assert [c.token_ids for c in done] == [c.token_ids for c in eager] and [len(c.token_ids) for c in done] == [5, 5]
+    assert stats.cuda_graphs is False and stats.graphs_captured == 0
     assert stats.as_dict()["graphs_off_reason"] == "capture failed: RuntimeError: operation not permitted when " \
                                                    "stream is capturing"
+    assert len(captures) == 1  # graphs are off from then on: no capture tried at every step
+    again, stats = decode(engine)
+    assert [c.token_ids for c in again] == [c.token_ids for c in eager]
+    assert len(captures) == 1 and stats.cuda_graphs is False and stats.graphs_off_reason.startswith("capture failed")
 
 
 def test_summary_records_how_each_checkpoint_was_decoded(tmp_path, params):

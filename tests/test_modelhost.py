@@ -204,6 +204,13 @@ def test_an_adapter_of_another_shape_rewraps_the_base(tiny_model_dir, adapters, 
 
 
 def test_no_adapter_is_the_base_itself(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
     host = ModelHost(tiny_model_dir, "fp32")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(2))
     with host.adapted(None) as model:
-        assert model is host.model
+        assert model is host.model  # no copy: the engine's CUDA graphs read these tensors
+        assert next(model.parameters()).dtype == torch.float32
+        torch.testing.assert_close(logits(model, ids), logits(base, ids), rtol=0, atol=0)

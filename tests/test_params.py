@@ -35,8 +35,73 @@ def committed_params(repo_root) -> dict:
     return yaml.safe_load(shown.stdout)
 
 
-def test_workspace_params_validate(params):
-    assert params.lora.r > 0
+def _leaves(tree: dict, prefix: str = ""):
+    """(dotted key, value) of every leaf of a YAML mapping."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _cpu_preset_keys(repo_root) -> dict:
+    """conf/presets/cpu.yaml as dotted keys, read without the presets module (the thing under test)."""
+    return dict(_leaves(yaml.safe_load((repo_root / "conf" / "presets" / "cpu.yaml").read_text())))
+
+
+def _read(params, key: str):
+    for part in key.split("."):
+        params = getattr(params, part)
+    return params
+
+
+def test_committed_params_hold_the_cpu_preset_values(repo_root):
+    """What the README and params.yaml promise: as committed, params.yaml is the offline `cpu`
+    preset. Every key the preset sets, read back through validation, has the preset's value."""
+    preset = _cpu_preset_keys(repo_root)
+    default = parse_params(committed_params(repo_root))
+    for key, wanted in preset.items():
+        assert _read(default, key) == wanted, (key, _read(default, key), wanted)
+    # the values that make it offline, on 2 CPU cores, in minutes
+    assert (default.model.source, default.data.source, default.eval.source) == ("gguf_pypi", "sample", "sample")
+    assert default.model.name == "Qwen/Qwen2.5-Coder-0.5B-Instruct" and default.model.gguf.parts == 6
+    assert (default.train.epochs, default.train.effective_batch_size, default.train.save_steps) == (2, 3, 3)
+    assert (default.eval.n_samples, default.eval.temperature, default.eval.max_new_tokens) == (1, 0.0, 384)
+    assert default.train.seeds == [42] and default.eval.benchmarks == ["livecodebench"]
+
+
+# A bad value for every key the cpu preset sets that validation constrains; the keys that are
+# free text (a name, a file name, a version) have none.
+FREE_TEXT = {"model.name", "model.gguf.package", "model.gguf.version", "model.gguf.filename"}
+BAD_VALUES = {
+    "model.source": "ftp", "model.gguf.parts": 0, "model.gguf.sha256": "not-a-hash",
+    "data.source": "web", "data.splits": [],
+    "format.max_length": 0, "format.valid_fraction": 1.0, "format.seed": "thirty-six", "format.balance": "pad",
+    "train.epochs": 0, "train.learning_rate": -1e-3, "train.effective_batch_size": 0,
+    "train.micro_batch_tokens": 0, "train.gradient_checkpointing": "sometimes", "train.save_steps": 0,
+    "train.logging_steps": 0, "train.seeds": [],
+    "eval.benchmarks": ["mbpp"], "eval.source": "web", "eval.date_from": "yesterday", "eval.n_samples": 0,
+    "eval.temperature": -0.5, "eval.top_p": 0.0, "eval.max_new_tokens": -1, "eval.batch_size": 0,
+    "eval.memory_mb": 0, "eval.workers": 0,
+}
+
+
+def test_every_cpu_preset_key_has_a_bad_value_case(repo_root):
+    assert set(_cpu_preset_keys(repo_root)) == set(BAD_VALUES) | FREE_TEXT
+
+
+@pytest.mark.parametrize("key, value", sorted(BAD_VALUES.items()))
+def test_bad_value_of_a_preset_key_is_rejected_naming_the_key(raw, key, value):
+    bad = copy.deepcopy(raw)
+    *sections, leaf = key.split(".")
+    tree = bad
+    for section in sections:
+        tree = tree[section]
+    tree[leaf] = value
+    with pytest.raises(ParamsError) as info:
+        parse_params(bad)
+    assert info.value.keys == [key], str(info.value)
+    assert str(info.value).startswith(f"params.yaml: {key}: "), str(info.value)
 
 
 def test_params_file_is_stable_under_dvc_set_param(repo_root, tmp_path):

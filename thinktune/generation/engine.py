@@ -268,137 +268,167 @@ class DecodeEngine:
         if self.use_graphs and self._weights_signature() != self.weights_at:
             self.graphs.clear()  # the weights moved: recapture against the new tensors
             self.weights_at = self._weights_signature()
-        stats = EngineStats(cuda_graphs=self.use_graphs)
-        waiting = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt_ids), i))
-        waiting.reverse()  # pop() takes the longest
-        out: list[list[int]] = [[] for _ in requests]
-        limit_hit = [False] * len(requests)
-        slot_row: list[int] = []  # request index in each active slot
-        start: list[int] = []  # first valid column of each active slot
-        column = 0  # where the next token's keys and values go
-
-        def finish(i: int, token: int) -> bool:
-            """Record ``token`` for request i; True when its answer is complete."""
-            if token in stop_ids:
-                return True
-            out[i].append(token)
-            stats.new_tokens += 1
-            if len(out[i]) >= max_new_tokens:
-                limit_hit[i] = True
-                return True
-            return False
-
-        def release(done: list[int]) -> None:
-            """Free the slots in ``done``: the last active slot moves into each hole."""
-            for slot in sorted(done, reverse=True):
-                last = len(slot_row) - 1
-                if slot != last:
-                    for layer in self.cache.layers:
-                        layer.keys[slot, :, :column] = layer.keys[last, :, :column]
-                        layer.values[slot, :, :column] = layer.values[last, :, :column]
-                    self.valid[slot] = self.valid[last]
-                    self.input_ids[slot] = self.input_ids[last]
-                    self.positions[slot] = self.positions[last]
-                    chooser.move(last, slot)
-                    slot_row[slot], start[slot] = slot_row[last], start[last]
-                self.valid[last] = False
-                slot_row.pop()
-                start.pop()
-                if progress is not None:
-                    progress.update(1)
-
-        def shift_left(by: int) -> None:
-            """Drop ``by`` leading columns that no active row uses."""
-            nonlocal column
-            rows = len(slot_row)
-            for layer in self.cache.layers:
-                for tensor in (layer.keys, layer.values):
-                    tensor[:rows, :, :column - by] = tensor[:rows, :, by:column].clone()
-            self.valid[:rows, :column - by] = self.valid[:rows, by:column].clone()
-            self.valid[:rows, column - by:column] = False
-            column -= by
-            for k in range(rows):
-                start[k] -= by
-            stats.shifts += 1
-
-        def admit() -> None:
-            """Fill free slots from ``waiting`` (prefill together, copy into the slot cache)."""
-            nonlocal column
-            free = self.slots - len(slot_row)
-            group: list[int] = []
-            distinct: set[int] = set()
-            tokens = 0
-            while waiting and len(group) < free:
-                request = requests[waiting[-1]]
-                new = request.key not in distinct  # a prompt's samples share its prefill
-                if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
-                    break
-                group.append(waiting.pop())
-                if new:
-                    distinct.add(request.key)
-                    tokens += len(request.prompt_ids)
-            if not group:
-                return
-            prompts = {}
-            for i in group:  # samples of one prompt share its prefill
-                prompts.setdefault(requests[i].key, requests[i].prompt_ids)
-            keys = list(prompts)
-            longest = max(len(p) for p in prompts.values())
-            if slot_row and max(column, longest) + max_new_tokens > self.capacity:
-                shift_left(min(start))  # fits afterwards: capacity >= longest prompt + 2 x max_new_tokens
-            if not slot_row:
-                column = 0
-            column = max(column, longest)  # prompts end right before the shared column
-            began = time.perf_counter()
-            if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
-                release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
-            logits, kv = self._prefill(list(prompts.values()))
-            source = torch.tensor([keys.index(requests[i].key) for i in group], device=self.device)
-            slots = list(range(len(slot_row), len(slot_row) + len(group)))
-            index = torch.tensor(slots, device=self.device)
-            for layer, (k, v) in zip(self.cache.layers, kv, strict=True):
-                layer.keys[index, :, column - longest:column] = k[source].to(self.dtype)
-                layer.values[index, :, column - longest:column] = v[source].to(self.dtype)
-            cols = torch.arange(self.capacity, device=self.device)
-            lengths = torch.tensor([len(requests[i].prompt_ids) for i in group], device=self.device)
-            self.valid[index] = (cols[None, :] >= column - lengths[:, None]) & (cols[None, :] < column)
-            self.positions[index, 0] = lengths
-            for slot, i in zip(slots, group, strict=True):
-                chooser.start(slot, requests[i].prompt_ids, requests[i].key, requests[i].sample)
-                slot_row.append(i)
-                start.append(column - len(requests[i].prompt_ids))
-            tokens = chooser.choose(logits[source], slots)
-            self.input_ids[index, 0] = tokens
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            stats.prefill_s += time.perf_counter() - began
-            stats.prefills += 1
-            stats.prompt_tokens += sum(len(requests[i].prompt_ids) for i in group)
-            release([s for s, t in zip(slots, tokens.tolist(), strict=True) if finish(slot_row[s], t)])
-
+        run = _Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
         with torch.inference_mode():
-            while waiting or slot_row:
-                while waiting and len(slot_row) < self.slots:
-                    admit()
-                if not slot_row:
-                    continue
-                rows = len(slot_row)
-                stats.max_active = max(stats.max_active, rows)
-                began = time.perf_counter()
-                self.cache.column.fill_(column)
-                self.valid[:rows, column] = True
-                logits = self._step(rows, column + 1, stats)
-                tokens = chooser.choose(logits, list(range(rows)))
-                self.input_ids[:rows, 0] = tokens
-                self.positions[:rows] += 1
-                token_list = tokens.tolist()  # one host sync per step
-                column += 1
-                stats.decode_s += time.perf_counter() - began
-                stats.decode_steps += 1
-                stats.decode_tokens += rows
-                release([s for s in range(rows) if finish(slot_row[s], token_list[s])])
-                if slot_row and (waste := min(start)) >= max(WINDOW_BUCKET // 4, column // 4):
-                    shift_left(waste)  # the rows that held the leftmost columns have ended
-        stats.cuda_graphs = self.use_graphs  # false if a capture failed on the way
-        stats.graphs_off_reason = self.graphs_off_reason
-        return [Completion(out[i], limit_hit[i]) for i in range(len(requests))], stats
+            while run.waiting or run.slot_row:
+                while run.waiting and len(run.slot_row) < self.slots:
+                    self._admit(run)
+                if run.slot_row:
+                    self._decode_step(run)
+        run.stats.cuda_graphs = self.use_graphs  # false if a capture failed on the way
+        run.stats.graphs_off_reason = self.graphs_off_reason
+        return [Completion(run.out[i], run.limit_hit[i]) for i in range(len(requests))], run.stats
+
+    def _decode_step(self, run: _Run) -> None:
+        """One token for every active slot; the finished ones leave, unused left columns go."""
+        rows = len(run.slot_row)
+        run.stats.max_active = max(run.stats.max_active, rows)
+        began = time.perf_counter()
+        self.cache.column.fill_(run.column)
+        self.valid[:rows, run.column] = True
+        logits = self._step(rows, run.column + 1, run.stats)
+        tokens = run.chooser.choose(logits, list(range(rows)))
+        self.input_ids[:rows, 0] = tokens
+        self.positions[:rows] += 1
+        token_list = tokens.tolist()  # one host sync per step
+        run.column += 1
+        run.stats.decode_s += time.perf_counter() - began
+        run.stats.decode_steps += 1
+        run.stats.decode_tokens += rows
+        self._release(run, [s for s in range(rows) if run.finish(run.slot_row[s], token_list[s])])
+        if run.slot_row and (waste := min(run.start)) >= max(WINDOW_BUCKET // 4, run.column // 4):
+            self._shift_left(run, waste)  # the rows that held the leftmost columns have ended
+
+    def _admit(self, run: _Run) -> None:
+        """Fill free slots from ``run.waiting`` (prefill together, copy into the slot cache)."""
+        import torch
+
+        group = run.next_group(self.slots - len(run.slot_row))
+        if not group:
+            return
+        requests = run.requests
+        prompts = {}
+        for i in group:  # samples of one prompt share its prefill
+            prompts.setdefault(requests[i].key, requests[i].prompt_ids)
+        keys, longest = list(prompts), max(len(p) for p in prompts.values())
+        self._make_room(run, longest)
+        began = time.perf_counter()
+        if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
+            release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
+        logits, kv = self._prefill(list(prompts.values()))
+        source = torch.tensor([keys.index(requests[i].key) for i in group], device=self.device)
+        slots, index = self._place(run, group, kv, source, longest)
+        tokens = run.chooser.choose(logits[source], slots)
+        self.input_ids[index, 0] = tokens
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        run.stats.prefill_s += time.perf_counter() - began
+        run.stats.prefills += 1
+        run.stats.prompt_tokens += sum(len(requests[i].prompt_ids) for i in group)
+        self._release(run, [s for s, t in zip(slots, tokens.tolist(), strict=True) if run.finish(run.slot_row[s], t)])
+
+    def _make_room(self, run: _Run, longest: int) -> None:
+        """Move ``run.column`` so that prompts of ``longest`` tokens end right before it."""
+        if run.slot_row and max(run.column, longest) + run.max_new_tokens > self.capacity:
+            self._shift_left(run, min(run.start))  # fits afterwards: capacity >= longest prompt + 2 x max_new_tokens
+        if not run.slot_row:
+            run.column = 0
+        run.column = max(run.column, longest)
+
+    def _place(self, run: _Run, group: list[int], kv, source, longest: int) -> tuple[list[int], object]:
+        """Copy ``group``'s prefilled keys and values (rows ``source`` of ``kv``) into the next free slots.
+
+        Returns those slots, as a list and as an index tensor."""
+        import torch
+
+        requests, column = run.requests, run.column
+        slots = list(range(len(run.slot_row), len(run.slot_row) + len(group)))
+        index = torch.tensor(slots, device=self.device)
+        for layer, (k, v) in zip(self.cache.layers, kv, strict=True):
+            layer.keys[index, :, column - longest:column] = k[source].to(self.dtype)
+            layer.values[index, :, column - longest:column] = v[source].to(self.dtype)
+        cols = torch.arange(self.capacity, device=self.device)
+        lengths = torch.tensor([len(requests[i].prompt_ids) for i in group], device=self.device)
+        self.valid[index] = (cols[None, :] >= column - lengths[:, None]) & (cols[None, :] < column)
+        self.positions[index, 0] = lengths
+        for slot, i in zip(slots, group, strict=True):
+            run.chooser.start(slot, requests[i].prompt_ids, requests[i].key, requests[i].sample)
+            run.slot_row.append(i)
+            run.start.append(column - len(requests[i].prompt_ids))
+        return slots, index
+
+    def _release(self, run: _Run, done: list[int]) -> None:
+        """Free the slots in ``done``: the last active slot moves into each hole."""
+        column = run.column
+        for slot in sorted(done, reverse=True):
+            last = len(run.slot_row) - 1
+            if slot != last:
+                for layer in self.cache.layers:
+                    layer.keys[slot, :, :column] = layer.keys[last, :, :column]
+                    layer.values[slot, :, :column] = layer.values[last, :, :column]
+                self.valid[slot] = self.valid[last]
+                self.input_ids[slot] = self.input_ids[last]
+                self.positions[slot] = self.positions[last]
+                run.chooser.move(last, slot)
+                run.slot_row[slot], run.start[slot] = run.slot_row[last], run.start[last]
+            self.valid[last] = False
+            run.slot_row.pop()
+            run.start.pop()
+            if run.progress is not None:
+                run.progress.update(1)
+
+    def _shift_left(self, run: _Run, by: int) -> None:
+        """Drop ``by`` leading columns that no active row uses."""
+        column, rows = run.column, len(run.slot_row)
+        for layer in self.cache.layers:
+            for tensor in (layer.keys, layer.values):
+                tensor[:rows, :, :column - by] = tensor[:rows, :, by:column].clone()
+        self.valid[:rows, :column - by] = self.valid[:rows, by:column].clone()
+        self.valid[:rows, column - by:column] = False
+        run.column = column - by
+        for k in range(rows):
+            run.start[k] -= by
+        run.stats.shifts += 1
+
+
+class _Run:
+    """One :meth:`DecodeEngine.run`'s bookkeeping: the queue, the answers, which request is in which slot."""
+
+    def __init__(self, requests: list[Request], chooser: TokenChooser, stop_ids: set[int], max_new_tokens: int,
+                 progress, stats: EngineStats):
+        self.requests, self.chooser, self.stop_ids = requests, chooser, stop_ids
+        self.max_new_tokens, self.progress, self.stats = max_new_tokens, progress, stats
+        self.waiting = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt_ids), i))
+        self.waiting.reverse()  # pop() takes the longest
+        self.out: list[list[int]] = [[] for _ in requests]
+        self.limit_hit = [False] * len(requests)
+        self.slot_row: list[int] = []  # request index in each active slot
+        self.start: list[int] = []  # first valid column of each active slot
+        self.column = 0  # where the next token's keys and values go
+
+    def finish(self, i: int, token: int) -> bool:
+        """Record ``token`` for request i; True when its answer is complete."""
+        if token in self.stop_ids:
+            return True
+        self.out[i].append(token)
+        self.stats.new_tokens += 1
+        if len(self.out[i]) >= self.max_new_tokens:
+            self.limit_hit[i] = True
+            return True
+        return False
+
+    def next_group(self, free: int) -> list[int]:
+        """Up to ``free`` waiting requests, longest first, whose distinct prompts fit one prefill."""
+        group: list[int] = []
+        distinct: set[int] = set()
+        tokens = 0
+        while self.waiting and len(group) < free:
+            request = self.requests[self.waiting[-1]]
+            new = request.key not in distinct  # a prompt's samples share its prefill
+            if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
+                break
+            group.append(self.waiting.pop())
+            if new:
+                distinct.add(request.key)
+                tokens += len(request.prompt_ids)
+        return group

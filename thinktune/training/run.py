@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from thinktune.atomic import atomic_dir, write_json
 from thinktune.config.params import LoraParams, TrainParams
@@ -76,15 +77,13 @@ def train_lora(
     A run killed at any moment continues from its last saved step when called again with the
     same inputs (see :mod:`thinktune.training.checkpoints`). Call it in every launched process.
     """
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     run_name = run_name or Path(out_dir).name
     base_model_name = base_model_name or Path(base_model_dir).name
     precision = resolve_precision(train.precision)
     accelerator = make_accelerator(precision)
-    main = accelerator.is_main_process
-    if not main:
+    if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one story per run, told by the main process
     valid_file = valid_file if valid_file and Path(valid_file).is_file() else None
 
@@ -93,13 +92,57 @@ def train_lora(
     if not chats:
         raise ValueError(f"{train_file} has no rows: nothing to train on")
     valid = load_tokenized(valid_file, tokenizer, max_length) if valid_file else []
-    batch = train.effective_batch_size
-    steps = total_steps(len(chats), batch, train.epochs, train.max_steps)
+    steps = total_steps(len(chats), train.effective_batch_size, train.epochs, train.max_steps)
 
     fingerprint = _fingerprint(run_name, base_model_dir, base_model_name, train_file, valid_file, lora, train,
                                max_length, precision, accelerator.num_processes)
+    store, latest = _open_store(run_name, fingerprint, steps, accelerator)
+    trainer, attention, attention_fallback = _make_trainer(base_model_dir, lora, train, steps, precision,
+                                                           tokenizer, accelerator, latest)
+    run = _Run(run_name, base_model_name, precision, accelerator, store, trainer, train, chats, valid, steps,
+               data_sha256=file_sha256([train_file] + ([valid_file] if valid_file else [])),
+               card_params={"lora": lora.model_dump(), "train": train.model_dump(),
+                            "format": {"max_length": max_length}})
+    start = _resume_progress(trainer)
+    _log_plan(run, lora, attention)
+
+    _train_steps(run, start)
+    if run.main:
+        _publish(run, start, attention, attention_fallback, Path(out_dir), Path(live_dir), metrics_file, metrics_key)
+    accelerator.wait_for_everyone()
+    return list_checkpoints(Path(out_dir))
+
+
+@dataclass
+class _Run:
+    """What the steps of one :func:`train_lora` call share."""
+
+    name: str
+    base_model_name: str
+    precision: str
+    accelerator: Any
+    store: RunStore
+    trainer: LoraTrainer
+    train: TrainParams
+    chats: list
+    valid: list
+    steps: int
+    data_sha256: str
+    card_params: dict
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def batch(self) -> int:
+        return self.train.effective_batch_size
+
+
+def _open_store(run_name: str, fingerprint: dict, steps: int, accelerator) -> tuple[RunStore, tuple | None]:
+    """The run's work folder, locked, and its latest saved state (None: a fresh start)."""
     store = RunStore(cache_dir() / "train" / f"{run_name}-{run_key(fingerprint)}")
-    if main:
+    if accelerator.is_main_process:
         store.lock()
         latest = store.latest_state()
         if latest:
@@ -109,8 +152,12 @@ def train_lora(
         else:
             store.start_fresh(fingerprint)
     accelerator.wait_for_everyone()
-    latest = store.latest_state()
+    return store, store.latest_state()
 
+
+def _make_trainer(base_model_dir, lora: LoraParams, train: TrainParams, steps: int, precision: str, tokenizer,
+                  accelerator, latest) -> tuple[LoraTrainer, str, str | None]:
+    """The trainer on the base model, in the state ``latest`` if given; the attention used and why (if a fallback)."""
     attention, attention_fallback = choose_attention(train.attn_implementation, accelerator.device)
     if attention_fallback:
         log.warning("attention: %s, not flash_attention_2 (%s)", attention, attention_fallback)
@@ -119,82 +166,110 @@ def train_lora(
                           accelerator=accelerator)
     if latest:
         trainer.load_state(latest[1])
-    start = trainer.progress.step
+    return trainer, attention, attention_fallback
+
+
+def _resume_progress(trainer: LoraTrainer) -> int:
+    """The last step done (0: none); the running totals kept in ``trainer.progress.extra`` get their defaults."""
     extra = trainer.progress.extra
     extra.setdefault("tokens", 0)
     extra.setdefault("seconds", 0.0)
     extra.setdefault("window", _Window().__dict__)
-    window = _Window(**extra["window"])
+    return trainer.progress.step
 
-    trainable, total = trainer.trainable_parameters()
-    tokens, targets = token_counts(chats)
+
+def _log_plan(run: _Run, lora: LoraParams, attention: str) -> None:
+    trainable, total = run.trainer.trainable_parameters()
+    tokens, targets = token_counts(run.chats)
     log.info("%s: %d chats (%d tokens, %d in answers), %d valid chats; %d optimizer steps of %d chats, "
              "micro-batches of <= %d tokens on %d process(es); precision %s, attention %s, loss %s; "
              "LoRA r=%d on %s: %.1f M trainable of %.0f M; work folder %s",
-             run_name, len(chats), tokens, targets, len(valid), steps, batch, train.micro_batch_tokens,
-             accelerator.num_processes, precision, attention, trainer.loss_impl, lora.r,
-             ",".join(lora.target_modules), trainable / 1e6, total / 1e6, store.root)
+             run.name, len(run.chats), tokens, targets, len(run.valid), run.steps, run.batch,
+             run.train.micro_batch_tokens, run.accelerator.num_processes, run.precision, attention,
+             run.trainer.loss_impl, lora.r, ",".join(lora.target_modules), trainable / 1e6, total / 1e6,
+             run.store.root)
 
-    live = open_live(store.live, resume=start > 0) if main else None
-    data_hash = file_sha256([train_file] + ([valid_file] if valid_file else []))
-    card_params = {"lora": lora.model_dump(), "train": train.model_dump(), "format": {"max_length": max_length}}
-    bar = tqdm(total=steps, initial=start, desc=f"train {run_name}", unit="step", disable=not main)
-    for step in range(start + 1, steps + 1):
-        stats = trainer.train_step([chats[i] for i in step_chat_ids(step, len(chats), batch, train.seed)])
+
+def _train_steps(run: _Run, start: int) -> None:
+    """The optimizer steps after ``start``: logged, validated and saved as ``run.train`` says."""
+    from tqdm.auto import tqdm
+
+    train, extra = run.train, run.trainer.progress.extra
+    window = _Window(**extra["window"])
+    live = open_live(run.store.live, resume=start > 0) if run.main else None
+    bar = tqdm(total=run.steps, initial=start, desc=f"train {run.name}", unit="step", disable=not run.main)
+    for step in range(start + 1, run.steps + 1):
+        chat_ids = step_chat_ids(step, len(run.chats), run.batch, train.seed)
+        stats = run.trainer.train_step([run.chats[i] for i in chat_ids])
         window.add(stats)
         extra["tokens"] += stats.tokens
         extra["seconds"] += stats.seconds
         bar.update(1)
         bar.set_postfix(loss=f"{stats.loss:.4f}", tok_s=f"{stats.tokens_per_s:.0f}")
-        saving = step % train.save_steps == 0 or step == steps
-        logged = {}
-        if step % train.logging_steps == 0 or saving:
-            logged = {"loss": window.loss / window.steps, "learning_rate": stats.learning_rate,
-                      "grad_norm": stats.grad_norm, "tokens_per_s": window.tokens / window.seconds}
-            extra["last_loss"] = logged["loss"]
-            window = _Window()
-        if saving and valid:
-            logged["valid_loss"] = extra["last_valid_loss"] = trainer.evaluate(valid)
-        if logged and main:
-            log_step(live, step, logged)
-            log.info("step %d/%d: %s", step, steps, ", ".join(f"{k} {v:.4g}" for k, v in logged.items() if v is not None))
+        saving = step % train.save_steps == 0 or step == run.steps
+        window = _log_step(run, live, step, stats, window, saving)
         extra["window"] = dict(window.__dict__)
         if saving:
-            card = {"epoch": round(epoch_of_step(step, len(chats), batch), 4),
-                    "train loss (mean since the last log)": round(extra["last_loss"], 6),
-                    "valid loss": round(extra["last_valid_loss"], 6) if "last_valid_loss" in extra else "none",
-                    "precision": precision}
-            _save_checkpoint(trainer, store, step, main, model_card(
-                strategy=run_name, step=step, total_steps=steps, base_model=base_model_name,
-                data_sha256=data_hash, params=card_params, metrics=card), base_model_name)
-            if main:
-                store.state_dir_partial(step, clear=True)
-            accelerator.wait_for_everyone()
-            trainer.save_state(store.state_dir_partial(step))
-            if main:
-                store.commit_state(step)
-            accelerator.wait_for_everyone()
+            _save_step(run, step)
     bar.close()
 
+
+def _log_step(run: _Run, live, step: int, stats: StepStats, window: _Window, saving: bool) -> _Window:
+    """Log the loss (and the validation loss when ``saving``) if due; the window to go on with."""
+    extra = run.trainer.progress.extra
+    logged = {}
+    if step % run.train.logging_steps == 0 or saving:
+        logged = {"loss": window.loss / window.steps, "learning_rate": stats.learning_rate,
+                  "grad_norm": stats.grad_norm, "tokens_per_s": window.tokens / window.seconds}
+        extra["last_loss"] = logged["loss"]
+        window = _Window()
+    if saving and run.valid:
+        logged["valid_loss"] = extra["last_valid_loss"] = run.trainer.evaluate(run.valid)
+    if logged and run.main:
+        log_step(live, step, logged)
+        log.info("step %d/%d: %s", step, run.steps, ", ".join(f"{k} {v:.4g}" for k, v in logged.items() if v is not None))
+    return window
+
+
+def _save_step(run: _Run, step: int) -> None:
+    """The adapter of ``step`` with its model card, then the state to resume from (every process takes part)."""
+    extra, store, main = run.trainer.progress.extra, run.store, run.main
+    card = {"epoch": round(epoch_of_step(step, len(run.chats), run.batch), 4),
+            "train loss (mean since the last log)": round(extra["last_loss"], 6),
+            "valid loss": round(extra["last_valid_loss"], 6) if "last_valid_loss" in extra else "none",
+            "precision": run.precision}
+    _save_checkpoint(run.trainer, store, step, main, model_card(
+        strategy=run.name, step=step, total_steps=run.steps, base_model=run.base_model_name,
+        data_sha256=run.data_sha256, params=run.card_params, metrics=card), run.base_model_name)
     if main:
-        published = store.publish(Path(out_dir), Path(live_dir))
-        summary = {  # tokens_per_s: over the optimizer steps, validation and saving excluded
-            "chats": len(chats), "steps": steps, "chats_per_step": batch, "train_loss": extra.get("last_loss"),
-            "valid_loss": extra.get("last_valid_loss"),
-            "tokens_per_s": extra["tokens"] / extra["seconds"] if extra["seconds"] else None,
-            "seconds_per_step": extra["seconds"] / steps, "resumed_from_step": start or None,
-            "processes": accelerator.num_processes, "attention": attention,
-            "attention_fallback": attention_fallback, "loss_impl": trainer.loss_impl,
-            "environment": describe_environment(train.precision),
-        }
-        write_json(Path(live_dir) / "summary.json", summary)  # everything, environment included
-        if metrics_file:  # the headline only, so that `dvc metrics show` stays narrow
-            headline = {"valid_loss": summary["valid_loss"]}
-            write_json(metrics_file, {metrics_key: headline} if metrics_key else headline)
-        store.remove()
-        log.info("saved %d adapter checkpoint(s) to %s, training log to %s", len(published), out_dir, live_dir)
-    accelerator.wait_for_everyone()
-    return list_checkpoints(Path(out_dir))
+        store.state_dir_partial(step, clear=True)
+    run.accelerator.wait_for_everyone()
+    run.trainer.save_state(store.state_dir_partial(step))
+    if main:
+        store.commit_state(step)
+    run.accelerator.wait_for_everyone()
+
+
+def _publish(run: _Run, start: int, attention: str, attention_fallback: str | None, out_dir: Path, live_dir: Path,
+             metrics_file: Path | None, metrics_key: str | None) -> None:
+    """Main process: the adapters to ``out_dir``, the log and ``summary.json`` to ``live_dir``, the headline."""
+    extra, steps = run.trainer.progress.extra, run.steps
+    published = run.store.publish(out_dir, live_dir)
+    summary = {  # tokens_per_s: over the optimizer steps, validation and saving excluded
+        "chats": len(run.chats), "steps": steps, "chats_per_step": run.batch, "train_loss": extra.get("last_loss"),
+        "valid_loss": extra.get("last_valid_loss"),
+        "tokens_per_s": extra["tokens"] / extra["seconds"] if extra["seconds"] else None,
+        "seconds_per_step": extra["seconds"] / steps, "resumed_from_step": start or None,
+        "processes": run.accelerator.num_processes, "attention": attention,
+        "attention_fallback": attention_fallback, "loss_impl": run.trainer.loss_impl,
+        "environment": describe_environment(run.train.precision),
+    }
+    write_json(live_dir / "summary.json", summary)  # everything, environment included
+    if metrics_file:  # the headline only, so that `dvc metrics show` stays narrow
+        headline = {"valid_loss": summary["valid_loss"]}
+        write_json(metrics_file, {metrics_key: headline} if metrics_key else headline)
+    run.store.remove()
+    log.info("saved %d adapter checkpoint(s) to %s, training log to %s", len(published), out_dir, live_dir)
 
 
 def _save_checkpoint(trainer: LoraTrainer, store: RunStore, step: int, main: bool, card: str,

@@ -104,7 +104,10 @@ def forget_site_modules(path: list[str]) -> None:
               if str(getattr(module, "__file__", None) or "").startswith(sites)}
     for name in loaded:
         del sys.modules[name]
-    owner = lambda hook: (hook if isinstance(hook, type) else type(hook)).__module__
+
+    def owner(hook) -> str:
+        return (hook if isinstance(hook, type) else type(hook)).__module__
+
     sys.meta_path[:] = [hook for hook in sys.meta_path if owner(hook) not in loaded]
     sys.path_hooks[:] = [hook for hook in sys.path_hooks if getattr(hook, "__module__", None) not in loaded]
 

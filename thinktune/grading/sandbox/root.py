@@ -96,7 +96,10 @@ def plan(packages: dict[str, str] | None = None) -> Plan:
     ``packages`` (``packages.locate``'s entries: name -> host directory) under ``PACKAGES_DIR``."""
     root = Plan()
     bases = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
-    under_base = lambda p: any(p == b or p.startswith(b + "/") for b in bases)
+
+    def under_base(path: str) -> bool:
+        return any(path == b or path.startswith(b + "/") for b in bases)
+
     # The standard library: the module search path entries of the base installation (a
     # virtualenv's own site-packages is not one of them), with site-packages masked.
     stdlib = [p for p in map(os.path.realpath, sys.path)
