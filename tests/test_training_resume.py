@@ -2,7 +2,10 @@
 
 The resumed run restores the adapter, optimizer, scheduler, every RNG (LoRA dropout is on)
 and the data order, so its adapters equal an uninterrupted run's: tolerance 1e-6 absolute
-(measured: identical bits on one CPU). Published checkpoints stay adapter-only; the killed
+(measured: identical bits, difference 0, on a 2-core AMD EPYC both with AVX512-BF16 and with the
+AVX-512 flags hidden; training is fp32 on both, and one process does the same arithmetic in the
+same order, so only the restored state could differ: a dropout mask or data order not restored
+changes weights by far more than 1e-6). Published checkpoints stay adapter-only; the killed
 attempt's log is kept beside the finished one.
 """
 
@@ -89,7 +92,9 @@ def test_a_second_run_of_the_same_settings_stops_at_once_until_the_first_is_gone
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="another training with the same settings is using .*; wait for it"):
             RunStore(root).lock()
-        assert time.monotonic() - started < 5  # refused, not waited on
+        # Refused, not waited on: measured 1 ms natively and with AVX-512 hidden (2-core AMD EPYC);
+        # the holder keeps the lock for 300 s, so a lock that waited would miss 5 s by minutes.
+        assert time.monotonic() - started < 5
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
