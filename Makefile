@@ -22,11 +22,15 @@ install: $(VENV)/.installed
 repro: install
 	dvc repro
 
+# Two workers, each test module whole on one (module fixtures built once), the whole-pipeline
+# modules first: on 2 cores the suite's waits (dvc, subprocesses, sandbox timeouts) overlap.
+PYTEST_WORKERS ?= -n 2 --dist loadscope
+
 test: install
-	python -m pytest -q
+	python -m pytest -q $(PYTEST_WORKERS)
 
 test-fast: install
-	python -m pytest -q -m "not e2e"
+	python -m pytest -q $(PYTEST_WORKERS) -m "not e2e"
 
 clean-venv:
 	rm -rf $(VENV)
