@@ -24,7 +24,8 @@ repro: install
 
 # Two workers, each test module whole on one (module fixtures built once), the whole-pipeline
 # modules first: on 2 cores the suite's waits (dvc, subprocesses, sandbox timeouts) overlap.
-PYTEST_WORKERS ?= -n 2 --dist loadscope
+# --no-loadscope-reorder: keep conftest's order (xdist would sort modules by their number of tests).
+PYTEST_WORKERS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 test: install
 	python -m pytest -q $(PYTEST_WORKERS)

@@ -51,6 +51,15 @@ def run_old(args, out: Path) -> dict:
                             capture_output=True, text=True, check=True).stdout
     module_file = out / "old_training.py"
     module_file.write_text(source)
+    # The old module imports the library's modules by the names they had before the package
+    # layout (thinktune.chat, thinktune.hardware, thinktune.params): give it those names.
+    import thinktune.config.params
+    import thinktune.data.chat
+    import thinktune.models.hardware
+
+    for old_name, module in {"thinktune.chat": thinktune.data.chat, "thinktune.hardware": thinktune.models.hardware,
+                             "thinktune.params": thinktune.config.params}.items():
+        sys.modules.setdefault(old_name, module)
     spec = importlib.util.spec_from_file_location("old_training", module_file)
     old = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old)

@@ -103,7 +103,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_collection_modifyitems(items):
-    """The whole-pipeline modules first: with ``-n 2 --dist loadscope`` (``make test``) each module
+    """The whole-pipeline modules first: with ``-n 2 --dist loadscope --no-loadscope-reorder`` (``make test``) each module
     goes whole to one worker, and starting the longest ones first keeps both workers busy to the end."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
 

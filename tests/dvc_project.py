@@ -82,7 +82,10 @@ def make_project(repo_root: Path, work: Path, tiny_model_dir: Path, seeds=SEEDS,
         src = repo_root / name
         if src.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name)
+            try:
+                shutil.copy2(src, repo / name)
+            except FileNotFoundError:  # a file another test planted for a moment, gone again
+                continue
     (repo / "conf" / "presets" / "tiny.yaml").write_text(yaml.safe_dump(tiny_preset(tiny_model_dir, seeds, benchmarks)))
     env = project_env(work)
     sh([sys.executable, "-m", "thinktune.config.presets", "tiny"], repo, env)  # as the README applies `paper`

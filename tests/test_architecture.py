@@ -15,14 +15,15 @@ from thinktune.codedeps import ROOT, module_file
 PACKAGE = ROOT / "thinktune"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, root: Path = ROOT) -> set[str]:
     """Every thinktune module ``path`` imports, wherever the import statement stands."""
-    package = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
+    name = module_name(path, root)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -33,15 +34,16 @@ def imports_of(path: Path) -> set[str]:
             if node.level:
                 base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
             names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        for name in names:
-            if name.split(".")[0] == "thinktune" and module_file(name) is not None:
-                found.add(module_name(module_file(name)))
-    found.discard(module_name(path))
+        for imported in names:
+            if imported.split(".")[0] == "thinktune" and (target := module_file(imported, root)) is not None:
+                found.add(module_name(target, root))
+    found.discard(name)
     return found
 
 
-def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
-    return {module_name(path): imports_of(path) for path in sorted(root.rglob("*.py"))}
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    root = package.parent
+    return {module_name(path, root): imports_of(path, root) for path in sorted(package.rglob("*.py"))}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -79,16 +81,19 @@ def test_no_import_cycle_even_under_type_checking():
 def test_the_cycle_finder_finds_a_type_checking_cycle(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
-    (tmp_path / "thinktune").mkdir()
-    (tmp_path / "thinktune" / "x.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                                "    from thinktune.y import Y\n")
-    (tmp_path / "thinktune" / "y.py").write_text("def f():\n    from thinktune import x\n")
-    graph = {}
-    for path in (tmp_path / "thinktune").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        graph[path.stem] = {node.module.split(".")[-1] if node.module != "thinktune" else node.names[0].name
-                            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert find_cycle(graph) == ["x", "y", "x"]
+    package = tmp_path / "thinktune"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from thinktune.sub import y\n")  # package -> own module: fine
+    (package / "x.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                  "    from thinktune.sub.y import Y\n")
+    (package / "sub" / "y.py").write_text("def f():\n    from ..x import g\n")
+    graph = import_graph(package)
+    assert graph["thinktune.x"] == {"thinktune.sub.y"} and graph["thinktune.sub.y"] == {"thinktune.x"}
+    assert find_cycle(graph) in (["thinktune.sub.y", "thinktune.x", "thinktune.sub.y"],
+                                 ["thinktune.x", "thinktune.sub.y", "thinktune.x"])
+    (package / "sub" / "y.py").write_text("def f():\n    return 1\n")
+    assert find_cycle(import_graph(package)) is None
 
 
 def test_the_top_level_is_a_handful_of_subpackages_and_a_few_shared_modules():

@@ -175,3 +175,32 @@ def test_the_evaluation_cache_key_covers_the_evaluation_closure():
     assert {"thinktune/models/host.py", "thinktune/generation/engine.py", "thinktune/grading/verdicts.py", "thinktune/analysis/stats.py",
             "thinktune/evaluation/records.py", "thinktune/grading/sandbox/client.py"} <= closure
     assert evaluation.code_digest is code_digest
+
+
+def test_bytecode_caches_in_a_code_folder_change_no_stage(tmp_path):
+    """Many stages depend on whole thinktune/ folders; Python writes ``__pycache__`` into them
+    whenever a module runs (unless PYTHONDONTWRITEBYTECODE is set), and .dvcignore keeps that
+    from reading as a code change."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent))
+
+    def status() -> dict:  # the report stage only: its folder dep is one no other test writes into
+        out = subprocess.run([dvc, "status", "--json", "report"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    cache = ROOT / "thinktune" / "reporting" / "__pycache__"
+    made = not cache.exists()
+    stray = cache / f"probe-{tmp_path.name}.cpython-311.pyc"
+    before = status()
+    cache.mkdir(exist_ok=True)
+    try:
+        stray.write_bytes(b"\x00" * 16)
+        assert status() == before
+    finally:
+        stray.unlink()
+        if made:
+            shutil.rmtree(cache, ignore_errors=True)

@@ -170,7 +170,9 @@ def find(files: list[Path], names: str, planted: list[Path] = ()) -> dict:
         sizes.setdefault(len(data), []).append(hashlib.sha256(data).hexdigest())
     try:
         for path in planted:
-            path.write_text(f"THINKTUNE-PLANTED-{secrets.token_hex(16)}\n" * 20)
+            # a comment, so that a test reading the package meanwhile (another pytest worker's
+            # import or dependency scan) parses it as an empty module
+            path.write_text(f"# THINKTUNE-PLANTED-{secrets.token_hex(16)}\n" * 20)
             path.chmod(0o644)
             sizes.setdefault(path.stat().st_size, []).append(hashlib.sha256(path.read_bytes()).hexdigest())
         result = run(FIND, json.dumps({"sizes": sizes, "names": names}), limits=Limits(timeout_s=60))
