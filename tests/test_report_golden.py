@@ -12,24 +12,23 @@ Jinja2 template; a change to any number, format or sentence shows up here as a d
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+# Run as a script, Python puts tests/ on the path (for test_plot_report); thinktune and stages
+# are installed (make test installs the checkout editable).
+from stages import report as report_stage
+from test_plot_report import OUTCOMES, SEEDS, records
+from thinktune.analysis.answer import analysis_rows, checkpoint_points
+from thinktune.atomic import write_json, write_jsonl
+from thinktune.evaluation.records import read_runs, summarize
+from thinktune.layout import live_dir, results_dir
+from thinktune.reporting.plots import curve_rows, write_curve_csv
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REPO = GOLDEN.parent.parent
-if str(REPO) not in sys.path:  # run as a script (rewriting the goldens)
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from stages import report as report_stage  # noqa: E402
-from test_plot_report import OUTCOMES, SEEDS, records  # noqa: E402
-from thinktune.analysis.answer import analysis_rows, checkpoint_points  # noqa: E402
-from thinktune.atomic import write_json, write_jsonl  # noqa: E402
-from thinktune.evaluation.records import read_runs, summarize  # noqa: E402
-from thinktune.layout import live_dir, results_dir  # noqa: E402
-from thinktune.reporting.plots import curve_rows, write_curve_csv  # noqa: E402
 
 OUTPUTS = ("README.md", "study.json", "metrics.json", "pass_at_1.csv", "summaries.json")
 ENVIRONMENT = {"precision": "bf16", "device": "cpu", "device_name": "AMD EPYC", "torch": "2.13.0",
