@@ -173,11 +173,14 @@ def clustered(arms: Sequence[tuple[float, np.ndarray]], prior_variance=0.0) -> C
     for _, rate in arms:
         if rate.shape[-2] >= 2:
             ms_seed, ms_resid = _seed_mean_squares(rate)
-            terms.append((np.maximum(0.0, ms_seed - ms_resid) / (n_problems * rate.shape[-2]), rate.shape[-2] - 1))
+            terms.append((ms_seed / (n_problems * rate.shape[-2]), rate.shape[-2] - 1))
     variance = sum(v for v, _ in terms) + np.asarray(prior_variance, float)
     denominator = sum(v ** 2 / d for v, d in terms)
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(denominator > 0, variance ** 2 / np.where(denominator > 0, denominator, 1.0), np.inf)
+    seed_df = sum(d for _, d in terms[1:])
+    if seed_df:  # never above twice the seed terms' own df (why: the comment on variance.satterthwaite);
+        df = np.where(denominator > 0, np.minimum(df, 2 * seed_df), df)  # no spread at all: no df to cap
     return Clustered(per_problem.mean(axis=-1), per_problem, v_problem, variance, df)
 
 
