@@ -4,18 +4,22 @@ detect, and what the study costs, for chosen seeds x samples x problems.
     python -m thinktune.analysis.power --seeds 1,3,5 --samples 1,4,10,16 --problems 41,120,300
     python -m thinktune.analysis.power --results results/livecodebench --compare deep,diverse --simulate --json
 
-The variance of a paired A-B difference in Pass@1 with S seeds per strategy, n samples per
-problem and P problems (:mod:`thinktune.analysis.intervals` has the model) is
+The variance model is :mod:`thinktune.analysis.variance`, the one the analysis uses: for a paired
+A-B difference in Pass@1 with S seeds per strategy, n samples per problem and P problems
 
-    V = tau2 / P + 2 seed / S + 2 (seed_problem + sampling / n) / (S P)
+    V = tau2 / P + 2 (seed_problem + sampling / n) / (S P) + 2 [seed / S + (seed_problem + sampling / n) / (S P)]
 
-with probability-scale components: tau2 the spread over problems of the true A-B difference,
-seed the variance of one training run's Pass@1 about its strategy's mean, seed_problem how much
-a problem's rate moves between runs beyond that, sampling = E[p (1 - p)]. They come from a
-finished run (:func:`thinktune.analysis.intervals.run_moments`; what its design cannot identify is taken
-from the priors, and the output says which) or from priors on the logit scale (:class:`Priors`),
-turned into these components by Gauss-Hermite integration. ``--simulate`` draws whole studies
-from the priors' logit model and compares the spread of their differences with the formula.
+(the bracket: each strategy's seed term as the analysis estimates it, MS_seed / (P S); with one seed
+it is the prior's ``seed``, known) with probability-scale components: tau2 the spread over problems of
+the true A-B difference, seed the variance of one training run's Pass@1 about its strategy's mean,
+seed_problem how much a problem's rate moves between runs beyond that, sampling = E[p (1 - p)]. They
+come from a finished run (:func:`thinktune.analysis.intervals.run_moments`; what its design cannot
+identify is taken from the priors, and the output says which) or from priors on the logit scale
+(:class:`Priors`), turned into these components by Gauss-Hermite integration. The half-width is the
+analysis' t(0.975, df) x SE, df by Satterthwaite as the analysis computes it; the MDE is the noncentral
+t's at the SE under that difference. ``--simulate`` draws whole studies from the priors, runs the
+report's own analysis on them and prints the mean half-width it printed, its coverage, and the MDE at
+which it declares a difference in 80% of studies (bisection on simulated power).
 """
 
 from __future__ import annotations
@@ -352,10 +356,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"[{speed.source}]; {schedule.strategies} strategies x {schedule.chats} chats x {schedule.mean_chat_tokens} "
           f"tokens x {schedule.epochs:g} epochs per seed, {schedule.checkpoints} checkpoints per run + base, "
           f"{schedule.mean_answer_tokens} tokens per answer; grading excluded")
-    sim = " sim +-" if args.simulate else ""
+    if args.simulate:
+        print(f"simulated ({args.studies} studies from the priors per design, analysed by the report's own code): "
+              "sim +- the mean half-width it printed, cover how often its 95% interval held the truth, sim MDE "
+              "the difference it declares in 80% of studies")
+    sim = " sim +-  cover sim MDE" if args.simulate else ""
     print(f"\n seeds samples problems   +-half  MDE{sim}   train h    eval h   total h")
     for r in rows:
-        extra = f" {r['simulated_half_width']:7.1f}" if args.simulate else ""
+        extra = (f" {r['simulated_half_width']:7.1f} {r['simulated_coverage']:6.3f} {r['simulated_mde']:7.1f}"
+                 if args.simulate else "")
         print(f" {r['seeds']:5d} {r['samples']:7d} {r['problems']:8d} {r['half_width']:8.1f} {r['mde']:4.1f}{extra} "
               f"{r['train_hours']:9,.1f} {r['eval_hours']:9,.1f} {r['total_hours']:9,.1f}")
     return out
