@@ -163,7 +163,7 @@ def test_the_scenarios_cover_the_report_s_branches():
     """The goldens are worth keeping only if they hold the paths a refactor could break."""
     two = (GOLDEN / "two_seeds" / "README.md").read_text()
     summary = (GOLDEN / "two_seeds" / "study.json").read_text()
-    assert "## Second view: humaneval" in two and "(p = 0.00195" in two  # McNemar: 10 of 10 problems one way
+    assert "## Second view: humaneval" in two and "(p 0.00195; Holm" in two  # McNemar: 10 of 10 problems one way
     assert "no spread over problems: Newcombe" in summary and '"p_holm"' in summary
     assert "chosen by final / validation-loss" in two and "Exploratory" in two
     one = (GOLDEN / "one_seed" / "README.md").read_text()

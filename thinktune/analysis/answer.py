@@ -136,6 +136,16 @@ def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None
     return out
 
 
+def format_p(p: float) -> str:
+    """A p-value to 3 significant digits; below the 6 decimals the analysis keeps, "< 1e-06" (never "0")."""
+    return "< 1e-06" if p < 1e-6 else f"{p:.3g}"
+
+
+def _p_clause(p: float) -> str:
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
@@ -170,6 +180,6 @@ def answer_paragraph(result: dict) -> str:
     degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']})"
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
             f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
-            f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p = {d['p_value']:.3g}, "
+            f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "
             f"{d['n_problems']} problems; {seeds}). The smallest difference this design could detect at 80% "
             f"power is {100 * d['mde']:.1f} points.")

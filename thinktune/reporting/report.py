@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jinja2
 
-from thinktune.analysis.answer import answer_paragraph
+from thinktune.analysis.answer import answer_paragraph, format_p
 from thinktune.config.params import Params
 from thinktune.evaluation.records import Run
 from thinktune.layout import BASE
@@ -91,7 +91,7 @@ def _template() -> jinja2.Template:
     env = jinja2.Environment(loader=jinja2.PackageLoader("thinktune.reporting", "templates"),
                              undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(interval=_interval, signed=lambda p: _interval(p, "+"), p=lambda x: f"{x:.3g}",
+    env.filters.update(interval=_interval, signed=lambda p: _interval(p, "+"), p=format_p,
                        points=lambda x: f"{100 * x:.1f}", pct=lambda x: f"{100 * x:.1f}%")
     return env.get_template("report.md.j2")
 
