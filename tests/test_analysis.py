@@ -4,8 +4,8 @@ of simulated studies, sha256 for the split."""
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 
 import numpy as np
 import pytest
@@ -15,13 +15,14 @@ from thinktune.analysis.intervals import (
     best_step,
     build_study,
     collapse,
-    combine,
     difference,
-    minimum_detectable,
+    difference_interval,
     pass_at_1,
-    split_half,
+    pass_at_1_interval,
     within_run_difference,
 )
+from thinktune.analysis.stats import holm, newcombe_paired, wilson_interval
+from thinktune.analysis.variance import Priors, minimum_detectable, seed_variance
 
 
 def rows_of(strategy, step, table_n, table_c, qids=None, seeds=None):
@@ -50,6 +51,11 @@ def test_scipy_t_as_the_analysis_uses_it():
 def test_minimum_detectable_is_z_sum_times_se_for_many_df():
     assert minimum_detectable(0.01, math.inf) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=1e-5)
     assert minimum_detectable(0.01, 3) > minimum_detectable(0.01, 30)  # few degrees of freedom cost power
+    # few df: the noncentral t, checked by simulation of t = (delta + Z) / sqrt(chi2_df / df) at df 4
+    rng = np.random.default_rng(2)
+    delta = minimum_detectable(1.0, 4)
+    t = (delta + rng.standard_normal(400_000)) / np.sqrt(rng.chisquare(4, 400_000) / 4)
+    assert np.mean(np.abs(t) > student_t.ppf(0.975, 4)) == pytest.approx(0.80, abs=0.004)
 
 
 # ---- the records
@@ -69,32 +75,34 @@ def test_build_study_checks_the_design():
 
 # ---- estimates against hand calculations
 
-def test_one_seed_pass_at_1_is_a_t_interval_over_problems():
-    # rates 1, 0, 1/2 over three problems: mean 1/2, sd 1/2, df 2 -> the closed-form t quantile
-    est = pass_at_1(checkpoint([[2, 0, 1]], n=2))
-    se = 0.5 / math.sqrt(3)
-    half = math.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2)) * se
-    assert (est.estimate, est.se, est.df) == (pytest.approx(0.5), pytest.approx(se), pytest.approx(2))
-    assert (est.low, est.high) == (0.0, 1.0)  # 0.5 -+ 1.24: the t interval, cut to [0, 1]
-    raw = combine([(1.0, checkpoint([[2, 0, 1]], n=2).rate)])  # the t interval itself, before the cut to [0, 1]
-    assert (raw.low, raw.high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
-    assert est.seed_variance == "not estimated" and est.n_seeds == (1,)
+def test_pass_at_1_is_wilson_at_the_clustered_effective_size():
+    # rates 1, 0, 1/2 over three problems of an untrained model: mean 1/2, V = (1/4) / 3, df 2, so the
+    # effective size is p (1 - p) / V = 3 (under the 6 answers) and the quantile t(0.975, 2) = 4.302653
+    est = pass_at_1(checkpoint([[2, 0, 1]], n=2), trained=False)
+    q, n = 4.302653, 3
+    centre, half = (0.5 + q * q / (2 * n)) / (1 + q * q / n), q * math.sqrt(0.25 / n + q * q / (4 * n * n)) / (1 + q * q / n)
+    assert (est.estimate, est.df) == (pytest.approx(0.5), pytest.approx(2))
+    assert (est.low, est.high) == (pytest.approx(centre - half, abs=1e-5), pytest.approx(centre + half, abs=1e-5))
+    assert 0 < est.low and est.high < 1 and est.seed_variance == "none" and est.n_seeds == (1,)
+    trained = pass_at_1(checkpoint([[2, 0, 1]], n=2))  # one run of a trained model: the prior widens it
+    assert trained.seed_variance == "prior" and trained.prior_se > 0 and trained.se > est.se
 
 
 def test_one_seed_difference_is_the_paired_t_test_over_problems():
-    # A - B per problem: 1, 1, 0 (one sample each, one seed): mean 2/3, sd 1/sqrt(3), df 2
+    # A - B per problem: 1, 1, 0 (one sample each, untrained arms): mean 2/3, sd 1/sqrt(3), df 2
     a, b = checkpoint([[1, 1, 0]], n=1), checkpoint([[0, 0, 0]], n=1, strategy="diverse")
-    est = difference(a, b)
+    est = difference(a, b, trained=(False, False))
     t = (2 / 3) / ((1 / math.sqrt(3)) / math.sqrt(3))
     assert est.estimate == pytest.approx(2 / 3)
     assert est.p_value == pytest.approx(2 * (0.5 - t / (2 * math.sqrt(t * t + 2))))
-    flipped = difference(b, a)
+    flipped = difference(b, a, trained=(False, False))
     assert flipped.estimate == pytest.approx(-2 / 3) and flipped.p_value == pytest.approx(est.p_value)
+    assert difference(a, b).se > est.se  # trained runs: the prior's run variance is added
 
 
 def hand_variance(tables):
     """Clustered variance and Satterthwaite df by plain loops: problem term over the signed per-problem
-    means, plus each arm's seed term (MS_seed - MS_resid)+ / (P S)."""
+    means, plus each arm's seed term MS_seed / (P S) (a sum of positive mean squares: see intervals.py)."""
     n_problems = len(tables[0][1][0])
     d = [sum(sign * sum(t[s][p] for s in range(len(t))) / len(t) for sign, t in tables) for p in range(n_problems)]
     mean_d = sum(d) / n_problems
@@ -106,11 +114,8 @@ def hand_variance(tables):
             continue
         grand = sum(map(sum, t)) / (S * n_problems)
         row = [sum(r) / n_problems for r in t]
-        col = [sum(t[s][p] for s in range(S)) / S for p in range(n_problems)]
         ms_seed = n_problems * sum((r - grand) ** 2 for r in row) / (S - 1)
-        ms_resid = sum((t[s][p] - row[s] - col[p] + grand) ** 2 for s in range(S)
-                       for p in range(n_problems)) / ((S - 1) * (n_problems - 1))
-        terms.append((max(0.0, ms_seed - ms_resid) / (n_problems * S), S - 1))
+        terms.append((ms_seed / (n_problems * S), S - 1))
     v = sum(x for x, _ in terms)
     return v, v * v / sum(x * x / k for x, k in terms)
 
@@ -127,7 +132,7 @@ def test_difference_with_seeds_matches_the_hand_formula_and_its_sign():
     assert est.se == pytest.approx(math.sqrt(v)) and est.df == pytest.approx(df)
     assert est.p_value == pytest.approx(2 * student_t.sf(est.estimate / math.sqrt(v), df))
     assert est.seed_variance == "estimated" and est.n_seeds == (2, 3)
-    assert est.mde == pytest.approx((student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * math.sqrt(v))
+    assert est.mde == pytest.approx(minimum_detectable(math.sqrt(v), df))  # the noncentral t (tested above)
     # the seed term is real here: without it the variance would be smaller
     assert v > hand_variance([(s, [[sum(c) / len(c) for c in zip(*t)]]) for s, t in rates])[0]
 
@@ -162,103 +167,200 @@ def test_bootstrap_draws_problems_once_for_both_strategies():
     assert runs.bootstrap_low < 0.3 and runs.bootstrap_high > 0.7
 
 
-# ---- degenerate designs
+# ---- degenerate designs: never a zero width, never a p near 0 from no spread
 
 def test_degenerate_designs_give_defined_answers():
     with pytest.raises(ValueError, match="one problem"):
         pass_at_1(checkpoint([[1], [0]], 1))
-    none = pass_at_1(checkpoint([[0] * 10, [0] * 10], 3))  # 0 of 10 everywhere: Wilson, never [0, 0]
+    none = pass_at_1(checkpoint([[0] * 10, [0] * 10], 3))  # 0 of 10 everywhere: Wilson over problems
     z2 = 1.959964 ** 2
-    assert (none.estimate, none.low) == (0.0, 0.0) and none.high == pytest.approx(z2 / (10 + z2), rel=1e-5)
-    assert "Wilson" in none.method
+    assert none.estimate == 0.0 and none.low == pytest.approx(0.0, abs=1e-12) and none.high == pytest.approx(z2 / (10 + z2), rel=1e-5)
     every = pass_at_1(checkpoint([[3] * 10], 3))
     assert every.high == pytest.approx(1.0) and every.low == pytest.approx(10 / (10 + z2), rel=1e-5)
-    same = difference(checkpoint([[1] * 6], 1), checkpoint([[1] * 6], 1, strategy="diverse"))
-    assert (same.estimate, same.p_value) == (0.0, 1.0)
+    # 5 of 10 on every problem and run: no spread seen, so the binomial floor over all 410 answers
+    half = pass_at_1(checkpoint([[5] * 41], 10), trained=False)
+    low, high = wilson_interval(205, 410)
+    assert (half.low, half.high) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
+    same = difference(checkpoint([[1] * 6], 1), checkpoint([[1] * 6], 1, strategy="diverse"), trained=(False, False))
+    assert (same.estimate, same.p_value) == (0.0, 1.0) and same.low < -0.2 and same.high > 0.2
+    assert "Newcombe" in same.method
     apart = difference(checkpoint([[1] * 6], 1), checkpoint([[0] * 6], 1, strategy="diverse"))
     assert apart.estimate == 1.0 and apart.p_value == pytest.approx(2 / 2 ** 6)  # McNemar, six problems one way
+    assert apart.low < 0.7 and apart.high == pytest.approx(1.0, abs=1e-9)
 
 
-# ---- best step without peeking
+def test_peak_minus_final_without_spread_is_a_paired_interval_not_a_single_proportion():
+    # Both steps solve the same 3 of 12 problems in both runs: the difference is 0 everywhere. Newcombe's
+    # paired interval of 3/12 vs 3/12 with phi = 1 (corrected: 0.75 with N/2) is about -0.18 to +0.18,
+    # not Wilson's [0, 0.24] for a proportion of 0 of 12.
+    solved = [[1] * 3 + [0] * 9] * 2
+    steps = {400: checkpoint(solved, 1, step=400), 700: checkpoint(solved, 1, step=700)}
+    drop = collapse(steps, peak_step=400).peak_minus_final
+    low, high = newcombe_paired(np.array([1.0] * 3 + [0.0] * 9), np.array([1.0] * 3 + [0.0] * 9))
+    assert (drop.low, drop.high) == (pytest.approx(float(low)), pytest.approx(float(high)))
+    assert drop.low < -0.05 and drop.high > 0.05 and drop.p_value == 1.0
 
-def test_split_half_is_a_fixed_hash_of_the_question_id():
-    qids = [f"abc{i}" for i in range(40)]
-    select, score = split_half(qids)
-    assert set(select) | set(score) == set(qids) and not set(select) & set(score)
-    assert all(hashlib.sha256(f"thinktune-split:{q}".encode()).digest()[0] % 2 == 0 for q in select)
-    assert split_half(qids[:10])[0] == tuple(q for q in select if q in qids[:10])  # a problem keeps its half
 
+# ---- the step is chosen without looking at the benchmark
 
-def test_best_step_is_chosen_on_one_half_and_scored_on_the_other():
+def test_best_step_is_validation_loss_else_the_final_step():
     qids = [f"p{i}" for i in range(24)]
-    select, score = split_half(qids)
-    # step 2 is best on the selection half; step 3 is best on all problems and on the scoring half, which
-    # must not decide: it solves one selection problem fewer than step 2 and every scoring problem
-    tables = {1: {}, 2: {q: 1 for q in select}, 3: {q: 1 for q in select[1:] + score}}
+    # step 2 solves the most problems: neither rule may pick it for that
+    tables = {1: {}, 2: {q: 1 for q in qids}, 3: {q: 1 for q in qids[:5]}}
     rows = [r for step, solved in tables.items()
             for r in rows_of("deep", step, [[1] * 24], [[solved.get(q, 0) for q in qids]], qids)]
     steps = build_study(rows)["deep"]
     chosen = best_step(steps)
-    assert (chosen.step, chosen.rule, chosen.scored_on) == (2, "split-half", tuple(sorted(score)))
-    assert chosen.pass_at_1.estimate == 0.0  # step 2 solves nothing of the half it is scored on
-    by_loss = best_step(steps, validation_loss={1: 0.9, 2: 0.8, 3: 0.8})
-    assert (by_loss.step, by_loss.rule, by_loss.scored_on) == (2, "validation-loss", tuple(sorted(qids)))
-    assert collapse(steps).rule == "split-half" and collapse(steps).peak_step == 2
+    assert (chosen.step, chosen.rule, chosen.pass_at_1.n_problems) == (3, "final", 24)
+    by_loss = best_step(steps, validation_loss={1: 0.9, 2: 0.95, 3: 0.9})
+    assert (by_loss.step, by_loss.rule) == (1, "validation-loss")
+    assert collapse(steps) is None  # no peak chosen beforehand: no collapse test
+    assert collapse(steps, validation_loss={1: 0.9, 2: 0.95, 3: 0.9}).peak_step == 1
 
 
-# ---- coverage: 95% intervals of simulated studies with a known truth
+def test_a_pass_at_1_interval_stays_within_0_and_1_without_clipping():
+    # 1 of 12 problems solved by one untrained run: a t interval would reach below 0; Wilson's does not
+    rows = [{"strategy": "deep", "seed": 0, "step": 3, "question_id": f"q{i}", "n_samples": 1,
+             "n_correct": int(i == 0)} for i in range(12)]
+    est = pass_at_1(build_study(rows)["deep"][3], trained=False)
+    assert 0 < est.low < 1 / 12 < est.high < 1
+    # 3 of 12: Wilson at effective size 11 with t(0.975, 11), about [8, 55], not a clipped [0.0, 53.7]
+    rows = [dict(r, n_correct=int(i < 3)) for i, r in enumerate(rows)]
+    est = pass_at_1(build_study(rows)["deep"][3], trained=False)
+    assert 0.05 < est.low < 0.1 and 0.5 < est.high < 0.6
+
+
+# ---- coverage: 95% intervals of simulated studies with a known truth, by the report's own code
+
+# The world the studies are drawn from (logit scale): difficulty spread 2 (LiveCodeBench problems run from
+# nearly always to nearly never solved), Deep 0.4 logits above Diverse, strategy x problem 0.5, a whole-run
+# effect 0.4 and a per-checkpoint effect 0.3 (together 0.5: a run's Pass@1 moves by about 6 points SD),
+# seed x problem 0.5. The analysis is given the same model as its priors (with one seed it needs them).
+PROBLEM_SD, STRATEGY_PROBLEM_SD, RUN_SD, CHECKPOINT_SD, SEED_PROBLEM_SD = 2.0, 0.5, 0.4, 0.3, 0.5
+MU = (-0.6, -1.0)  # Deep, Diverse
+WORLD = Priors(problem_sd=PROBLEM_SD, strategy_problem_sd=STRATEGY_PROBLEM_SD, seed_problem_sd=SEED_PROBLEM_SD,
+               seed_sd=math.hypot(RUN_SD, CHECKPOINT_SD))
+# problems x samples x seeds: the CPU default, the original study, the paper preset on 41 and 120 problems
+DESIGNS = [(12, 1, 1), (41, 1, 1), (41, 10, 3), (120, 10, 3)]
+STUDIES = 8000  # binomial SE of a coverage: 0.0024 at 0.95 and 0.0034 at 0.90, so a true 0.95 passes a 0.93
+#                 bar by 8 SE and a true 0.90 fails it by 9 SE (a second each on 2 cores, 120 x 10 x 3)
+
 
 _Z = np.linspace(-12, 12, 48001)
 
 
 def true_rate(mu: float, sd: float) -> float:
-    """E[expit(mu + sd Z)] by the trapezoid rule on a fine grid: the population Pass@1."""
+    """E[expit(mu + sd Z)] by the trapezoid rule on a fine grid: a population Pass@1."""
     return float(np.trapezoid(np.exp(-_Z ** 2 / 2) / math.sqrt(2 * math.pi) / (1 + np.exp(-(mu + sd * _Z))), _Z))
 
 
-def simulated_coverage(studies: int, seeds: int, samples: int, problems: int, seed_sd: float) -> dict[str, float]:
-    """Share of studies whose intervals hold the truth: Deep's Pass@1 and Deep - Diverse (logit model:
-    problem sd 1, strategy x problem 0.5, seed x problem 0.5, whole-run shift ``seed_sd``)."""
-    rng = np.random.default_rng(7)
-    mu = np.array([-0.5, -1.0]).reshape(1, 2, 1, 1)
-    sd = math.sqrt(1 + 0.25 + 0.25 + seed_sd ** 2)
-    truth_a, truth_d = true_rate(-0.5, sd), true_rate(-0.5, sd) - true_rate(-1.0, sd)
-    logit = (mu + rng.normal(0, 1, (studies, 1, 1, problems)) + rng.normal(0, 0.5, (studies, 2, 1, problems))
-             + rng.normal(0, seed_sd, (studies, 2, seeds, 1)) + rng.normal(0, 0.5, (studies, 2, seeds, problems)))
-    rate = rng.binomial(samples, 1 / (1 + np.exp(-logit))) / samples
-    hits = dict.fromkeys(("pass", "diff", "boot_pass", "boot_diff"), 0)
-    for m in range(studies):
-        one = combine([(1.0, rate[m, 0])], n_boot=500, seed=m)
-        two = combine([(1.0, rate[m, 0]), (-1.0, rate[m, 1])], n_boot=500, seed=m)
-        hits["pass"] += one.low <= truth_a <= one.high
-        hits["diff"] += two.low <= truth_d <= two.high
-        hits["boot_pass"] += one.bootstrap_low <= truth_a <= one.bootstrap_high
-        hits["boot_diff"] += two.bootstrap_low <= truth_d <= two.bootstrap_high
-    return {k: v / studies for k, v in hits.items()}
+def recorded_seed() -> int:
+    """A fresh simulation seed per run (no lucky seed frozen in), printed for pytest to show on a failure;
+    THINKTUNE_SIM_SEED replays one."""
+    seed = int(os.environ.get("THINKTUNE_SIM_SEED") or np.random.SeedSequence().entropy % 2 ** 32)
+    print(f"simulation seed {seed} (replay: THINKTUNE_SIM_SEED={seed})")
+    return seed
 
 
-def test_intervals_cover_the_truth_of_simulated_studies():
-    # 4 seeds x 2 samples x 20 problems with a strong run effect: the seed term matters
-    got = simulated_coverage(studies=240, seeds=4, samples=2, problems=20, seed_sd=0.5)
-    # Monte Carlo standard error of a 95% interval's coverage over 240 studies: 1.4 points, so
-    # [0.90, 0.99] allows 3.5 of them below and 2.8 above (an exact interval fails by chance in
-    # under 1% of simulation seeds). Measured with this seed: 0.917 and 0.946 (bootstrap 0.963,
-    # 0.954), the same natively and with AVX-512 hidden (numpy's arithmetic, 2-core AMD EPYC).
-    assert 0.90 <= got["pass"] <= 0.99 and 0.90 <= got["diff"] <= 0.99, got
-    assert got["boot_pass"] >= 0.90 and got["boot_diff"] >= 0.90, got  # conservative by design
+def truth(mu: float) -> float:
+    """A strategy's population Pass@1 at one checkpoint: over problems, runs and checkpoints."""
+    return true_rate(mu, math.sqrt(PROBLEM_SD ** 2 + STRATEGY_PROBLEM_SD ** 2 + RUN_SD ** 2 + CHECKPOINT_SD ** 2
+                                   + SEED_PROBLEM_SD ** 2))
 
 
-def test_one_seed_intervals_cover_when_runs_do_not_differ():
-    got = simulated_coverage(studies=200, seeds=1, samples=3, problems=25, seed_sd=0.0)
-    # 200 studies: standard error 1.5 points, [0.90, 0.99] is 3.2 below and 2.6 above. Measured
-    # 0.975 and 0.965 with this seed, natively and with AVX-512 hidden alike.
-    assert 0.90 <= got["pass"] <= 0.99 and 0.90 <= got["diff"] <= 0.99, got
+def simulate(rng, studies: int, problems: int, samples: int, seeds: int, steps: int = 1, mu=MU) -> np.ndarray:
+    """Correct answers, shape (studies, strategy, seed, step, problem): a run's effect is shared by its
+    checkpoints, each checkpoint adds its own (its luck on every problem at once)."""
+    logit = (np.asarray(mu).reshape(1, 2, 1, 1, 1)
+             + PROBLEM_SD * rng.standard_normal((studies, 1, 1, 1, problems))
+             + STRATEGY_PROBLEM_SD * rng.standard_normal((studies, 2, 1, 1, problems))
+             + RUN_SD * rng.standard_normal((studies, 2, seeds, 1, 1))
+             + CHECKPOINT_SD * rng.standard_normal((studies, 2, seeds, steps, 1))
+             + SEED_PROBLEM_SD * rng.standard_normal((studies, 2, seeds, 1, problems)))
+    return rng.binomial(samples, 1 / (1 + np.exp(-logit)))
 
 
-def test_a_pass_at_1_interval_stays_within_0_and_1():
-    # 1 of 12 problems solved by one seed: mean - t se is below 0, the reported bound is 0
-    rows = [{"strategy": "deep", "seed": 0, "step": 3, "question_id": f"q{i}", "n_samples": 1,
-             "n_correct": int(i == 0)} for i in range(12)]
-    cp = build_study(rows)["deep"][3]
-    raw = combine([(1.0, cp.rate)])
-    assert raw.low < 0 and pass_at_1(cp).low == 0.0 and pass_at_1(cp).high == raw.high
+def coverage(seed: int, problems: int, samples: int, seeds: int, seed_term: bool = True) -> dict[str, float]:
+    """Share of studies whose Deep Pass@1 and Deep - Diverse intervals hold the truth; ``seed_term`` False
+    drops the run-to-run variance (the one-seed prior, or the estimated seed terms) to show it matters."""
+    rate = simulate(np.random.default_rng(seed), STUDIES, problems, samples, seeds)[:, :, :, 0] / samples
+    a, b = rate[:, 0], rate[:, 1]
+    one_seed = seeds == 1 and seed_term
+    prior_a = seed_variance(WORLD, a.mean(axis=(1, 2))) if one_seed else 0.0
+    prior_b = seed_variance(WORLD, b.mean(axis=(1, 2))) if one_seed else 0.0
+    if seed_term:
+        arms = [(1.0, a), (-1.0, b)]
+    else:  # every seed's mean taken as if it were one run: no seed term is estimated
+        arms = [(1.0, a.mean(axis=1, keepdims=True)), (-1.0, b.mean(axis=1, keepdims=True))]
+    _, _, _, low, high, _, _ = difference_interval(arms, a.mean(axis=1), b.mean(axis=1), prior_a + prior_b)
+    pass_rate = a if seed_term else a.mean(axis=1, keepdims=True)
+    _, _, _, p_low, p_high = pass_at_1_interval(pass_rate, seeds * problems * samples, prior_a)
+    d, p = truth(MU[0]) - truth(MU[1]), truth(MU[0])
+    return {"diff": float(np.mean((low <= d) & (d <= high))), "pass": float(np.mean((p_low <= p) & (p <= p_high)))}
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_intervals_cover_the_truth_with_a_run_and_a_checkpoint_effect(design):
+    seed = recorded_seed()
+    got = coverage(seed, *design)
+    # Measured figures and the command: docs/statistics.md, "Coverage". Dropping the seed term (the prior
+    # with one seed, the estimated term with three) fails every design: coverage(seed, *design, False).
+    assert got["diff"] >= 0.93 and got["pass"] >= 0.93, (seed, got)
+    assert got["diff"] <= 0.985, (seed, got)  # the difference's coverage is not bought by absurd width
+
+
+# ---- the chosen step and peak minus final when a whole checkpoint is lucky
+
+STEPS = 5
+LUCK_STUDIES = 16000  # in chunks of 2000
+
+
+@pytest.mark.parametrize("design", [(41, 10, 3), (120, 10, 3)])
+def test_chosen_step_is_unbiased_and_collapse_holds_its_level_under_checkpoint_luck(design):
+    """Five equally good checkpoints, each with its own luck on every problem at once (CHECKPOINT_SD).
+    The step is chosen by validation loss, which does not see the benchmark (here: a random step per
+    study, as a loss independent of benchmark luck picks), else the final step. The chosen step's Pass@1
+    is then unbiased, and peak minus final, with no true drop, is declared in 5% of studies. (A step
+    chosen on half of the problems inherits its checkpoint's luck on the other half: measured +2.45 and
+    +2.71 points at these designs, and a collapse false-positive rate of 0.066 and 0.092.)"""
+    problems, samples, seeds = design
+    seed = recorded_seed()
+    rng = np.random.default_rng(seed)
+    bias, p_values = [], []
+    for _ in range(LUCK_STUDIES // 2000):  # chunks of 2000 studies keep memory near 60 MB
+        rate = simulate(rng, 2000, problems, samples, seeds, STEPS, mu=(MU[0], MU[0]))[:, 0] / samples
+        chosen = rng.integers(0, STEPS, 2000)
+        picked = rate[np.arange(2000), :, chosen]          # (studies, seeds, problems)
+        bias.append(picked.mean(axis=(1, 2)) - truth(MU[0]))
+        tested = chosen != STEPS - 1
+        peak, final = picked[tested], rate[tested, :, STEPS - 1]
+        p_values.append(difference_interval([(1.0, peak - final)], peak.mean(axis=1), final.mean(axis=1))[5])
+    # 16000 studies: the mean's standard error is under 0.1 points; the old split-half rule gave +2.5
+    bias = float(np.mean(np.concatenate(bias)))
+    assert abs(bias) < 0.005, (seed, bias)
+    false_positive = float(np.mean(np.concatenate(p_values) < 0.05))
+    # about 12800 tests: standard error 0.0019 at 0.05 (measured figures: docs/statistics.md, "Coverage")
+    assert 0.03 <= false_positive <= 0.07, (seed, false_positive)
+
+
+# ---- many steps: exploratory p-values carry Holm's adjustment
+
+def test_holm_keeps_the_chance_of_some_significant_step_at_5_percent():
+    """41 problems x 1 sample x 1 seed, ten equally good steps per strategy, no true difference: the
+    report gives a p-value at every step. Unadjusted, some step falls below 0.05 in far more than 5%
+    of studies (measured 0.36 with this world's run and checkpoint effects; an independent review found
+    0.56 in its own); Holm's adjusted p-values bring it back to the single test's level."""
+    seed = recorded_seed()
+    rng = np.random.default_rng(seed)
+    studies, steps = 4000, 10  # SE of a 5% rate: 0.0034
+    rate = simulate(rng, studies, 41, 1, 1, steps, mu=(MU[0], MU[0])).astype(float)
+    a, b = np.moveaxis(rate[:, 0], 2, 0), np.moveaxis(rate[:, 1], 2, 0)  # (step, study, seed, problem)
+    prior = seed_variance(WORLD, a.mean(axis=(2, 3))) + seed_variance(WORLD, b.mean(axis=(2, 3)))
+    p = difference_interval([(1.0, a), (-1.0, b)], a.mean(axis=2), b.mean(axis=2), prior)[5].T  # (study, step)
+    single = float(np.mean(p < 0.05))
+    unadjusted = float(np.mean((p < 0.05).any(axis=1)))
+    adjusted = float(np.mean([min(holm(list(row))) < 0.05 for row in p]))
+    print(f"one step {single:.4f}, some step {unadjusted:.4f}, some step after Holm {adjusted:.4f}")
+    # Holm keeps the family's rate at the single tests' own level, which here is a little above 5% (the
+    # one-seed difference covers 0.938-0.944 in the coverage test above): measured 0.074 with seed 4
+    assert unadjusted > 0.15 and adjusted <= 0.09, (seed, single, unadjusted, adjusted)

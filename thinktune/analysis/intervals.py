@@ -12,40 +12,48 @@ training seeds as a second, crossed cluster): a cell's rate = strategy mean + pr
 possible problems and seeds a sample of possible training runs; the estimand is the mean over
 both populations. For a combination D = sum_k sign_k mean(rate_k) of arms k (one arm: a
 Pass@1; Deep minus Diverse: two arms with independent seeds; peak minus final: one arm whose
-cells are differences within the same run) the variance is estimated by moments, unbiased for
-a balanced design:
+cells are differences within the same run) the variance is estimated by moments:
 
-    V = Var_p(d_p) / P  +  sum_k max(0, MS_seed,k - MS_resid,k) / (P S_k)
+    V = Var_p(d_p) / P  +  sum_k MS_seed,k / (P S_k)  +  prior
 
 where d_p is problem p's signed combination of seed-averaged rates (its spread carries problem,
 seed x problem and sampling variance; the problem effect shared by paired arms cancels in it)
-and MS_seed, MS_resid are the two-way ANOVA mean squares of arm k's S_k x P table (their
-difference over P estimates the variance of one run's mean; not estimable with one seed). The
-interval is D +- t(0.975, df) sqrt(V), df by Satterthwaite (P - 1 for problems, S_k - 1 for each
-seed term), so three seeds give the wide t quantile they deserve. The p-value is the same t.
+and MS_seed is the seed mean square of arm k's S_k x P table (its expectation over P S_k is the
+variance of the arm's mean over runs plus the residual share once more: a little conservative,
+but a sum of positive mean squares, which keeps Satterthwaite's t honest on few seeds). With one
+seed a trained arm's run-to-run variance cannot be estimated: ``prior`` is the planner's
+(:func:`thinktune.analysis.variance.seed_variance` at the arm's Pass@1), a known term, and the
+report says so and names no winner. The interval of a difference is D +- t(0.975, df) sqrt(V),
+df by Satterthwaite (P - 1 for problems, S_k - 1 for each seed term, the prior known), capped at
+twice the seed terms' own df; the p-value is the same t. A Pass@1 is Wilson's interval at the
+effective size p (1 - p) / V with that t quantile (never outside [0, 1], never narrower than
+the binomial of all its answers). Where the per-problem differences have no spread, a
+difference is Newcombe's paired interval over problems (never zero width). The smallest
+detectable difference is the noncentral t's (:func:`thinktune.analysis.variance.minimum_detectable`).
+Simulations of whole studies (tests/test_analysis.py, tests/test_power.py) run these same
+vectorised functions: :func:`clustered`, :func:`pass_at_1_interval`, :func:`difference_interval`.
 
 Beside it, a two-way cluster bootstrap (:func:`cluster_bootstrap`): problems resampled with
 replacement, one draw shared by all arms (paired); seeds resampled with replacement
 independently in each arm; samples not resampled (their noise rides in each problem's rate).
-Crossed resampling counts the seed x problem and sampling variance more than once (Owen 2007,
-"The pigeonhole bootstrap"), so it is conservative; reported as a check, not as the interval.
+With few seeds it is not conservative (it covered 0.84-0.92 with 3 seeds in an independent
+review's simulation): reported as a check, never as the interval.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.stats import norm
 from scipy.stats import t as student_t
 
-from thinktune.analysis.stats import mcnemar_exact, wilson_interval
+from thinktune.analysis.stats import Z975, mcnemar_exact, newcombe_paired, wilson_bounds
+from thinktune.analysis.variance import LEVEL, Priors, minimum_detectable, seed_variance
 
-LEVEL = 0.95
-ALPHA = 0.05
-POWER = 0.80
+DEFAULT_PRIORS = Priors()
 ROW_FIELDS = ("strategy", "seed", "step", "question_id", "n_samples", "n_correct")
 
 
@@ -106,32 +114,25 @@ def build_study(rows: Iterable[Mapping]) -> Study:
     return study
 
 
-# ---- power
-
-def minimum_detectable(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Smallest true difference a two-sided level-``alpha`` t test with this standard error rejects
-    with probability ``power``: (t(1 - alpha/2) + t(power)) x se."""
-    return float(student_t.ppf(1.0 - alpha / 2.0, df) + student_t.ppf(power, df)) * se
-
-
 # ---- the estimator
 
 @dataclass(frozen=True)
 class Estimate:
     """A Pass@1, or a difference of Pass@1s, in [0, 1] units (x100 for points)."""
     estimate: float          # mean over seeds and problems of the per-cell rates (signed for differences)
-    se: float                # clustered standard error (module docstring)
-    df: float                # Satterthwaite degrees of freedom of se
-    low: float               # 95% interval: estimate +- t(0.975, df) se
+    se: float                # clustered standard error (module docstring), the prior's run variance included
+    df: float                # Satterthwaite degrees of freedom of se (a prior term counts as known)
+    low: float               # 95% interval (module docstring: t, Wilson or Newcombe)
     high: float
-    p_value: float           # two-sided, H0: the true value is 0 (t test; meaningful for differences)
+    p_value: float           # two-sided, H0: the true value is 0 (meaningful for differences)
     mde: float               # smallest true difference this design detects with 80% power, alpha 0.05 two-sided
-    bootstrap_low: float     # two-way cluster bootstrap percentile interval (conservative check)
+    bootstrap_low: float     # two-way cluster bootstrap percentile interval (a check, not the interval)
     bootstrap_high: float
     n_problems: int
     n_seeds: tuple[int, ...]  # seeds per arm
-    seed_variance: str       # "estimated", or "not estimated" when an arm has a single seed
-    method: str              # how low/high/p_value were obtained (a fallback is named here)
+    seed_variance: str       # "estimated"; "prior" when a trained arm has one seed; "none" for an untrained model
+    prior_se: float          # the run-to-run SE taken from the priors (0 when estimated or none)
+    method: str              # how low/high/p_value were obtained
 
 
 def cluster_bootstrap(arms: Sequence[tuple[float, np.ndarray]], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
@@ -148,120 +149,199 @@ def cluster_bootstrap(arms: Sequence[tuple[float, np.ndarray]], n_boot: int = 20
     return total
 
 
-def _seed_mean_squares(rate: np.ndarray) -> tuple[float, float]:
-    """Two-way ANOVA mean squares (seeds, residual) of an S x P table, S >= 2."""
-    s, p = rate.shape
-    seed_dev = rate.mean(axis=1) - rate.mean()
-    resid = rate - rate.mean(axis=1, keepdims=True) - rate.mean(axis=0, keepdims=True) + rate.mean()
-    return p * float(seed_dev @ seed_dev) / (s - 1), float((resid ** 2).sum()) / ((s - 1) * (p - 1))
+def _seed_mean_squares(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-way ANOVA mean squares (seeds, residual) of S x P tables (leading axes: a batch), S >= 2."""
+    s, p = rate.shape[-2:]
+    run, problem, grand = rate.mean(axis=-1), rate.mean(axis=-2), rate.mean(axis=(-2, -1))
+    seed_dev = run - grand[..., None]
+    resid = rate - run[..., None] - problem[..., None, :] + grand[..., None, None]
+    return p * (seed_dev ** 2).sum(axis=-1) / (s - 1), (resid ** 2).sum(axis=(-2, -1)) / ((s - 1) * (p - 1))
 
 
-def combine(arms: Sequence[tuple[float, np.ndarray]], n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """Estimate, clustered SE, t interval, p-value, MDE and bootstrap interval of sum_k sign_k mean(rate_k)
-    for arms given as (sign, S_k x P rate table) over the same problems (module docstring)."""
-    n_problems = arms[0][1].shape[1]
-    if any(rate.shape[1] != n_problems for _, rate in arms):
+@dataclass(frozen=True)
+class Clustered:
+    """The clustered variance of sum_k sign_k mean(rate_k) (arrays over a leading batch of studies)."""
+    estimate: np.ndarray
+    per_problem: np.ndarray   # d_p, the signed combination of seed-averaged rates per problem
+    v_problem: np.ndarray     # Var_p(d_p) / P
+    variance: np.ndarray      # v_problem + estimated seed terms + the prior's run variance
+    df: np.ndarray            # Satterthwaite (the prior term known: no df of its own)
+
+
+def clustered(arms: Sequence[tuple[float, np.ndarray]], prior_variance=0.0) -> Clustered:
+    """The variance of module docstring for arms (sign, rate of shape (..., S_k, P)); ``prior_variance``:
+    the run-to-run variance of the arms that have one seed, taken from the priors (the caller's)."""
+    n_problems = arms[0][1].shape[-1]
+    if any(rate.shape[-1] != n_problems for _, rate in arms):
         raise ValueError("arms must hold the same problems (a paired comparison)")
     if n_problems < 2:
         raise ValueError("one problem: its spread is unknown, no interval can be given; evaluate more problems")
-    per_problem = sum(sign * rate.mean(axis=0) for sign, rate in arms)
-    estimate = float(per_problem.mean())
-    v_problem = float(per_problem.var(ddof=1)) / n_problems
-    v_seed = []
+    per_problem = sum(sign * rate.mean(axis=-2) for sign, rate in arms)
+    v_problem = per_problem.var(axis=-1, ddof=1) / n_problems
+    terms = [(v_problem, n_problems - 1)]
     for _, rate in arms:
-        if rate.shape[0] >= 2:
+        if rate.shape[-2] >= 2:
             ms_seed, ms_resid = _seed_mean_squares(rate)
-            v_seed.append((max(0.0, ms_seed - ms_resid) / (n_problems * rate.shape[0]), rate.shape[0] - 1))
-    variance = v_problem + sum(v for v, _ in v_seed)
-    denominator = v_problem ** 2 / (n_problems - 1) + sum(v ** 2 / d for v, d in v_seed)
-    df = variance ** 2 / denominator if denominator > 0 else math.inf
+            terms.append((ms_seed / (n_problems * rate.shape[-2]), rate.shape[-2] - 1))
+    variance = sum(v for v, _ in terms) + np.asarray(prior_variance, float)
+    denominator = sum(v ** 2 / d for v, d in terms)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(denominator > 0, variance ** 2 / np.where(denominator > 0, denominator, 1.0), np.inf)
+    seed_df = sum(d for _, d in terms[1:])
+    if seed_df:  # never above twice the seed terms' own df (why: the comment on variance.satterthwaite);
+        df = np.where(denominator > 0, np.minimum(df, 2 * seed_df), df)  # no spread at all: no df to cap
+    return Clustered(per_problem.mean(axis=-1), per_problem, v_problem, variance, df)
+
+
+def _quantile(df) -> np.ndarray:
+    return student_t.ppf((1 + LEVEL) / 2, df)
+
+
+def pass_at_1_interval(rate: np.ndarray, answers, prior_variance=0.0) -> tuple[np.ndarray, ...]:
+    """(estimate, se, df, low, high) of a Pass@1 from (..., S, P) rates and the number of answers behind
+    them: Wilson's interval at the effective sample size p(1 - p) / V with the t quantile of V's df, so it
+    stays inside [0, 1] and matches the t interval where that is symmetric. The effective size is never
+    above the answers (a mean of answers varies at least as a binomial under the model: problems and runs
+    only add variance), so no spread observed gives the binomial interval, never a zero width; a Pass@1
+    of 0 or 1 gives Wilson's interval over problems (each problem's answers agree)."""
+    c = clustered([(1.0, rate)], prior_variance)
+    pq = c.estimate * (1 - c.estimate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n_eff = np.where(pq > 0, np.minimum(answers, pq / np.where(c.variance > 0, c.variance, 1e-300)),
+                         rate.shape[-1])
+    low, high = wilson_bounds(c.estimate, n_eff, _quantile(c.df))
+    return c.estimate, np.sqrt(np.where(pq > 0, pq / n_eff, c.variance)), c.df, low, high
+
+
+def difference_interval(arms: Sequence[tuple[float, np.ndarray]], x: np.ndarray, y: np.ndarray,
+                        prior_variance=0.0) -> tuple[np.ndarray, ...]:
+    """(estimate, se, df, low, high, p, degenerate) of a paired difference whose per-problem marginals are
+    ``x`` and ``y`` (each arm's seed-averaged rate, (..., P)). The t interval on the clustered SE; where the
+    per-problem differences have no spread at all (the t interval would have width 0 and p near 0), the
+    Newcombe paired interval over problems (:func:`thinktune.analysis.stats.newcombe_paired`) widened by
+    the prior's run variance, with the sign test over problems (McNemar's exact test on binary problems)."""
+    c = clustered(arms, prior_variance)
+    se = np.sqrt(c.variance)
+    q = _quantile(c.df)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(se > 0, 2 * student_t.sf(np.abs(c.estimate) / np.where(se > 0, se, 1.0), c.df), 1.0)
+    degenerate = c.v_problem <= 1e-14
+    low, high = c.estimate - q * se, c.estimate + q * se
+    if np.any(degenerate):
+        n_low, n_high = newcombe_paired(x, y)
+        extra = Z975 ** 2 * np.asarray(prior_variance, float)
+        d_low = c.estimate - np.sqrt((c.estimate - n_low) ** 2 + extra)
+        d_high = c.estimate + np.sqrt((n_high - c.estimate) ** 2 + extra)
+        gains, losses = (c.per_problem > 1e-12).sum(axis=-1), (c.per_problem < -1e-12).sum(axis=-1)
+        p_sign = np.vectorize(mcnemar_exact)(gains, losses)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prior_sd = np.sqrt(np.asarray(prior_variance, float))
+            p_prior = np.where(prior_sd > 0, 2 * norm.sf(np.abs(c.estimate) / np.where(prior_sd > 0, prior_sd, 1)),
+                               0.0)
+        low, high = np.where(degenerate, d_low, low), np.where(degenerate, d_high, high)
+        p = np.where(degenerate, np.maximum(p_sign, p_prior), p)
+        se = np.where(degenerate, (d_high - d_low) / (2 * Z975), se)
+        c = replace(c, df=np.where(degenerate, np.inf, c.df))
+    # a difference of two rates lies in [-1, 1]; only the Newcombe bounds widened by the prior can pass it
+    return c.estimate, se, c.df, np.maximum(low, -1.0), np.minimum(high, 1.0), np.minimum(1.0, p), degenerate
+
+
+def _scalar(x) -> float:
+    return float(np.asarray(x))
+
+
+def _bootstrap(arms, n_boot: int, seed: int) -> tuple[float, float]:
     boot = cluster_bootstrap(arms, n_boot, seed)
-    b_low, b_high = (float(x) for x in np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
-    se = math.sqrt(variance)
-    if se > 0:
-        half = float(student_t.ppf((1 + LEVEL) / 2, df)) * se
-        low, high = estimate - half, estimate + half
-        p_value = 2 * float(student_t.sf(abs(estimate) / se, df))
-        method = "clustered SE (problems x seeds), Satterthwaite t"
-    elif len(arms) == 1 and arms[0][0] > 0 and ((arms[0][1] == 0) | (arms[0][1] == 1)).all():
-        # Every run solved the same problems every time: the spread is unseen, so fall back to
-        # Wilson's interval over problems (never a zero-width interval for, e.g., 0 of 41).
-        low, high = wilson_interval(estimate * n_problems, n_problems)
-        p_value, method = (1.0 if estimate == 0 else 0.0), "no spread in the data: Wilson interval over problems"
-    else:
-        # The same difference on every problem and run: McNemar's exact test over problems.
-        gains = int((per_problem > 0).sum()), int((per_problem < 0).sum())
-        low = high = estimate
-        p_value, method = mcnemar_exact(*gains), "no spread in the data: McNemar's exact test over problems"
-    return Estimate(estimate=estimate, se=se, df=df, low=low, high=high, p_value=min(1.0, p_value),
-                    mde=minimum_detectable(se, df), bootstrap_low=b_low, bootstrap_high=b_high,
-                    n_problems=n_problems, n_seeds=tuple(rate.shape[0] for _, rate in arms),
-                    seed_variance="estimated" if all(r.shape[0] >= 2 for _, r in arms) else "not estimated",
-                    method=method)
+    low, high = (float(x) for x in np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
+    return low, high
 
 
-def pass_at_1(checkpoint: Checkpoint, n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """Pass@1 of one checkpoint averaged over its seeds and problems, with its interval (the t
-    interval cut to [0, 1]: a rate cannot leave it, though mean +- t se can, e.g. 3/12 solved)."""
-    est = combine([(1.0, checkpoint.rate)], n_boot, seed)
-    return replace(est, low=max(0.0, est.low), high=min(1.0, est.high))
+def _seed_source(arms_trained: Sequence[tuple[np.ndarray, bool]]) -> str:
+    trained = [rate for rate, is_trained in arms_trained if is_trained]
+    if not trained:
+        return "none"
+    return "estimated" if all(rate.shape[0] >= 2 for rate in trained) else "prior"
 
 
-def difference(a: Checkpoint, b: Checkpoint, n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """Pass@1 of ``a`` minus ``b`` paired by problem; the two strategies' seeds are independent runs."""
+def pass_at_1(checkpoint: Checkpoint, priors: Priors = DEFAULT_PRIORS, trained: bool = True,
+              n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """Pass@1 of one checkpoint averaged over its seeds and problems, with its Wilson-type interval
+    (:func:`pass_at_1_interval`). One seed of a trained model: the run-to-run variance from ``priors``
+    (an untrained model, ``trained=False``, has none)."""
+    rate = checkpoint.rate
+    one_run = trained and rate.shape[0] == 1
+    prior = seed_variance(priors, rate.mean()) if one_run else 0.0
+    est, se, df, low, high = (_scalar(v) for v in pass_at_1_interval(rate, int(checkpoint.n.sum()), prior))
+    b_low, b_high = _bootstrap([(1.0, rate)], n_boot, seed)
+    p_value = 1.0 if est == 0 else _scalar(2 * student_t.sf(est / se, df)) if se > 0 else 0.0
+    return Estimate(est, se, df, low, high, min(1.0, p_value), float(minimum_detectable(se, df)), b_low, b_high,
+                    rate.shape[1], (rate.shape[0],), _seed_source([(rate, trained)]), math.sqrt(prior),
+                    "Wilson interval at the clustered effective sample size (problems x seeds), t quantile")
+
+
+def _difference(arms, x, y, prior: float, source: str, n_boot: int, seed: int) -> Estimate:
+    est, se, df, low, high, p, degenerate = (_scalar(v) for v in difference_interval(arms, x, y, prior))
+    b_low, b_high = _bootstrap(arms, n_boot, seed)
+    method = ("no spread over problems: Newcombe's paired interval over problems, sign test" if degenerate else
+              "clustered SE (problems x seeds), Satterthwaite t")
+    return Estimate(est, se, df, low, high, p, float(minimum_detectable(se, df)), b_low, b_high,
+                    arms[0][1].shape[1], tuple(rate.shape[0] for _, rate in arms), source, math.sqrt(prior), method)
+
+
+def difference(a: Checkpoint, b: Checkpoint, priors: Priors = DEFAULT_PRIORS, trained: tuple[bool, bool] = (True, True),
+               n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """Pass@1 of ``a`` minus ``b`` paired by problem; the two strategies' seeds are independent runs. A
+    trained arm with one seed adds the priors' run-to-run variance at its own Pass@1."""
     if a.question_ids != b.question_ids:
         raise ValueError(f"{a.strategy}@{a.step} and {b.strategy}@{b.step} hold different problems")
-    return combine([(1.0, a.rate), (-1.0, b.rate)], n_boot, seed)
+    prior = sum(seed_variance(priors, cp.rate.mean()) for cp, is_trained in zip((a, b), trained)
+                if is_trained and len(cp.seeds) == 1)
+    arms = [(1.0, a.rate), (-1.0, b.rate)]
+    return _difference(arms, a.rate.mean(axis=0), b.rate.mean(axis=0), prior,
+                       _seed_source(list(zip((a.rate, b.rate), trained))), n_boot, seed)
 
 
-def within_run_difference(a: Checkpoint, b: Checkpoint, n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """``a`` minus ``b`` for two steps of the same runs: paired by seed and by problem."""
+def within_run_difference(a: Checkpoint, b: Checkpoint, priors: Priors = DEFAULT_PRIORS,
+                          n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """``a`` minus ``b`` for two steps of the same runs: paired by seed and by problem. With one seed
+    each checkpoint's own shift is unseen: the priors' run variance for both (as if the two checkpoints
+    were independent runs, the bound the data cannot narrow)."""
     if a.seeds != b.seeds or a.question_ids != b.question_ids:
         raise ValueError("a within-run difference needs the same seeds and problems at both steps")
-    return combine([(1.0, a.rate - b.rate)], n_boot, seed)
+    one_run = len(a.seeds) == 1
+    prior = (seed_variance(priors, a.rate.mean()) + seed_variance(priors, b.rate.mean())) if one_run else 0.0
+    return _difference([(1.0, a.rate - b.rate)], a.rate.mean(axis=0), b.rate.mean(axis=0), prior,
+                       "prior" if one_run else "estimated", n_boot, seed)
 
 
 # ---- choosing a step without peeking
-
-def split_half(question_ids: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(selection half, scoring half) by a fixed hash of each question_id: the same problem always lands
-    in the same half, whatever else is in the set."""
-    def selects(q: str) -> bool:
-        return hashlib.sha256(f"thinktune-split:{q}".encode()).digest()[0] % 2 == 0
-    return tuple(q for q in question_ids if selects(q)), tuple(q for q in question_ids if not selects(q))
-
 
 @dataclass(frozen=True)
 class BestStep:
     strategy: str
     step: int
-    rule: str                 # "split-half" (chosen on one half of the problems) or "validation-loss"
-    pass_at_1: Estimate       # scored on problems the choice did not see (all problems for validation loss)
-    scored_on: tuple[str, ...]
+    rule: str                 # "validation-loss" or "final" (the pre-registered rule without one)
+    pass_at_1: Estimate       # scored on every problem: neither rule looks at them
 
 
 def best_step(checkpoints: Mapping[int, Checkpoint], validation_loss: Mapping[int, float] | None = None,
-              n_boot: int = 2000, seed: int = 0) -> BestStep:
-    """The step to report for one strategy, chosen without looking at the problems it is scored on.
+              priors: Priors = DEFAULT_PRIORS, n_boot: int = 2000, seed: int = 0) -> BestStep:
+    """The step to report for one strategy, chosen without looking at the benchmark's problems.
 
-    With ``validation_loss`` (step -> loss, averaged over seeds): the lowest loss, earliest on a tie,
-    scored on every problem. Otherwise split-half: the highest Pass@1 on the selection half, earliest on
-    a tie, scored on the scoring half."""
+    With ``validation_loss`` (step -> loss, averaged over seeds): the lowest loss, earliest on a tie.
+    Otherwise the pre-registered rule: the final step. (Choosing the best Pass@1 on half of the problems
+    and scoring it on the other half is biased when a whole checkpoint is lucky on every problem, which
+    both halves share; so no step is ever chosen on benchmark results.)"""
     steps = sorted(checkpoints)
     strategy = checkpoints[steps[0]].strategy
     if validation_loss is not None:
         known = [s for s in steps if s in validation_loss]
         if not known:
             raise ValueError(f"{strategy}: no validation loss at any evaluated step {steps}")
-        chosen = min(known, key=lambda s: (validation_loss[s], s))
-        scored = checkpoints[chosen].question_ids
-        return BestStep(strategy, chosen, "validation-loss", pass_at_1(checkpoints[chosen], n_boot, seed), scored)
-    select, scored = split_half(checkpoints[steps[0]].question_ids)
-    if len(select) < 1 or len(scored) < 2:
-        raise ValueError(f"{strategy}: too few problems to split into a selection and a scoring half")
-    chosen = max(steps, key=lambda s: (checkpoints[s].restrict(select).rate.mean(), -s))
-    return BestStep(strategy, chosen, "split-half", pass_at_1(checkpoints[chosen].restrict(scored), n_boot, seed),
-                    scored)
+        chosen, rule = min(known, key=lambda s: (validation_loss[s], s)), "validation-loss"
+    else:
+        chosen, rule = steps[-1], "final"
+    return BestStep(strategy, chosen, rule, pass_at_1(checkpoints[chosen], priors, True, n_boot, seed))
 
 
 @dataclass(frozen=True)
@@ -269,23 +349,25 @@ class Collapse:
     strategy: str
     peak_step: int
     final_step: int
-    rule: str                 # "split-half", "stated" (peak given beforehand) or "validation-loss"
-    peak_minus_final: Estimate  # paired by seed and problem; scored on problems the choice did not see
+    rule: str                 # "stated" (peak given beforehand) or "validation-loss"
+    peak_minus_final: Estimate  # paired by seed and problem
 
 
 def collapse(checkpoints: Mapping[int, Checkpoint], peak_step: int | None = None,
-             validation_loss: Mapping[int, float] | None = None, n_boot: int = 2000, seed: int = 0) -> Collapse:
+             validation_loss: Mapping[int, float] | None = None, priors: Priors = DEFAULT_PRIORS,
+             n_boot: int = 2000, seed: int = 0) -> Collapse | None:
     """Peak minus final Pass@1 of one strategy's runs, with an interval across seeds and problems.
-    The peak is ``peak_step`` if stated beforehand (e.g. the original study's step 400), else chosen by
-    :func:`best_step`; the final step is the last one."""
+    The peak is ``peak_step`` if stated beforehand (e.g. the original study's step 400), else the step
+    of lowest validation loss; with neither there is no pre-registered peak and no test (None): the
+    best-looking step on the benchmark would find a collapse in noise. The final step is the last one."""
     final = max(checkpoints)
     if peak_step is not None:
-        rule, scored = "stated", checkpoints[final].question_ids
+        rule = "stated"
+    elif validation_loss is not None:
+        peak_step, rule = best_step(checkpoints, validation_loss, priors, 1).step, "validation-loss"
     else:
-        chosen = best_step(checkpoints, validation_loss, n_boot, seed)
-        peak_step, rule, scored = chosen.step, chosen.rule, chosen.scored_on
-    est = within_run_difference(checkpoints[peak_step].restrict(scored), checkpoints[final].restrict(scored),
-                                n_boot, seed)
+        return None
+    est = within_run_difference(checkpoints[peak_step], checkpoints[final], priors, n_boot, seed)
     return Collapse(checkpoints[final].strategy, peak_step, final, rule, est)
 
 

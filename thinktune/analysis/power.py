@@ -4,18 +4,22 @@ detect, and what the study costs, for chosen seeds x samples x problems.
     python -m thinktune.analysis.power --seeds 1,3,5 --samples 1,4,10,16 --problems 41,120,300
     python -m thinktune.analysis.power --results results/livecodebench --compare deep,diverse --simulate --json
 
-The variance of a paired A-B difference in Pass@1 with S seeds per strategy, n samples per
-problem and P problems (:mod:`thinktune.analysis.intervals` has the model) is
+The variance model is :mod:`thinktune.analysis.variance`, the one the analysis uses: for a paired
+A-B difference in Pass@1 with S seeds per strategy, n samples per problem and P problems
 
-    V = tau2 / P + 2 seed / S + 2 (seed_problem + sampling / n) / (S P)
+    V = tau2 / P + 2 (seed_problem + sampling / n) / (S P) + 2 [seed / S + (seed_problem + sampling / n) / (S P)]
 
-with probability-scale components: tau2 the spread over problems of the true A-B difference,
-seed the variance of one training run's Pass@1 about its strategy's mean, seed_problem how much
-a problem's rate moves between runs beyond that, sampling = E[p (1 - p)]. They come from a
-finished run (:func:`thinktune.analysis.intervals.run_moments`; what its design cannot identify is taken
-from the priors, and the output says which) or from priors on the logit scale (:class:`Priors`),
-turned into these components by Gauss-Hermite integration. ``--simulate`` draws whole studies
-from the priors' logit model and compares the spread of their differences with the formula.
+(the bracket: each strategy's seed term as the analysis estimates it, MS_seed / (P S); with one seed
+it is the prior's ``seed``, known) with probability-scale components: tau2 the spread over problems of
+the true A-B difference, seed the variance of one training run's Pass@1 about its strategy's mean,
+seed_problem how much a problem's rate moves between runs beyond that, sampling = E[p (1 - p)]. They
+come from a finished run (:func:`thinktune.analysis.intervals.run_moments`; what its design cannot
+identify is taken from the priors, and the output says which) or from priors on the logit scale
+(:class:`Priors`), turned into these components by Gauss-Hermite integration. The half-width is the
+analysis' t(0.975, df) x SE, df by Satterthwaite as the analysis computes it; the MDE is the noncentral
+t's at the SE under that difference. ``--simulate`` draws whole studies from the priors, runs the
+report's own analysis on them and prints the mean half-width it printed, its coverage, and the MDE at
+which it declares a difference in 80% of studies (bisection on simulated power).
 """
 
 from __future__ import annotations
@@ -25,103 +29,34 @@ import json
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.optimize import brentq
 
-from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, minimum_detectable, run_moments
+from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, difference_interval, run_moments
+from thinktune.analysis.variance import (
+    Components,
+    Priors,
+    _expit,
+    _mean_over,
+    interval_half_width,
+    logit_mean,
+    POWER,
+    minimum_detectable,
+    prior_components,
+    satterthwaite,
+    seed_variance,
+)
 
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(48)  # E[f(Z)], Z ~ N(0, 1) = sum(w f(x)) / sqrt(2 pi)
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+__all__ = ["Components", "Priors", "logit_mean", "prior_components", "plan", "run_components", "simulate_analysis"]
 
-
-@dataclass(frozen=True)
-class Priors:
-    """A study's logit-scale model: logit p = mu + problem + strategy x problem + seed + seed x problem.
-
-    Defaults, with why: base_rate 0.25, the original study's fine-tuned checkpoints (10-11 of 41)
-    and base (7 of 41). problem_sd 1.5: LiveCodeBench problems run from nearly always to nearly never
-    solved, a per-problem spread of about +-3 logits (95%). strategy_problem_sd 0.5: Deep and Diverse
-    data teach different things, so the difference varies by problem (the part only more problems
-    shrink). seed_problem_sd 0.5: a retrained adapter flips some problems (greedy answers change with
-    small weight changes). seed_sd 0.1: a whole run's shift, about 2 points of Pass@1 at 25% (Dodge et
-    al. 2020, arXiv 2002.06305: fine-tuning seeds move results by points)."""
-    base_rate: float = 0.25
-    problem_sd: float = 1.5
-    strategy_problem_sd: float = 0.5
-    seed_problem_sd: float = 0.5
-    seed_sd: float = 0.1
-
-
-@dataclass(frozen=True)
-class Components:
-    """Probability-scale variance components (module docstring); ``sources`` says where each came from."""
-    mean_rate: float
-    strategy_problem: float
-    seed: float
-    seed_problem: float
-    sampling: float
-    sources: dict[str, str]
-
-    def variance(self, seeds: int, samples: int, problems: int) -> float:
-        """Variance of the Deep−Diverse difference in Pass@1 for this design."""
-        return (self.strategy_problem / problems + 2 * self.seed / seeds
-                + 2 * (self.seed_problem + self.sampling / samples) / (seeds * problems))
-
-    def df(self, seeds: int, samples: int, problems: int) -> float:
-        """Satterthwaite degrees of freedom of the analysis' SE for this design (problems: P - 1, each
-        strategy's seed term: S - 1; with one seed that term is not estimated and adds none)."""
-        within = 2 * (self.seed_problem + self.sampling / samples) / (seeds * problems)
-        by_problem = self.strategy_problem / problems + within
-        seed = self.seed / seeds
-        terms = [(by_problem, problems - 1)] + ([(seed, seeds - 1)] * 2 if seeds >= 2 else [])
-        denominator = sum(v * v / d for v, d in terms if d > 0)
-        return sum(v for v, _ in terms) ** 2 / denominator if denominator > 0 else math.inf
-
-
-def _expit(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _mean_over(sd: float, f) -> np.ndarray:
-    """E[f(x + sd Z)] over Z ~ N(0, 1), for an array x (Gauss-Hermite on a trailing axis)."""
-    return lambda x: (f(np.asarray(x)[..., None] + sd * _NODES) * _WEIGHTS).sum(axis=-1)
-
-
-def logit_mean(priors: Priors) -> float:
-    """mu such that the mean pass rate over problems, seeds and both interactions is ``base_rate``."""
+def population_rate(priors: Priors, shift: float = 0.0) -> float:
+    """Mean Pass@1 over problems and runs of a strategy whose logit mean is ``logit_mean + shift``."""
     total = math.sqrt(priors.problem_sd ** 2 + priors.strategy_problem_sd ** 2 + priors.seed_sd ** 2
                       + priors.seed_problem_sd ** 2)
-    mean = _mean_over(total, _expit)
-    lo, hi = -30.0, 30.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mean(mid) < priors.base_rate else (lo, mid)
-    return (lo + hi) / 2
-
-
-def prior_components(priors: Priors) -> Components:
-    """The priors' probability-scale components by Gauss-Hermite integration (ANOVA decomposition of p)."""
-    if not 0 < priors.base_rate < 1:
-        raise ValueError(f"--base-rate must lie in (0, 1), got {priors.base_rate}")
-    mu, x = logit_mean(priors), _NODES
-    a, g = priors.problem_sd, priors.strategy_problem_sd
-    run = math.sqrt(priors.seed_sd ** 2 + priors.seed_problem_sd ** 2)
-    m = _mean_over(run, _expit)                            # m(x): a problem's rate averaged over runs
-    m_grid = m(mu + a * x[:, None] + g * x[None, :])       # over (problem effect, strategy x problem)
-    m_mean_g = (m_grid * _WEIGHTS).sum(axis=1)             # averaged over strategy x problem
-    tau2 = 2 * float(((m_grid ** 2 * _WEIGHTS).sum(axis=1) - m_mean_g ** 2) @ _WEIGHTS)
-    problem_var = float((m_grid ** 2 * np.outer(_WEIGHTS, _WEIGHTS)).sum() - priors.base_rate ** 2)
-    h = _mean_over(math.sqrt(a * a + g * g + priors.seed_problem_sd ** 2), _expit)(mu + priors.seed_sd * x)
-    seed_var = float((h ** 2) @ _WEIGHTS - (h @ _WEIGHTS) ** 2)
-    total = math.sqrt(a * a + g * g + run * run)
-    p2 = float(_mean_over(total, lambda y: _expit(y) ** 2)(mu))
-    p_var = p2 - priors.base_rate ** 2
-    return Components(mean_rate=priors.base_rate, strategy_problem=tau2, seed=seed_var,
-                      seed_problem=max(0.0, p_var - problem_var - seed_var), sampling=priors.base_rate - p2,
-                      sources=dict.fromkeys(("strategy_problem", "seed", "seed_problem", "sampling"), "prior"))
+    return float(_mean_over(total, _expit)(logit_mean(priors) + shift))
 
 
 def run_components(moments: RunMoments, priors: Priors) -> Components:
@@ -143,22 +78,65 @@ def run_components(moments: RunMoments, priors: Priors) -> Components:
     return Components(moments.mean_rate, max(0.0, moments.spread - within), seed, seed_problem, sampling, src)
 
 
-def simulate_sd(priors: Priors, seeds: int, samples: int, problems: int, studies: int = 2000,
-                seed: int = 0) -> float:
-    """Spread (root mean square) of the Deep−Diverse difference over ``studies`` whole studies drawn from
-    the priors' logit model with no true difference: new problems, runs and samples each time."""
+def simulate_counts(priors: Priors, seeds: int, samples: int, problems: int, studies: int,
+                    rng: np.random.Generator, difference: float = 0.0) -> np.ndarray:
+    """Correct answers of ``studies`` whole studies drawn from the priors' logit model, shape
+    (studies, 2 strategies, seeds, problems); strategy 0's population Pass@1 exceeds strategy 1's
+    (the base rate) by ``difference``: new problems, runs and samples each time. Each answer passes when
+    its own uniform draw falls below its chance, so the same ``rng`` state with a larger ``difference``
+    gives the same studies with more answers passing (common random numbers for :func:`simulated_mde`)."""
+    shift = 0.0
+    if difference:
+        target = priors.base_rate + difference
+        shift = brentq(lambda s: population_rate(priors, s) - target, -20.0, 20.0, xtol=1e-10)
+    logit = (logit_mean(priors) + priors.problem_sd * rng.standard_normal((studies, 1, 1, problems))
+             + priors.strategy_problem_sd * rng.standard_normal((studies, 2, 1, problems))
+             + priors.seed_sd * rng.standard_normal((studies, 2, seeds, 1))
+             + priors.seed_problem_sd * rng.standard_normal((studies, 2, seeds, problems)))
+    logit[:, 0] += shift
+    chance = _expit(logit)
+    return (rng.random((samples, studies, 2, seeds, problems)) < chance).sum(axis=0)
+
+
+def analyse_counts(correct: np.ndarray, samples: int, priors: Priors) -> tuple[np.ndarray, ...]:
+    """The analysis' Deep - Diverse difference (estimate, se, df, low, high, p) of every simulated study
+    (:func:`simulate_counts`), by the report's own code and the same priors for one-seed designs."""
+    rate = correct / samples
+    a, b = rate[:, 0], rate[:, 1]
+    prior = 0.0
+    if rate.shape[2] == 1:
+        prior = seed_variance(priors, a.mean(axis=(1, 2))) + seed_variance(priors, b.mean(axis=(1, 2)))
+    est, se, df, low, high, p, _ = difference_interval([(1.0, a), (-1.0, b)], a.mean(axis=1), b.mean(axis=1), prior)
+    return est, se, df, low, high, p
+
+
+def simulated_mde(priors: Priors, seeds: int, samples: int, problems: int, studies: int = 4000,
+                  seed: int = 0) -> float:
+    """The smallest true difference the report's own analysis declares (p < 0.05) in 80% of studies drawn
+    from the priors: bisection on the difference with the same simulated studies at every try."""
+    low, high = 0.0, 1.0 - priors.base_rate - 1e-3
+    for _ in range(14):
+        mid = (low + high) / 2
+        rejects = simulate_analysis(priors, seeds, samples, problems, studies, seed, mid)["rejects"]
+        low, high = (mid, high) if rejects < POWER else (low, mid)
+    return (low + high) / 2
+
+
+def simulate_analysis(priors: Priors, seeds: int, samples: int, problems: int, studies: int = 2000, seed: int = 0,
+                      difference: float = 0.0) -> dict[str, float]:
+    """Whole studies from the priors analysed by the report's code: the mean half-width it prints, how
+    often its interval holds the truth, and how often it declares a difference (p < 0.05)."""
     rng = np.random.default_rng(seed)
-    mu = logit_mean(priors)
-    diffs = []
-    for start in range(0, studies, 250):  # chunks keep memory small at 300 problems x 5 seeds
+    half, cover, reject = [], [], []
+    for start in range(0, studies, 250):  # chunks keep memory small at 300 problems x 5 seeds x 16 samples
         m = min(250, studies - start)
-        logit = (mu + priors.problem_sd * rng.standard_normal((m, 1, 1, problems))
-                 + priors.strategy_problem_sd * rng.standard_normal((m, 2, 1, problems))
-                 + priors.seed_sd * rng.standard_normal((m, 2, seeds, 1))
-                 + priors.seed_problem_sd * rng.standard_normal((m, 2, seeds, problems)))
-        rate = rng.binomial(samples, _expit(logit)).mean(axis=(2, 3)) / samples
-        diffs.append(rate[:, 0] - rate[:, 1])
-    return float(np.sqrt(np.mean(np.concatenate(diffs) ** 2)))
+        est, _, _, low, high, p = analyse_counts(
+            simulate_counts(priors, seeds, samples, problems, m, rng, difference), samples, priors)
+        half.append((high - low) / 2)
+        cover.append((low <= difference) & (difference <= high))
+        reject.append(p < 0.05)
+    return {"half_width": float(np.concatenate(half).mean()), "coverage": float(np.concatenate(cover).mean()),
+            "rejects": float(np.concatenate(reject).mean())}
 
 
 # ---- compute cost, from the project's own measured throughput
@@ -212,6 +190,25 @@ def cost_hours(schedule: Schedule, speed: Throughput, seeds: int, samples: int, 
     return {"train_hours": train_h, "eval_hours": eval_h, "total_hours": train_h + eval_h}
 
 
+def planned_mde(components: Components, design: tuple[int, int, int], priors: Priors | None = None) -> float:
+    """The smallest true difference the design detects with 80% power (noncentral t on the design's SE and
+    df). Where the components are the priors' own, the SE is the one under that difference: the better
+    strategy's Pass@1 is base_rate + MDE, whose variance is larger, so the MDE is found by iteration (at
+    the null's SE the planned power falls to 0.65-0.77). Components from a run: the run's SE as it is."""
+    variance, df = components.variance(*design), components.df(*design)
+    mde = minimum_detectable(math.sqrt(variance), df)
+    if priors is None or set(components.sources.values()) != {"prior"}:
+        return mde
+    for _ in range(50):
+        alternative = prior_components(replace(priors, base_rate=min(priors.base_rate + mde, 0.99)))
+        terms = [((v + w) / 2, d) for (v, d), (w, _) in zip(components.terms(*design), alternative.terms(*design))]
+        new = minimum_detectable(math.sqrt(sum(v for v, _ in terms)), satterthwaite(terms))
+        if abs(new - mde) < 1e-6:
+            break
+        mde = new
+    return new
+
+
 def plan(components: Components, designs: list[tuple[int, int, int]], schedule: Schedule, speed: Throughput,
          priors: Priors | None = None, studies: int = 0) -> list[dict]:
     """One row per (seeds, samples, problems): expected 95% half-width (t(0.975, df) x SE, the interval the
@@ -221,12 +218,15 @@ def plan(components: Components, designs: list[tuple[int, int, int]], schedule: 
     for seeds, samples, problems in designs:
         se = math.sqrt(components.variance(seeds, samples, problems))
         df = components.df(seeds, samples, problems)
-        t = float(student_t.ppf(0.975, df))
+        mde = planned_mde(components, (seeds, samples, problems), priors)
         row = {"seeds": seeds, "samples": samples, "problems": problems, "se": 100 * se, "df": df,
-               "half_width": 100 * t * se, "mde": 100 * minimum_detectable(se, df),
+               "half_width": 100 * interval_half_width(se, df), "mde": 100 * mde,
                **cost_hours(schedule, speed, seeds, samples, problems)}
         if studies and priors is not None:
-            row["simulated_half_width"] = 100 * t * simulate_sd(priors, seeds, samples, problems, studies)
+            null = simulate_analysis(priors, seeds, samples, problems, studies)
+            row["simulated_half_width"] = 100 * null["half_width"]
+            row["simulated_coverage"] = null["coverage"]
+            row["simulated_mde"] = 100 * simulated_mde(priors, seeds, samples, problems, studies, 1)
         rows.append(row)
     return rows
 
@@ -356,10 +356,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"[{speed.source}]; {schedule.strategies} strategies x {schedule.chats} chats x {schedule.mean_chat_tokens} "
           f"tokens x {schedule.epochs:g} epochs per seed, {schedule.checkpoints} checkpoints per run + base, "
           f"{schedule.mean_answer_tokens} tokens per answer; grading excluded")
-    sim = " sim +-" if args.simulate else ""
+    if args.simulate:
+        print(f"simulated ({args.studies} studies from the priors per design, analysed by the report's own code): "
+              "sim +- the mean half-width it printed, cover how often its 95% interval held the truth, sim MDE "
+              "the difference it declares in 80% of studies")
+    sim = " sim +-  cover sim MDE" if args.simulate else ""
     print(f"\n seeds samples problems   +-half  MDE{sim}   train h    eval h   total h")
     for r in rows:
-        extra = f" {r['simulated_half_width']:7.1f}" if args.simulate else ""
+        extra = (f" {r['simulated_half_width']:7.1f} {r['simulated_coverage']:6.3f} {r['simulated_mde']:7.1f}"
+                 if args.simulate else "")
         print(f" {r['seeds']:5d} {r['samples']:7d} {r['problems']:8d} {r['half_width']:8.1f} {r['mde']:4.1f}{extra} "
               f"{r['train_hours']:9,.1f} {r['eval_hours']:9,.1f} {r['total_hours']:9,.1f}")
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 from scipy.stats import binomtest, norm
 
 
@@ -33,6 +34,19 @@ def mean_pass_at_k(samples_and_correct: Iterable[tuple[int, int]], k: int) -> fl
     return sum(values) / len(values)
 
 
+Z975 = float(norm.ppf(0.975))
+
+
+def wilson_bounds(p, n, q=Z975):
+    """Wilson's score bounds for proportion(s) ``p`` out of ``n`` (arrays broadcast) with quantile ``q``
+    (z, or a t quantile where the variance behind an effective ``n`` is itself estimated)."""
+    p, n, q = (np.asarray(v, float) for v in (p, n, q))
+    denominator = 1 + q * q / n
+    centre = (p + q * q / (2 * n)) / denominator
+    half = q * np.sqrt(np.maximum(p * (1 - p), 0.0) / n + q * q / (4 * n * n)) / denominator
+    return np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
+
+
 def wilson_interval(successes: float, total: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion (95% by default); (0, 1) for no data.
 
@@ -44,12 +58,41 @@ def wilson_interval(successes: float, total: int, level: float = 0.95) -> tuple[
         return 0.0, 1.0
     if not 0 <= successes <= total:
         raise ValueError(f"successes {successes} outside [0, {total}]")
-    z = float(norm.ppf((1 + level) / 2))
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = wilson_bounds(successes / total, total, float(norm.ppf((1 + level) / 2)))
+    return float(low), float(high)
+
+
+def newcombe_paired(x, y, q: float = Z975) -> tuple[np.ndarray, np.ndarray]:
+    """Newcombe's square-and-add interval for the difference of two paired proportions (Newcombe 1998,
+    Statistics in Medicine 17:2635, method 10): per pair (problem) ``x`` and ``y`` in [0, 1] on the last
+    axis. On binary pairs it is the published method (Wilson bounds of each margin joined with the
+    correlation phi, corrected by N/2 when positive); a fractional pair (several samples or seeds) enters
+    through the same moments: margins as means, phi from the covariance. Never zero width."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = x.shape[-1]
+    p1, p2 = x.mean(axis=-1), y.mean(axis=-1)
+    l1, u1 = wilson_bounds(p1, n, q)
+    l2, u2 = wilson_bounds(p2, n, q)
+    cov = (x * y).mean(axis=-1) - p1 * p2
+    scale = np.sqrt(p1 * (1 - p1) * p2 * (1 - p2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        psi = np.where(cov > 1 / (2 * n), cov - 1 / (2 * n), np.where(cov >= 0, 0.0, cov)) / scale
+    psi = np.where(scale > 0, psi, 0.0)
+    d = p1 - p2
+    low = d - np.sqrt(np.maximum(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * psi * (p1 - l1) * (u2 - p2)))
+    high = d + np.sqrt(np.maximum(0.0, (p2 - l2) ** 2 + (u1 - p1) ** 2 - 2 * psi * (p2 - l2) * (u1 - p1)))
+    return low, high
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: the family of p-values adjusted so that rejecting every adjusted
+    p <= alpha keeps the chance of any false rejection at most alpha (Holm 1979)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

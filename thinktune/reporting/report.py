@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jinja2
 
-from thinktune.analysis.answer import answer_paragraph
+from thinktune.analysis.answer import answer_paragraph, format_p
 from thinktune.config.params import Params
 from thinktune.evaluation.records import Run
 from thinktune.layout import BASE
@@ -54,8 +54,7 @@ def data_sources(params: Params) -> dict[str, str]:
 
 def study_metrics(result: dict, n_problems: int) -> dict:
     """metrics/study.json: what `dvc exp show` compares across experiments. Every Pass@1 is over all
-    the problems (a step chosen split-half is scored on half of them in the analysis; here it is the
-    chosen checkpoint's whole-set figure, comparable with the base model's)."""
+    the problems, comparable with the base model's."""
     d = result["headline"]["difference"]
     chosen = {s: result["checkpoints"][s][str(result["best"][s]["step"])]["estimate"] for s in result["strategies"]}
     return {BASE: {"pass1": result["checkpoints"][BASE]["0"]["estimate"]},
@@ -92,7 +91,7 @@ def _template() -> jinja2.Template:
     env = jinja2.Environment(loader=jinja2.PackageLoader("thinktune.reporting", "templates"),
                              undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(interval=_interval, signed=lambda p: _interval(p, "+"), p=lambda x: f"{x:.3g}",
+    env.filters.update(interval=_interval, signed=lambda p: _interval(p, "+"), p=format_p,
                        points=lambda x: f"{100 * x:.1f}", pct=lambda x: f"{100 * x:.1f}%")
     return env.get_template("report.md.j2")
 
@@ -141,11 +140,13 @@ def _view(result: dict, curve: list[dict], answer: str) -> dict:
     differences = [{"first": pair.split("-", 1)[0].capitalize(), "second": pair.split("-", 1)[1].capitalize(),
                     "steps": list(by_step.items())} for pair, by_step in result["differences"].items()]
     best = [{"strategy": strategy, "step": b["step"], "rule": b["rule"], "pass_at_1": b["pass_at_1"],
-             "drop": result["collapse"].get(strategy)} for strategy, b in result["best"].items()]
+             "drop": result["collapse"].get(strategy, False)} for strategy, b in result["best"].items()]
     difference = result["headline"]["difference"]
     return {"answer": answer, "base": result["checkpoints"][BASE]["0"], "checkpoints": checkpoints,
             "differences": differences, "best": best, "n_scored": difference["n_problems"],
-            "one_seed": difference["seed_variance"] == "not estimated"}
+            "one_seed": difference["seed_variance"] == "prior",
+            "prior": f"seed_sd {result['priors']['seed_sd']:g} on the logit scale, {100 * difference['prior_se']:.1f} "
+                     f"points SE on the headline difference"}
 
 
 def render_markdown(result: dict, context: dict, curve: list[dict], runs: list[Run],
