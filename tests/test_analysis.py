@@ -189,6 +189,22 @@ def test_degenerate_designs_give_defined_answers():
     assert apart.low < 0.7 and apart.high == pytest.approx(1.0, abs=1e-9)
 
 
+def test_no_spread_over_problems_keeps_the_spread_between_runs():
+    # Deep's seed 0 solves all 10 problems and its seed 1 none; Diverse solves none: every problem's
+    # seed-averaged difference is 1/2, so the problems show no spread, but the two Deep runs disagree
+    # completely. The runs' spread must stay in the interval: by hand, Deep's seed term is
+    # MS_seed / (P S) = (10 x 0.5 / 1) / 20 = 0.25 on 1 df (capped at 2), so the interval reaches past
+    # 0 and the p-value is 2 t.sf(0.5 / 0.5, df) >= 0.42, as for any table of runs this different.
+    a = checkpoint([[1] * 10, [0] * 10], 1)
+    b = checkpoint([[0] * 10, [0] * 10], 1, strategy="diverse")
+    est = difference(a, b)
+    assert "Newcombe" in est.method and est.estimate == pytest.approx(0.5)
+    assert est.low < 0 and est.p_value >= 2 * student_t.sf(1.0, 2) - 1e-9, est
+    # one problem's worth of spread takes the ordinary clustered route: the same verdict either side
+    nearby = difference(checkpoint([[1] * 10, [0] * 9 + [1]], 1), b)
+    assert "clustered" in nearby.method and nearby.low < 0 and nearby.p_value > 0.3
+
+
 def test_peak_minus_final_without_spread_is_a_paired_interval_not_a_single_proportion():
     # Both steps solve the same 3 of 12 problems in both runs: the difference is 0 everywhere. Newcombe's
     # paired interval of 3/12 vs 3/12 with phi = 1 (corrected: 0.75 with N/2) is about -0.18 to +0.18,
