@@ -178,8 +178,12 @@ def answer_paragraph(result: dict) -> str:
     else:
         seeds = f"{' and '.join(map(str, d['seeds']))} training seeds, run-to-run variance measured"
     degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']})"
+    # One seed declares nothing, so "this design could detect" would contradict the verdict: the figure
+    # is what a test at this SE would detect, were the prior right and a winner allowed.
+    power = (f"No difference is declared with one seed; were the prior right, a test at this SE would detect "
+             f"{100 * d['mde']:.1f} points with 80% power." if one_seed else
+             f"The smallest difference this design could detect at 80% power is {100 * d['mde']:.1f} points.")
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
             f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
             f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "
-            f"{d['n_problems']} problems; {seeds}). The smallest difference this design could detect at 80% "
-            f"power is {100 * d['mde']:.1f} points.")
+            f"{d['n_problems']} problems; {seeds}). {power}")
