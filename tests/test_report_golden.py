@@ -165,7 +165,9 @@ def test_the_scenarios_cover_the_report_s_branches():
     summary = (GOLDEN / "two_seeds" / "study.json").read_text()
     assert "## Second view: humaneval" in two and "(p 0.00195; Holm" in two  # McNemar: 10 of 10 problems one way
     assert "no spread over problems: Newcombe" in summary and '"p_holm"' in summary
-    assert "chosen by final / validation-loss" in two and "Exploratory" in two
+    # mixed rules, each named with its strategy (a sorted "final / validation-loss" read as step 8's rule first)
+    assert "at steps 8 and 12 (Deep's chosen on validation loss, Diverse's the final step)" in two
+    assert "Exploratory" in two
     one = (GOLDEN / "one_seed" / "README.md").read_text()
     assert "cannot declare a winner" in one and "each chosen on validation loss" in one
     assert '"pass_at_10"' in (GOLDEN / "one_seed" / "summaries.json").read_text()

@@ -150,6 +150,10 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _rule_name(rule: str) -> str:
+    return {"validation-loss": "chosen on validation loss", "final": "the final step"}.get(rule, rule)
+
+
 def answer_paragraph(result: dict) -> str:
     """The report's first paragraph: the answer in one sentence that claims no more than its interval,
     then the interval, what it rests on, and the smallest difference this design could detect.
@@ -162,7 +166,10 @@ def answer_paragraph(result: dict) -> str:
     first, second = h["first"].capitalize(), h["second"].capitalize()
     rule = ("each chosen on validation loss" if h["rules"] == ["validation-loss"] else
             "the final steps, the pre-registered rule without a validation loss" if h["rules"] == ["final"] else
-            "chosen by " + " / ".join(h["rules"]))
+            # mixed rules: name each strategy's, in the order of the steps (a sorted list of rules read as
+            # if the first step had the first rule)
+            f"{first}'s {_rule_name(result['best'][h['first']]['rule'])}, "
+            f"{second}'s {_rule_name(result['best'][h['second']]['rule'])}")
     one_seed = d["seed_variance"] == "prior"
     if one_seed:
         verdict = (f"one training seed per strategy: the run-to-run variance is unknown, so this design cannot "
@@ -178,8 +185,12 @@ def answer_paragraph(result: dict) -> str:
     else:
         seeds = f"{' and '.join(map(str, d['seeds']))} training seeds, run-to-run variance measured"
     degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']})"
+    # One seed declares nothing, so "this design could detect" would contradict the verdict: the figure
+    # is what a test at this SE would detect, were the prior right and a winner allowed.
+    power = (f"No difference is declared with one seed; were the prior right, a test at this SE would detect "
+             f"{100 * d['mde']:.1f} points with 80% power." if one_seed else
+             f"The smallest difference this design could detect at 80% power is {100 * d['mde']:.1f} points.")
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
             f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
             f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "
-            f"{d['n_problems']} problems; {seeds}). The smallest difference this design could detect at 80% "
-            f"power is {100 * d['mde']:.1f} points.")
+            f"{d['n_problems']} problems; {seeds}). {power}")

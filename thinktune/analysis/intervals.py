@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from thinktune.analysis.stats import Z975, mcnemar_exact, newcombe_paired, wilson_bounds
@@ -229,19 +228,24 @@ def difference_interval(arms: Sequence[tuple[float, np.ndarray]], x: np.ndarray,
     low, high = c.estimate - q * se, c.estimate + q * se
     if np.any(degenerate):
         n_low, n_high = newcombe_paired(x, y)
-        extra = Z975 ** 2 * np.asarray(prior_variance, float)
+        # No spread over problems says nothing of the runs: the estimated seed terms and the prior's run
+        # variance (all of the variance but the problem term) widen Newcombe's bounds with their own
+        # quantile (the normal's for the prior alone: its df is inf), and test the difference beside
+        # the sign test. Dropping the seed terms here let two runs that disagree completely (one solves
+        # every problem, the other none) declare a winner at p = 0.002.
+        between_runs = np.maximum(c.variance - c.v_problem, 0.0)
+        extra = _quantile(c.df) ** 2 * between_runs
         d_low = c.estimate - np.sqrt((c.estimate - n_low) ** 2 + extra)
         d_high = c.estimate + np.sqrt((n_high - c.estimate) ** 2 + extra)
         gains, losses = (c.per_problem > 1e-12).sum(axis=-1), (c.per_problem < -1e-12).sum(axis=-1)
         p_sign = np.vectorize(mcnemar_exact)(gains, losses)
         with np.errstate(divide="ignore", invalid="ignore"):
-            prior_sd = np.sqrt(np.asarray(prior_variance, float))
-            p_prior = np.where(prior_sd > 0, 2 * norm.sf(np.abs(c.estimate) / np.where(prior_sd > 0, prior_sd, 1)),
-                               0.0)
+            run_sd = np.sqrt(between_runs)
+            p_runs = np.where(run_sd > 0, 2 * student_t.sf(np.abs(c.estimate) / np.where(run_sd > 0, run_sd, 1),
+                                                            c.df), 0.0)
         low, high = np.where(degenerate, d_low, low), np.where(degenerate, d_high, high)
-        p = np.where(degenerate, np.maximum(p_sign, p_prior), p)
+        p = np.where(degenerate, np.maximum(p_sign, p_runs), p)
         se = np.where(degenerate, (d_high - d_low) / (2 * Z975), se)
-        c = replace(c, df=np.where(degenerate, np.inf, c.df))
     # a difference of two rates lies in [-1, 1]; only the Newcombe bounds widened by the prior can pass it
     return c.estimate, se, c.df, np.maximum(low, -1.0), np.minimum(high, 1.0), np.minimum(1.0, p), degenerate
 
