@@ -40,6 +40,13 @@ WORDS = [stdin("2\n", "a b\n")]
 BIG = [stdin("20000\n", format(Context(prec=7000).power(2, 20000), "f") + "\n")]
 TWO_SUM = [functional(["[2, 7, 11, 15]", "9"], "[0, 1]"), functional(["[3, 2, 4]", "6"], "[1, 2]")]
 AVERAGE = [functional(["[1, 2, 3]"], "2.0"), functional(["[2, 4]"], "3.0")]
+HALVES = [functional(["[1, 2, 3, 4]"], "2.5"), functional(["[1, 2]"], "1.5")]  # means that are not integers
+TENTH = [functional(["1"], "0.1")]
+PAIRS = [functional(["[1, 2]"], "[[1, 2]]")]
+COUNTS = [functional(['"aab"'], '{"a": 2, "b": 1}')]
+DIGIT_COUNTS = [functional(['"001"'], '{"0": 2, "1": 1}')]
+SINGLE = [functional(["[3]"], "3")]
+IS_EVEN = [functional(["4"], "true"), functional(["3"], "false")]
 
 A_B = "a, b = map(int, input().split())\n"
 
@@ -240,6 +247,85 @@ CASES = [
         class Solution:
             def average(self, nums: List[int]) -> float:
                 return fsum(nums) / len(nums)
+        """, AVERAGE, True, func_name="average"),
+    # official: the result compared with == in the grading process (Decimal, Fraction and numpy
+    # values keep their own equality; a nested tuple is not a list; an array of several elements
+    # cannot be a truth value)
+    case("functional_decimal_result", """
+        from decimal import Decimal
+
+        class Solution:
+            def average(self, nums):
+                return Decimal(sum(nums)) / Decimal(len(nums))
+        """, HALVES, True, func_name="average"),
+    case("functional_fraction_result", """
+        from fractions import Fraction
+
+        class Solution:
+            def average(self, nums):
+                return Fraction(sum(nums), len(nums))
+        """, HALVES, True, func_name="average"),
+    case("functional_numpy_array_result", """
+        import numpy as np
+
+        class Solution:
+            def twoSum(self, nums, target):
+                for i in range(len(nums)):
+                    for j in range(i + 1, len(nums)):
+                        if nums[i] + nums[j] == target:
+                            return np.array([i, j])
+        """, TWO_SUM, False, func_name="twoSum"),
+    case("functional_numpy_one_element_array", """
+        import numpy as np
+
+        class Solution:
+            def only(self, nums):
+                return np.array(nums)
+        """, SINGLE, True, func_name="only"),
+    case("functional_numpy_float32_result", """
+        import numpy as np
+
+        class Solution:
+            def tenth(self, n):
+                return np.float32(n) / np.float32(10)
+        """, TENTH, True, func_name="tenth"),
+    case("functional_numpy_int_scalars", """
+        import numpy as np
+
+        class Solution:
+            def twoSum(self, nums, target):
+                a = np.array(nums)
+                for i in range(len(a)):
+                    for j in range(i + 1, len(a)):
+                        if a[i] + a[j] == target:
+                            return [np.int64(i), np.int64(j)]
+        """, TWO_SUM, True, func_name="twoSum"),
+    case("functional_nested_tuples", """
+        class Solution:
+            def pairs(self, nums):
+                return [tuple(nums)]
+        """, PAIRS, False, func_name="pairs"),
+    case("functional_int_keys", """
+        class Solution:
+            def counts(self, s):
+                return {int(c): s.count(c) for c in sorted(set(s))}
+        """, DIGIT_COUNTS, False, func_name="counts"),
+    case("functional_counter_result", """
+        class Solution:
+            def counts(self, s):
+                return Counter(s)
+        """, COUNTS, True, func_name="counts"),
+    case("functional_int_for_bool", """
+        class Solution:
+            def isEven(self, n):
+                return 1 - n % 2
+        """, IS_EVEN, True, func_name="isEven"),
+    case("functional_prints_ten_mib", """
+        class Solution:
+            def average(self, nums):
+                for _ in range(2 ** 17):
+                    print("debug " * 13)
+                return sum(nums) / len(nums)
         """, AVERAGE, True, func_name="average"),
 ]
 

@@ -195,6 +195,46 @@ def test_functional_top_level_function():
     assert grade_program("def add(a, b):\n    return a + b", [functional("1\n2", "3")], FAST, func_name="add").passed
 
 
+def test_functional_program_naming_numpy_gets_it_preloaded():
+    """The zygote imports an allowed package a program names once, for all its tests; a
+    functional solution is a string inside the driver, so the driver names the package for
+    it. Seen from the solution: numpy is in sys.modules before its own import runs."""
+    code = "import sys\nPRELOADED = 'numpy' in sys.modules\nimport numpy\ndef f(x):\n    return PRELOADED"
+    grade = grade_program(code, [functional("0", "true")], FAST, func_name="f")
+    assert grade.passed, grade.first_failure
+
+
+def test_functional_prints_are_not_the_answer():
+    """The official harness never reads a functional program's prints: 20 MiB of them (past
+    any output limit) pass, as there."""
+    code = "def f(x):\n    for _ in range(20):\n        print('x' * (1 << 20))\n    return x"
+    grade = grade_program(code, [functional("3", "3")], FAST, func_name="f")
+    assert grade.passed, grade.first_failure
+
+
+def test_reading_a_result_costs_the_evaluator_little():
+    """83 integers of 50,000 digits fit in the output; the old decoder (through Decimal) spent
+    ~85 ms of the evaluator's CPU on each, 7 s a test. Now integers longer than the expected
+    output's cannot equal it and are refused unread. 20 of them here (writing them costs the
+    program ~66 ms each). The bound compares the evaluator thread's CPU time with a baseline
+    graded in the same test (small integers): measured ~0.01 s for both on the 2-core AMD EPYC
+    (with and without AVX-512), the old decoder 1.7 s."""
+    big = "def f(x):\n    return [10 ** 49999] * 20"
+    small = "def f(x):\n    return [1] * 20"
+    tests = [functional("0", "[1]")]
+
+    def evaluator_cpu(code: str) -> tuple[float, GradeResult]:
+        started = time.thread_time()
+        grade = grade_program(code, tests, Limits(timeout_s=6.0), func_name="f")
+        return time.thread_time() - started, grade
+
+    grade_program(small, tests, FAST, func_name="f")  # one-time costs of the first grading
+    baseline, _ = evaluator_cpu(small)
+    cost, grade = evaluator_cpu(big)
+    assert cost < 5 * baseline + 0.5, f"{cost:.2f} s of the evaluator's CPU, baseline {baseline:.2f} s"
+    assert grade.verdicts == [Verdict.WRONG_ANSWER] and "cannot all equal" in grade.first_failure
+
+
 def test_functional_needs_func_name():
     with pytest.raises(ValueError):
         grade_program("x = 1", [functional("1", "1")], FAST)
