@@ -35,6 +35,8 @@ HALF = [stdin("1 2\n", "0.5\n")]
 YES = [stdin("4\n", "Yes\n"), stdin("3\n", "No\n")]
 GRID = [stdin("2 3\n", "1 2 3\n4 5 6\n")]
 WORDS = [stdin("2\n", "a b\n")]
+PALINDROME = [stdin("abba\n", "Yes\n"), stdin("abc\n", "No\n")]
+IS_PALINDROME = 'print("Yes" if S == S[::-1] else "No")\n'
 # 2**20000 has 6021 digits, past Python's default int/str limit (4300) that the official
 # grader raises to 50000; computed in Decimal so this module leaves that limit alone
 BIG = [stdin("20000\n", format(Context(prec=7000).power(2, 20000), "f") + "\n")]
@@ -105,6 +107,26 @@ CASES = [
          SUM, True, official=False,
          why="the official harness replaces sys.stdin with a StringIO, which has no .buffer: "
              "AttributeError, graded a runtime error"),
+    # names bound before the official run (the prelude's `stdin`, top-level `from sys import
+    # stdin`) hold the grading process's original stdin, whose readline/readlines/read the
+    # harness patched: lines without "\n", and iteration reads /dev/null
+    case("bound_readline_without_strip", "from sys import stdin\ninput = stdin.readline\nS = input()\n"
+         + IS_PALINDROME, PALINDROME, True),
+    case("prelude_stdin_readline_without_strip", "S = stdin.readline()\n" + IS_PALINDROME, PALINDROME, True),
+    case("bound_readline_cut_last_character", "from sys import stdin\nS = stdin.readline()[:-1]\n" + IS_PALINDROME,
+         PALINDROME, False),
+    case("for_line_in_bound_stdin", "from sys import stdin\nfor line in stdin:\n    S = line.strip()\n    "
+         + IS_PALINDROME, PALINDROME, False),
+    case("bound_readlines_has_a_last_empty_line", "from sys import stdin\nfor line in stdin.readlines()[1:]:\n"
+         "    S = line.strip()\n    " + IS_PALINDROME, [stdin("1\nabba\n", "Yes\n")], False),
+    case("bound_read", "from sys import stdin as s\na, b = map(int, s.read().split())\nprint(a + b)", SUM, True),
+    case("sys_stdin_readline_without_strip", "import sys\nS = sys.stdin.readline()\n" + IS_PALINDROME,
+         PALINDROME, False),
+    case("readline_bound_inside_a_function", "def main():\n    from sys import stdin\n    S = stdin.readline()\n"
+         "    " + IS_PALINDROME + "main()\n", PALINDROME, False),
+    case("bound_stdout_write", "from sys import stdout\n" + A_B + "stdout.write(f'{a + b}\\n')", SUM, True,
+         official=False, why="names bound before the official run hold the grading process's original stdout, "
+                             "which the harness's capture (a swapped sys.stdout) misses"),
     # ---- program structure
     case("main_guard", "def main():\n    " + A_B + "    print(a + b)\n\nif __name__ == '__main__':\n    main()",
          SUM, True),

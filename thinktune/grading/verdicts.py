@@ -120,6 +120,66 @@ def _prelude() -> str:
 
 PRELUDE = _prelude()
 
+# stdin programs: the official harness reads the test's input through two objects. During the
+# run ``sys.stdin`` is a StringIO of the input (ours: the real stdin, which reads the same text
+# the same way); but it first patches ``readline``, ``readlines`` and ``read`` on the process's
+# *original* stdin (its own /dev/null), and that object is what every name bound before the run
+# holds: the prelude's ``from sys import *`` (``stdin``) and the program's own top-level
+# imports, which it moves ahead of the program (``from sys import stdin``). There ``readline``
+# returns the input's lines without their "\n" (one "" after the last, then StopIteration, with
+# a cursor of its own), ``readlines`` the same lines, ``read`` the whole input (every call), and
+# iteration nothing. This preamble gives those names that object, built the same way: the
+# prelude's ``stdin``, and what the program's top-level ``from sys import ...`` takes (a
+# ``sys`` seen through builtins.__import__ from the module's own code). The input is read by
+# position from the run's stdin (a memfd), whatever ``sys.stdin`` has read of it.
+_LCB_STDIN = """\
+def _tt_lcb_stdin():
+    import builtins, io, os, sys, types
+
+    whole, cursor = [], []
+
+    def text():
+        if not whole:
+            chunks, offset = [], 0
+            try:
+                while chunk := os.pread(0, 1 << 20, offset):
+                    chunks.append(chunk)
+                    offset += len(chunk)
+            except OSError:
+                pass
+            whole.append(b"".join(chunks).decode("utf-8", "replace"))
+        return whole[0]
+
+    def readline(*args):
+        if not cursor:
+            cursor.append(iter(text().split("\\n")))
+        return next(cursor[0])
+
+    original = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # reads as /dev/null does
+    original.readline = readline
+    original.readlines = lambda *args: text().split("\\n")
+    original.read = lambda *args: text()
+    main, real_import = globals(), builtins.__import__
+
+    def lcb_import(name, globals=None, locals=None, fromlist=(), level=0):
+        module = real_import(name, globals, locals, fromlist, level)
+        if (name == "sys" and fromlist and not level and globals is main
+                and sys._getframe(1).f_code.co_name == "<module>"):
+            seen = types.ModuleType("sys")
+            seen.__dict__.update(vars(sys))
+            seen.stdin = original
+            return seen
+        return module
+
+    builtins.__import__ = lcb_import
+    return original
+
+
+stdin = _tt_lcb_stdin()
+del _tt_lcb_stdin
+"""
+STDIN_PRELUDE = PRELUDE + _LCB_STDIN
+
 
 # The functional driver reads a per-run random marker and the JSON arguments from stdin,
 # runs the solution in the module's namespace (the official prelude's names, as the
@@ -278,7 +338,7 @@ class _TestRun:
 
 def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) -> _TestRun:
     if test.testtype == "stdin":
-        return _TestRun(code, PRELUDE, test.input, lambda result: _judge_stdin(test, result, limits))
+        return _TestRun(code, STDIN_PRELUDE, test.input, lambda result: _judge_stdin(test, result, limits))
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
