@@ -195,6 +195,17 @@ def test_functional_top_level_function():
     assert grade_program("def add(a, b):\n    return a + b", [functional("1\n2", "3")], FAST, func_name="add").passed
 
 
+def test_a_correct_answer_of_700000_lines_passes():
+    """~4.7 MB of correct output: past the old 4 MiB output limit (output_limit), inside the
+    8 MiB a judge such as DOMjudge or Kattis allows by default, and inside ours (64 MiB)."""
+    n = 700_000
+    expected = "\n".join(map(str, range(1, n + 1))) + "\n"
+    assert len(expected) > 4 << 20
+    code = "import sys\nn = int(input())\nsys.stdout.write('\\n'.join(map(str, range(1, n + 1))) + '\\n')"
+    grade = grade_program(code, [TestCase(f"{n}\n", expected)], Limits(timeout_s=10.0))
+    assert grade.passed, grade.first_failure
+
+
 def test_functional_program_naming_numpy_gets_it_preloaded():
     """The zygote imports an allowed package a program names once, for all its tests; a
     functional solution is a string inside the driver, so the driver names the package for
