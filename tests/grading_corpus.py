@@ -187,7 +187,7 @@ CASES = [
     case("infinite_loop", "while True:\n    pass", SUM, False),
     case("sleep_past_timeout", "import time\ntime.sleep(30)\nprint(3)", SUM, False),
     case("memory_bomb", "x = [0] * (10 ** 11)\nprint(3)", SUM, False),
-    case("output_flood", "import sys\nfor _ in range(1000):\n    sys.stdout.write('x' * 65536)", SUM, False),
+    case("output_flood", "import sys\nfor _ in range(2000):\n    sys.stdout.write('x' * 65536)", SUM, False),
     # ---- functional (LeetCode) problems
     case("functional_correct", """
         class Solution:

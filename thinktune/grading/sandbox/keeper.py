@@ -17,7 +17,6 @@ the seccomp filter (or, without one, takes a new IPC namespace), then runs ``mai
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 import select
@@ -32,6 +31,7 @@ from types import CodeType, ModuleType
 
 from thinktune.grading.sandbox import kernel, root
 from thinktune.grading.sandbox.limits import Limits, set_rlimits
+from thinktune.grading.sandbox.stderr import StderrTail
 
 SCRIPT = "main.py"
 # Written (only by sandbox code, on pipes the program never holds) when a run could not be set up.
@@ -188,42 +188,6 @@ def _supervise(pid: int, timeout_s: float, conn: socket.socket, queued: deque[li
     _kill_and_reap_the_rest()
     stderr.drain(chunks=None)  # what the run's processes wrote before they ended (a pipe's worth at most)
     return timed_out, gone, status
-
-
-class StderrTail:
-    """The program's stderr: a pipe the zygote drains while the run lasts, keeping the last
-    ``KEEP`` bytes (where a traceback is) for the evaluator's stderr memfd. A pipe has no
-    file size, so no amount of stderr makes a write fail (a memfd past RLIMIT_FSIZE did:
-    EFBIG, then exit 120); what is beyond the kept tail is dropped."""
-
-    KEEP = 64 << 10
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        self._tail = bytearray()
-
-    def drain(self, chunks: int | None = 16) -> bool:
-        """Read what is there (at most ``chunks`` reads, so that a flood cannot keep the
-        zygote from its timeout; None: all); False at end of file (every write end closed)."""
-        for _ in itertools.repeat(None) if chunks is None else range(chunks):
-            try:
-                chunk = os.read(self.read_fd, 1 << 16)
-            except BlockingIOError:
-                return True
-            if not chunk:
-                return False
-            self._tail += chunk
-            if len(self._tail) > 2 * self.KEEP:
-                del self._tail[:-self.KEEP]
-        return True
-
-    def save(self, memfd: int) -> None:
-        """Write the kept tail to the evaluator's stderr memfd."""
-        view = memoryview(bytes(self._tail[-self.KEEP:]))
-        offset = 0
-        while offset < len(view):
-            offset += os.pwrite(memfd, view[offset:], offset)
 
 
 def receive_request(conn: socket.socket, wait: bool = True) -> list[int] | None:
