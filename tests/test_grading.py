@@ -286,3 +286,37 @@ def test_grade_many_runs_programs_in_parallel():
     # a loaded machine; one at a time adds three sleeps (1.8 s) to the baseline and fails it.
     assert elapsed < one + 2 * 0.6, \
         f"4 x 0.6 s took {elapsed:.2f} s with 4 workers, one job {one:.2f} s (one at a time: {one + 1.8:.2f} s or more)"
+
+
+# --------------------------------------------------------------------------------------
+# functional results as they leave the sandbox (the candidate writes them: nothing trusted)
+
+
+@pytest.mark.parametrize("text", [
+    '{"t": "np", "v": ["float64", [1000000000, 1000000000], []]}',  # a shape that would allocate 8 EB
+    '{"t": "np", "v": ["object", [1], [1]]}',  # a dtype that would hold objects
+    '{"t": "np", "v": ["<U999999999", [1], ["a"]]}',  # an itemsize of its own choosing
+    '{"t": "exec", "v": "print(1)"}',  # an unknown tag
+    '{"a": 1}',  # a dict that is not a tagged value
+    '{"t": "F", "v": [1, 0]}',  # a fraction dividing by zero
+    '{"t": "D", "v": "1 + 1"}',  # not a decimal
+    '[1, 2] trailing',
+])
+def test_a_result_that_is_not_plain_data_is_refused(text):
+    from thinktune.grading.results import UnreadableResult, decode_result
+
+    with pytest.raises(UnreadableResult):
+        decode_result(text, long_digit_budget=0)
+
+
+def test_exact_values_are_rebuilt():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from thinktune.grading.results import decode_result
+
+    text = ('[{"t": "D", "v": "2.50"}, {"t": "F", "v": [5, 2]}, {"t": "t", "v": [1, {"t": "fs", "v": [2]}]},'
+            ' {"t": "d", "v": [[1, "a"]]}, {"t": "nps", "v": ["float32", [], [0.5]]}]')
+    decimal, fraction, nested, keyed, scalar = decode_result(text, long_digit_budget=0)
+    assert (decimal, fraction, nested, keyed) == (Decimal("2.50"), Fraction(5, 2), (1, frozenset({2})), {1: "a"})
+    assert type(scalar).__name__ == "float32" and scalar == 0.5

@@ -47,7 +47,7 @@ ENCODER = """\
         if kind.__module__ == "numpy":
             return encode_numpy(value)
         if kind is list:
-            if all(type(item) in plain for item in value):
+            if plain.issuperset(map(type, value)):
                 return value
             return [encode(item, depth + 1) for item in value]
         if isinstance(value, int):
@@ -84,7 +84,7 @@ ENCODER = """\
         tag = "nps" if any(base.__name__ == "generic" for base in type(value).__mro__) else "np"
         return {"t": tag, "v": [value.dtype.name if kind != "U" else "str", list(value.shape), flat]}
 
-    plain = (int, str, float, bool, type(None))
+    plain = {int, str, float, bool, type(None)}
 """
 
 # The numpy dtypes a result may rebuild: fixed-size numbers (strings are rebuilt from their text).
