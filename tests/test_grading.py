@@ -195,6 +195,57 @@ def test_functional_top_level_function():
     assert grade_program("def add(a, b):\n    return a + b", [functional("1\n2", "3")], FAST, func_name="add").passed
 
 
+def test_a_correct_answer_of_700000_lines_passes():
+    """~4.7 MB of correct output: past the old 4 MiB output limit (output_limit), inside the
+    8 MiB a judge such as DOMjudge or Kattis allows by default, and inside ours (64 MiB)."""
+    n = 700_000
+    expected = "\n".join(map(str, range(1, n + 1))) + "\n"
+    assert len(expected) > 4 << 20
+    code = "import sys\nn = int(input())\nsys.stdout.write('\\n'.join(map(str, range(1, n + 1))) + '\\n')"
+    grade = grade_program(code, [TestCase(f"{n}\n", expected)], Limits(timeout_s=10.0))
+    assert grade.passed, grade.first_failure
+
+
+def test_functional_program_naming_numpy_gets_it_preloaded():
+    """The zygote imports an allowed package a program names once, for all its tests; a
+    functional solution is a string inside the driver, so the driver names the package for
+    it. Seen from the solution: numpy is in sys.modules before its own import runs."""
+    code = "import sys\nPRELOADED = 'numpy' in sys.modules\nimport numpy\ndef f(x):\n    return PRELOADED"
+    grade = grade_program(code, [functional("0", "true")], FAST, func_name="f")
+    assert grade.passed, grade.first_failure
+
+
+def test_functional_prints_are_not_the_answer():
+    """The official harness never reads a functional program's prints: 20 MiB of them (past
+    any output limit) pass, as there."""
+    code = "def f(x):\n    for _ in range(20):\n        print('x' * (1 << 20))\n    return x"
+    grade = grade_program(code, [functional("3", "3")], FAST, func_name="f")
+    assert grade.passed, grade.first_failure
+
+
+def test_reading_a_result_costs_the_evaluator_little():
+    """83 integers of 50,000 digits fit in the output; the old decoder (through Decimal) spent
+    ~85 ms of the evaluator's CPU on each, 7 s a test. Now integers longer than the expected
+    output's cannot equal it and are refused unread. 20 of them here (writing them costs the
+    program ~66 ms each). The bound compares the evaluator thread's CPU time with a baseline
+    graded in the same test (small integers): measured ~0.01 s for both on the 2-core AMD EPYC
+    (with and without AVX-512), the old decoder 1.7 s."""
+    big = "def f(x):\n    return [10 ** 49999] * 20"
+    small = "def f(x):\n    return [1] * 20"
+    tests = [functional("0", "[1]")]
+
+    def evaluator_cpu(code: str) -> tuple[float, GradeResult]:
+        started = time.thread_time()
+        grade = grade_program(code, tests, Limits(timeout_s=6.0), func_name="f")
+        return time.thread_time() - started, grade
+
+    grade_program(small, tests, FAST, func_name="f")  # one-time costs of the first grading
+    baseline, _ = evaluator_cpu(small)
+    cost, grade = evaluator_cpu(big)
+    assert cost < 5 * baseline + 0.5, f"{cost:.2f} s of the evaluator's CPU, baseline {baseline:.2f} s"
+    assert grade.verdicts == [Verdict.WRONG_ANSWER] and "cannot all equal" in grade.first_failure
+
+
 def test_functional_needs_func_name():
     with pytest.raises(ValueError):
         grade_program("x = 1", [functional("1", "1")], FAST)
@@ -235,3 +286,37 @@ def test_grade_many_runs_programs_in_parallel():
     # a loaded machine; one at a time adds three sleeps (1.8 s) to the baseline and fails it.
     assert elapsed < one + 2 * 0.6, \
         f"4 x 0.6 s took {elapsed:.2f} s with 4 workers, one job {one:.2f} s (one at a time: {one + 1.8:.2f} s or more)"
+
+
+# --------------------------------------------------------------------------------------
+# functional results as they leave the sandbox (the candidate writes them: nothing trusted)
+
+
+@pytest.mark.parametrize("text", [
+    '{"t": "np", "v": ["float64", [1000000000, 1000000000], []]}',  # a shape that would allocate 8 EB
+    '{"t": "np", "v": ["object", [1], [1]]}',  # a dtype that would hold objects
+    '{"t": "np", "v": ["<U999999999", [1], ["a"]]}',  # an itemsize of its own choosing
+    '{"t": "exec", "v": "print(1)"}',  # an unknown tag
+    '{"a": 1}',  # a dict that is not a tagged value
+    '{"t": "F", "v": [1, 0]}',  # a fraction dividing by zero
+    '{"t": "D", "v": "1 + 1"}',  # not a decimal
+    '[1, 2] trailing',
+])
+def test_a_result_that_is_not_plain_data_is_refused(text):
+    from thinktune.grading.results import UnreadableResult, decode_result
+
+    with pytest.raises(UnreadableResult):
+        decode_result(text, long_digit_budget=0)
+
+
+def test_exact_values_are_rebuilt():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from thinktune.grading.results import decode_result
+
+    text = ('[{"t": "D", "v": "2.50"}, {"t": "F", "v": [5, 2]}, {"t": "t", "v": [1, {"t": "fs", "v": [2]}]},'
+            ' {"t": "d", "v": [[1, "a"]]}, {"t": "nps", "v": ["float32", [], [0.5]]}]')
+    decimal, fraction, nested, keyed, scalar = decode_result(text, long_digit_budget=0)
+    assert (decimal, fraction, nested, keyed) == (Decimal("2.50"), Fraction(5, 2), (1, frozenset({2})), {1: "a"})
+    assert type(scalar).__name__ == "float32" and scalar == 0.5

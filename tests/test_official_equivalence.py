@@ -45,3 +45,14 @@ def test_livecodebench_verdicts_match_the_official_grader():
     unexplained, explained = lcb_equivalence.compare(cases, ours, official)
     assert unexplained == []
     assert len(explained) == sum(c["official"] != c["passed"] for c in cases)
+
+
+def test_the_official_wrapper_grades_a_single_program():
+    """codegen_metrics's pass@k summary divides by zero for one program; the wrapper grades
+    without it, so one program (a quick check of one idiom) gets its official verdict."""
+    from perf import _official
+
+    problem = {"tests": [{"input": "2 3\n", "output": "5\n"}], "func_name": None}
+    graded = _official.run_codegen_metrics([problem], ["a, b = map(int, input().split())\nprint(a + b)"],
+                                           timeout=3, processes=1)
+    assert graded["passed"] == [True] and graded["results"] == [[True]]

@@ -13,9 +13,12 @@ import re
 _OPEN = "<think>"
 _CLOSE = "</think>"
 
-# An opening fence: ``` then an optional info string (the language), nothing else.
-_FENCE_OPEN = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+.#-]*)[^`\n]*$")
-_FENCE_CLOSE = re.compile(r"^[ \t]*```[ \t]*$")
+# An opening fence: ``` then an optional info string (the language, then anything without
+# a backtick). Matched in steps, each linear: one regex for the whole line made the tag and
+# the rest compete for the same characters, quadratic in the line's length (8,000 characters
+# after the backticks took 0.49 s).
+_FENCE_TAG = re.compile(r"[A-Za-z0-9_+.#-]*")
+_FENCE_CLOSE = re.compile(r"[ \t]*```[ \t]*")
 _PYTHON_TAGS = {"", "python", "py", "python3"}
 
 
@@ -57,9 +60,9 @@ def extract_code(answer: str) -> str | None:
     block: list[str] = []
     for line in rest.replace("\r\n", "\n").split("\n"):
         if block_tag is None:
-            if opened := _FENCE_OPEN.match(line):
-                block_tag, block = opened.group(1).lower(), []
-        elif _FENCE_CLOSE.match(line):
+            if (tag := _opening_fence_tag(line)) is not None:
+                block_tag, block = tag, []
+        elif _FENCE_CLOSE.fullmatch(line):
             if block_tag in _PYTHON_TAGS:
                 last = "\n".join(block)
             block_tag = None
@@ -71,3 +74,16 @@ def extract_code(answer: str) -> str | None:
         return None
     code = last.rstrip()
     return code if code.strip() else None
+
+
+def _opening_fence_tag(line: str) -> str | None:
+    """The language of an opening fence line (lower case; "" untagged), or None if the line
+    is not one: spaces or tabs, three backticks, spaces or tabs, the tag, then anything but a
+    backtick."""
+    body = line.lstrip(" \t")
+    if not body.startswith("```"):
+        return None
+    info = body[3:].lstrip(" \t")
+    if "`" in info:
+        return None
+    return _FENCE_TAG.match(info).group(0).lower()

@@ -18,7 +18,8 @@ Two processes, as in a judge that runs a solution against an interactor:
   returned; the evaluator passes the test only with it.
 
 Arguments and results cross as plain data: the check side decodes only ``None``, bool, int,
-float, str, bytes, list, tuple, dict and set (``decode``), so an object equal to everything,
+float, complex, str, bytes, list, tuple, dict and set, and the standard library's exact
+numbers ``Decimal`` and ``Fraction`` (from their text and integers: ``decode``), so an object equal to everything,
 a patched builtin or a frame of the harness exist only on the candidate's side. An
 exception the candidate raises comes back as its built-in type (``ValueError``, ...) or as
 ``CandidateError``; a result that is not plain data fails the check. The check process is
@@ -70,6 +71,14 @@ def encode(value: object, depth: int = 0) -> bytes:
     if isinstance(value, dict):
         return b"d" + struct.pack(">I", len(value)) + b"".join(
             encode(k, depth + 1) + encode(v, depth + 1) for k, v in value.items())
+    if isinstance(value, complex):
+        return b"c" + struct.pack(">dd", value.real, value.imag)
+    # exact numbers of the standard library: a module the candidate made one of is loaded
+    decimal, fractions = sys.modules.get("decimal"), sys.modules.get("fractions")
+    if decimal is not None and isinstance(value, decimal.Decimal):
+        return b"D" + _sized(str(value).encode("ascii"))
+    if fractions is not None and isinstance(value, fractions.Fraction):
+        return b"Q" + encode(value.numerator, depth + 1) + encode(value.denominator, depth + 1)
     raise TypeError(f"{type(value).__name__} is not plain data")
 
 
@@ -94,6 +103,24 @@ def _decode(data: memoryview, at: int, depth: int) -> tuple[object, int]:
         return {b"N": None, b"T": True, b"F": False}[tag], at
     if tag == b"f":
         return struct.unpack(">d", _take(data, at, 8))[0], at + 8
+    if tag == b"c":
+        return complex(*struct.unpack(">dd", _take(data, at, 16))), at + 16
+    if tag == b"D":  # text to the standard library's Decimal: an exact number, nothing run
+        import decimal
+
+        size = struct.unpack(">I", _take(data, at, 4))[0]
+        try:
+            return decimal.Decimal(_take(data, at + 4, size).decode("ascii")), at + 4 + size
+        except (UnicodeDecodeError, decimal.InvalidOperation):
+            raise ValueError("malformed decimal") from None
+    if tag == b"Q":
+        import fractions
+
+        numerator, at = _decode(data, at, depth + 1)
+        denominator, at = _decode(data, at, depth + 1)
+        if type(numerator) is not int or type(denominator) is not int or denominator <= 0:
+            raise ValueError("malformed fraction")
+        return fractions.Fraction(numerator, denominator), at
     if tag in (b"i", b"s", b"b"):
         size = struct.unpack(">I", _take(data, at, 4))[0]
         raw = _take(data, at + 4, size)

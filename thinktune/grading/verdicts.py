@@ -10,7 +10,9 @@ beside published ones:
   ``1e-1`` = ``0.1``).
 - functional (LeetCode) problems: each input line is one JSON argument; the method
   ``func_name`` of ``Solution()`` (or a top-level function of that name) is called and
-  its result must equal the JSON output (a tuple counts as a list).
+  its result must equal the JSON output as the official harness compares them (``==``, a
+  top-level tuple counting as a list; ``thinktune.grading.results``); its prints are not
+  read.
 - Programs get the official harness's prelude: the standard modules it imports for
   every program (``sys``, ``math``, ``collections``, ... also star-imported), a
   recursion limit of 50000 and int/str conversions of up to 50000 digits. Code that
@@ -42,7 +44,6 @@ that compiled the program once; the per-test timeout is the sandbox's wall-clock
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -50,10 +51,11 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from thinktune.grading import humaneval_harness
+from thinktune.grading.programs import HUMANEVAL_HARNESS, PRELUDE, STDIN_PRELUDE, functional_program, \
+    humaneval_program
+from thinktune.grading.results import UnreadableResult, compare, decode_json, decode_result, long_int_digits
 from thinktune.grading.sandbox import Limits, Program, RunResult
 from thinktune.grading.testcase import TestCase, assertion_test  # noqa: F401 - assertion_test: re-exported
 
@@ -99,79 +101,7 @@ def _same_decimals(expected: str, actual: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# Programs as run
-
-
-def _prelude() -> str:
-    """The imports the official harness puts before every program, in its order."""
-    star = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
-            "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
-    plain = [m for m in star if m not in ("builtins", "typing")]
-    return ("".join(f"from {m} import *\n" for m in star)
-            + "".join(f"import {m}\n" for m in plain)
-            + "sys.setrecursionlimit(50000)\n"
-            # the official metrics module sets this in the grading process, which every
-            # program inherits: integers of up to 50000 digits convert to and from str
-            + "sys.set_int_max_str_digits(50000)\n")
-
-
-PRELUDE = _prelude()
-
-
-# The functional driver reads a per-run random marker and the JSON arguments from stdin,
-# runs the solution in the module's namespace (the official prelude's names, as the
-# official harness gives them) under the name "solution" (so a test block under ``if
-# __name__ == "__main__"`` stays silent, as in the official harness), calls the method, and
-# prints the JSON result after the marker, so whatever the solution prints is never taken
-# for it. The marker comes by stdin, so the program text (compiled once) is the same for
-# every test; the driver's own names are locals the solution cannot shadow.
-_DRIVER = """\
-def _tt_main():
-    import json, sys
-
-    marker, arguments = sys.stdin.read().split("\\n", 1)
-    arguments = json.loads(arguments)
-    namespace = globals()
-    namespace["__name__"] = "solution"
-    del namespace["_tt_main"]
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(1000)  # compiled as `python main.py` compiles: the compiler's depth guard follows it
-    try:
-        code = compile({source!r}, "solution.py", "exec")
-    finally:
-        sys.setrecursionlimit(limit)
-    exec(code, namespace)
-    if "Solution" in namespace:
-        target = getattr(namespace["Solution"](), {func_name!r})
-    else:
-        target = namespace[{func_name!r}]
-    result = target(*arguments)
-
-    def plain(value):
-        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-            return value.tolist()
-        return repr(value)
-
-    sys.stdout.write("\\n" + marker + "\\n" + json.dumps(result, default=plain) + "\\n")
-
-
-_tt_main()
-"""
-
-
-def _functional_program(code: str, func_name: str) -> str:
-    return _DRIVER.format(source=code, func_name=func_name)
-
-
-# HumanEval: thinktune/grading/humaneval_harness.py is the program's preamble (trusted, run once in
-# its __main__; the fork server compiles it once for all programs), the program calls its
-# ``main`` with the candidate's module (prompt + completion); the test code and the marker
-# reach the check process by stdin.
-HUMANEVAL_HARNESS = Path(humaneval_harness.__file__).read_text(encoding="utf-8")
-
-
-def _humaneval_program(candidate: str, entry_point: str) -> str:
-    return f"main({candidate!r}, {entry_point!r})\n"
+# Programs as run: thinktune.grading.programs
 
 
 def _functional_arguments(test_input: str) -> str:
@@ -183,25 +113,6 @@ def _functional_arguments(test_input: str) -> str:
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"functional test input is not one JSON value per line: {test_input[:200]!r}") from exc
     return f"[{', '.join(lines)}]"
-
-
-# What the programs may produce (the official prelude's int/str limit), decoded here too.
-MAX_INT_DIGITS = 50000
-
-
-def _decode_int(text: str) -> int:
-    """A JSON integer of up to MAX_INT_DIGITS digits, whatever this process's int/str limit
-    (Python's default, 4300): through Decimal, which has none."""
-    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
-        raise ValueError(f"an integer of more than {MAX_INT_DIGITS} digits")
-    return int(Decimal(text))
-
-
-def decode_json(text: str) -> Any:
-    """JSON as the programs' side may write it: integers of up to MAX_INT_DIGITS digits.
-    Raises ValueError (not JSON, a longer integer) or RecursionError (nested deeper than
-    this process's recursion limit, ~1000 levels)."""
-    return json.loads(text, parse_int=_decode_int)
 
 
 # --------------------------------------------------------------------------------------
@@ -286,7 +197,7 @@ class _TestRun:
 
 def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) -> _TestRun:
     if test.testtype == "stdin":
-        return _TestRun(code, PRELUDE, test.input, lambda result: _judge_stdin(test, result, limits))
+        return _TestRun(code, STDIN_PRELUDE, test.input, lambda result: _judge_stdin(test, result, limits))
     if test.testtype == "functional":
         if not func_name:
             raise ValueError("functional tests need func_name")
@@ -295,14 +206,15 @@ def _test_run(code: str, test: TestCase, limits: Limits, func_name: str | None) 
             expected = decode_json(test.output)
         except (ValueError, RecursionError) as exc:
             raise ValueError(f"functional test output is not JSON: {test.output[:200]!r}") from exc
+        long_digits = long_int_digits(test.output)
         marker = f"@@thinktune-result-{secrets.token_hex(8)}@@"
-        return _TestRun(_functional_program(code, func_name), PRELUDE, f"{marker}\n{arguments}",
-                        lambda result: _judge_functional(test, expected, marker, result, limits))
+        return _TestRun(functional_program(code, func_name), PRELUDE, f"{marker}\n{arguments}",
+                        lambda result: _judge_functional(test, expected, long_digits, marker, result, limits))
     if test.testtype == "assertion":
         if not func_name:
             raise ValueError("assertion tests need func_name (HumanEval's entry point)")
         marker = secrets.token_hex(16)
-        return _TestRun(_humaneval_program(code, func_name), HUMANEVAL_HARNESS, f"{marker}\n{test.input}",
+        return _TestRun(humaneval_program(code, func_name), HUMANEVAL_HARNESS, f"{marker}\n{test.input}",
                         lambda result: _judge_assertion(marker, result, limits))
     raise ValueError(f"unknown testtype {test.testtype!r}")
 
@@ -315,7 +227,7 @@ def _judge_stdin(test: TestCase, result: RunResult, limits: Limits) -> tuple[Ver
     return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(result.stdout.strip())}"
 
 
-def _judge_functional(test: TestCase, expected: Any, marker: str, result: RunResult,
+def _judge_functional(test: TestCase, expected: Any, long_digits: int, marker: str, result: RunResult,
                       limits: Limits) -> tuple[Verdict, str]:
     if failure := _run_failure(result, limits):
         return failure
@@ -324,16 +236,19 @@ def _judge_functional(test: TestCase, expected: Any, marker: str, result: RunRes
         return Verdict.WRONG_ANSWER, "the solution returned no result (it exited early)"
     text = result.stdout[at + len(marker):]
     try:
-        got = decode_json(text)
-        if got == expected:
-            return Verdict.PASSED, ""
-    except json.JSONDecodeError:  # the solution printed after returning (atexit, threads)
-        return Verdict.WRONG_ANSWER, "output after the result"
-    except ValueError as exc:  # an integer longer than the programs may print
+        got = decode_result(text, long_digits)
+    except UnreadableResult as exc:  # written after the result (atexit, threads), or too long to read
         return Verdict.WRONG_ANSWER, f"the result cannot be read: {exc}"
-    except RecursionError:  # decoding, or comparing with the expected value
+    except RecursionError:
         return Verdict.WRONG_ANSWER, "the result is nested too deeply to be read (more than ~1000 levels)"
-    return Verdict.WRONG_ANSWER, f"expected {_clip(test.output.strip())} got {_clip(text.strip())}"
+    if isinstance(got, tuple):  # shown as the official harness compares it
+        got = list(got)
+    equal, why = compare(got, expected)
+    if equal:
+        return Verdict.PASSED, ""
+    if equal is None:  # the official harness's comparison raises: its runtime error
+        return Verdict.RUNTIME_ERROR, why
+    return Verdict.WRONG_ANSWER, why or f"expected {_clip(test.output.strip())} got {_clip(repr(got))}"
 
 
 def _judge_assertion(marker: str, result: RunResult, limits: Limits) -> tuple[Verdict, str]:

@@ -7,7 +7,8 @@ runs), compiling once; the trusted ``preamble`` (a grader's imports or harness, 
 program's code; compiled once by the fork server) runs once per program, in the
 ``__main__`` every run starts from. Whatever the program does, a run
 returns a ``RunResult``: exit code as under ``python main.py`` (status, atexit handlers,
-flushed output, traceback; -N when killed by signal N), stdout capped, timeout. Only a
+flushed output, traceback; -N when killed by signal N), stdout capped, the tail of stderr
+(a pipe the zygote drains: ``stderr``; its size never fails a run), timeout. Only a
 failure of the sandbox itself raises ``SandboxError`` (a keeper lost twice, a refused
 setup), never a verdict. ``isolation_report()`` says which layers this machine gives.
 

@@ -279,8 +279,8 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
         os.environ.update(plan.env)
         main = keeper.main_module(plan.preamble, _preambles.get(plan.preamble))
         if shared.pidns_fd >= 0 and shared.cgroup_parent is not None:
-            cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)
-                             + plan.limits.scratch_bytes + cgroup.OVERHEAD_BYTES)
+            cgroup.set_limit(shared.cgroup_parent, memory_cgroup, (plan.limits.memory_mb << 20)  # + stdout, a memfd
+                             + plan.limits.scratch_bytes + plan.limits.max_output_bytes + cgroup.OVERHEAD_BYTES)
         code = None
         if plan.compile:
             conn.sendall(COMPILING + b"\n")

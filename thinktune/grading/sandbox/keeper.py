@@ -31,6 +31,7 @@ from types import CodeType, ModuleType
 
 from thinktune.grading.sandbox import kernel, root
 from thinktune.grading.sandbox.limits import Limits, set_rlimits
+from thinktune.grading.sandbox.stderr import StderrTail
 
 SCRIPT = "main.py"
 # Written (only by sandbox code, on pipes the program never holds) when a run could not be set up.
@@ -115,19 +116,25 @@ def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: C
         with suppress(OSError):
             root.unmount_scratch()
         return SETUP_FAILED + _reason(exc)
+    stderr = StderrTail()
     started = time.monotonic()
     zygote = os.getpid()
     pid = kernel.fork()
     if pid == 0:
         os.close(setup_r)
-        return _program(seccomp, plan, Start(source, code, main), stdio, setup_w, cwd, zygote)
+        os.close(stderr.read_fd)
+        return _program(seccomp, plan, Start(source, code, main), [stdio[0], stdio[1], stderr.write_fd], setup_w,
+                        cwd, zygote)
     os.close(setup_w)
+    os.close(stderr.write_fd)
     try:
-        timed_out, gone, status = _supervise(pid, plan.limits.timeout_s, conn, queued)
+        timed_out, gone, status = _supervise(pid, plan.limits.timeout_s, conn, queued, stderr)
         wall_s = time.monotonic() - started
         setup = _read_all(setup_r)
+        stderr.save(stdio[2])
     finally:
         os.close(setup_r)
+        os.close(stderr.read_fd)
         if plan.contained:
             root.unmount_scratch()
         else:
@@ -141,20 +148,27 @@ def run(seccomp: kernel.SeccompFilter | None, plan: Plan, source: bytes, code: C
     return f"ok 0 {os.waitstatus_to_exitcode(status)} {wall_s:.6f}".encode()
 
 
-def _supervise(pid: int, timeout_s: float, conn: socket.socket, queued: deque[list[int]]) -> tuple[bool, bool, int]:
+def _supervise(pid: int, timeout_s: float, conn: socket.socket, queued: deque[list[int]],
+               stderr: StderrTail) -> tuple[bool, bool, int]:
     """Wait for the program (at most ``timeout_s``), reading ahead the evaluator's next
-    requests into ``queued`` so that the end of its connection is seen at once; then kill
-    and reap everything of the run. Returns (timed_out, evaluator_gone, wait status)."""
+    requests into ``queued`` so that the end of its connection is seen at once, and draining
+    its stderr; then kill and reap everything of the run. Returns (timed_out,
+    evaluator_gone, wait status)."""
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(conn.fileno(), select.POLLIN)
+    poller.register(stderr.read_fd, select.POLLIN)
     deadline = time.monotonic() + timeout_s
     timed_out = gone = False
     try:
         while True:
             remaining = deadline - time.monotonic()
             events = dict(poller.poll(int(remaining * 1000) + 1)) if remaining > 0 else {}
+            if stderr.read_fd in events:
+                if not stderr.drain():  # every writer closed it: stop watching
+                    poller.unregister(stderr.read_fd)
+                continue
             if pidfd in events:
                 break
             if conn.fileno() in events:
@@ -172,6 +186,7 @@ def _supervise(pid: int, timeout_s: float, conn: socket.socket, queued: deque[li
         os.close(pidfd)
     _, status = os.waitpid(pid, 0)
     _kill_and_reap_the_rest()
+    stderr.drain(chunks=None)  # what the run's processes wrote before they ended (a pipe's worth at most)
     return timed_out, gone, status
 
 

@@ -19,9 +19,11 @@ class Limits:
 
     timeout_s: float = 6.0  # wall clock for the whole run
     memory_mb: int = 1024  # RLIMIT_AS of each process; the run's memory cgroup adds scratch space to it
-    max_output_bytes: int = 4 << 20  # stdout kept at most; more -> output_limit_exceeded
+    # stdout kept at most; more -> output_limit_exceeded. Eight times the 8 MiB default output
+    # limit of DOMjudge and Kattis: a correct answer of a million lines fits.
+    max_output_bytes: int = 64 << 20
     max_processes: int = 64  # RLIMIT_NPROC (threads count too)
-    max_file_bytes: int = 16 << 20  # RLIMIT_FSIZE: any one file, stdout and stderr included
+    max_file_bytes: int = 16 << 20  # RLIMIT_FSIZE of files the program writes (stdout may reach max_output_bytes)
     max_open_files: int = 64  # RLIMIT_NOFILE
     network: bool = False  # True keeps the host network (no new network namespace)
 
@@ -33,8 +35,6 @@ class Limits:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.max_open_files < 8:
             raise ValueError("max_open_files below 8 cannot start the interpreter")
-        if self.max_output_bytes > self.max_file_bytes:
-            raise ValueError("max_output_bytes above max_file_bytes could never be reached (stdout is a file)")
 
     @property
     def scratch_bytes(self) -> int:
@@ -53,7 +53,7 @@ class RunResult:
 
     ``stdout`` holds at most ``max_output_bytes``; more fails the run. ``stderr`` is
     diagnostics, as for a judge: only its last 64 KiB are kept (where the traceback is)
-    and its size never fails a run by itself (past ``max_file_bytes`` the write fails).
+    and its size never fails a run (it is a pipe, drained by the zygote; the rest is dropped).
     """
 
     exit_code: int | None  # None when killed for timeout; -N when killed by signal N
@@ -73,10 +73,11 @@ def set_rlimits(limits: Limits, own_uid: bool) -> None:
     one), file size, open files, no core dumps; processes where the run has a uid of its own
     (RLIMIT_NPROC counts per uid)."""
     cpu = math.ceil(limits.timeout_s) + 1
+    file_bytes = max(limits.max_file_bytes, limits.max_output_bytes + 1)  # stdout is a file: one byte more shows it over
     for which, soft, hard in (
         (resource.RLIMIT_AS, limits.memory_mb << 20, limits.memory_mb << 20),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
-        (resource.RLIMIT_FSIZE, limits.max_file_bytes, limits.max_file_bytes),
+        (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
         (resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files),
         (resource.RLIMIT_CORE, 0, 0),
     ):
