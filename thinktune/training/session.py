@@ -35,6 +35,7 @@ from thinktune.training.loss import (
     CausalLMLoss,
     LossImpl,
     default_chunk_tokens,
+    loss_fallback,
     resolve_loss_impl,
 )
 from thinktune.training.memory import HeapTrimmer
@@ -118,7 +119,7 @@ def choose_attention(requested: str, device, probe=flash_attention_problem) -> t
     try:
         import torch.nn.attention.flex_attention  # noqa: F401
     except ImportError:
-        return "sdpa", f"{problem}; flex attention not available"
+        return "sdpa", f"{problem}; flex attention not available: sdpa with a dense mask per packed row"
     return "flex_attention", problem
 
 
@@ -170,6 +171,35 @@ def skip_lora_input_casts(peft_model) -> int:
     return len(layers)
 
 
+def compile_flex_attention_once() -> bool:
+    """One compiled flex attention for training and evaluation alike; whether it applies.
+
+    transformers keeps its compiled ``flex_attention`` in a singleton that calls ``torch.compile``
+    anew whenever ``module.training`` differs from the last call (for a workaround needed by torch
+    2.6.0 alone): every train -> validation -> train switch threw the compiled kernels away, and
+    each new compile counts towards dynamo's recompile limit, past which flex attention runs
+    uncompiled (a dense score matrix). Past torch 2.6.0 both modes compile the same call, so the
+    first compiled callable is kept; dynamo still compiles it once per new shape set.
+    """
+    import torch
+    from transformers.integrations import flex_attention as hf_flex
+
+    wrapper = hf_flex.WrappedFlexAttention
+    if torch.__version__.split("+")[0] == "2.6.0":
+        return False
+    if getattr(wrapper.__init__, "compiles_once", False):
+        return True
+    original = wrapper.__init__
+
+    def init(self, training):
+        if not self._is_flex_compiled:
+            original(self, training)
+
+    init.compiles_once = True
+    wrapper.__init__ = init
+    return True
+
+
 def lora_config(lora: LoraParams):
     from peft import LoraConfig
 
@@ -214,7 +244,10 @@ class LoraTrainer:
         self.pad_token_id = pad_token_id
         on_cuda = self.accelerator.device.type == "cuda"
         self.loss_impl = resolve_loss_impl(loss_impl, on_cuda)
+        self.loss_fallback = loss_fallback(loss_impl, on_cuda, self.loss_impl)
 
+        if getattr(model.config, "_attn_implementation", None) == "flex_attention":
+            compile_flex_attention_once()
         torch.manual_seed(train.seed)  # the adapter's initial weights: identical on every process
         peft_model = get_peft_model(model, lora_config(lora))
         if self.accelerator.mixed_precision in ("bf16", "fp16"):  # autocast on: see skip_lora_input_casts
