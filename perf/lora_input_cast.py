@@ -10,7 +10,7 @@ model's architecture cut to ``--layers`` layers, twice in the same run: PEFT's o
 bf16, :class:`thinktune.training.session.InputDropout`). Printed for each: bytes written by all
 ops (a ``TorchDispatchMode`` sums every op's output size: the memory traffic a GPU pays in
 writes, reads are about as many), bytes of bf16 -> fp32 copies, the step's median seconds over
-``--repeats`` (timed without the counting mode), CUDA peak memory on a GPU; and whether the loss
+``--repeats`` (timed without the counting mode, the two sides' steps interleaved), CUDA peak memory on a GPU; and whether the loss
 and gradients are identical.
 """
 
@@ -56,7 +56,8 @@ def bytes_written(step):
     return totals
 
 
-def measure(args, peft_forward: bool) -> dict:
+def setup(args, peft_forward: bool):
+    """(step, device): ``step()`` runs one forward and backward and returns (loss, LoRA gradients)."""
     import torch
 
     from thinktune.training.batching import flatten
@@ -86,19 +87,36 @@ def measure(args, peft_forward: bool) -> dict:
         trainer.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), grads
 
-    seconds = []
+    return step, device
+
+
+def timed(step, device: str) -> tuple[float, int | None, tuple]:
+    """(seconds, CUDA peak bytes or None, step's result) of one step."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, torch.cuda.max_memory_allocated() if device == "cuda" else None, result
+
+
+def measure(args) -> tuple[dict, dict]:
+    """Both forwards, their steps interleaved so that a change of the machine's load hits both alike."""
+    sides = {"peft": setup(args, peft_forward=True), "trainer": setup(args, peft_forward=False)}
+    out = {name: {"seconds": [], "device": device} for name, (_, device) in sides.items()}
     for _ in range(args.repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        loss, grads = step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    return {"loss": loss, "grads": grads, "seconds": statistics.median(seconds), "peak": peak,
-            **bytes_written(step), "device": device}
+        for name, (step, device) in sides.items():
+            seconds, peak, (loss, grads) = timed(step, device)
+            out[name].update(loss=loss, grads=grads, peak=peak)
+            out[name]["seconds"].append(seconds)
+    for name, (step, _) in sides.items():
+        out[name]["seconds"] = statistics.median(out[name]["seconds"])
+        out[name].update(bytes_written(step))
+    return out["peft"], out["trainer"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("error: --layers >= 1, --tokens >= 4 and --repeats >= 1")
     import torch
 
-    peft, ours = measure(args, peft_forward=True), measure(args, peft_forward=False)
+    peft, ours = measure(args)
     same = bool(torch.equal(peft["loss"], ours["loss"])) and all(
         torch.equal(a, b) for a, b in zip(peft["grads"], ours["grads"], strict=True))
     gb = 1e9
