@@ -41,8 +41,8 @@ from thinktune.logs import get_logger
 log = get_logger("gpu_check")
 PHASES = ("preflight", "packed_vs_padded", "graphs_vs_eager", "engine_vs_peft", "eval_decode", "gpu_throughput")
 # Share of --budget-s each phase may use; gpu_throughput gets whatever is left of the total.
-SHARES = {"preflight": 0.0625, "packed_vs_padded": 0.15, "graphs_vs_eager": 0.1, "engine_vs_peft": 0.1,
-          "eval_decode": 0.3}
+SHARES = {"preflight": 0.0625, "packed_vs_padded": 0.125, "graphs_vs_eager": 0.1, "engine_vs_peft": 0.1,
+          "eval_decode": 0.35}
 FORBIDDEN = ("dvc", "dvclive", "trl", "datasets", "hydra", "omegaconf")  # the GPU box lacks them
 THROUGHPUT_KEYS = {"train": ("status", "tokens_per_s", "seconds_per_step", "peak_memory_bytes", "mfu", "mfu_formula",
                              "attention", "loss", "fallbacks")}

@@ -108,6 +108,7 @@ def test_eval_decode_measures_the_evaluation_entry_in_every_mode(tiny):
         assert run["answers"] == (16 * checks.TINY.eval_sampled_prompts if sampled else checks.TINY.eval_prompts)
         assert run["tokens_per_s"] > 0 and run["new_tokens"] > 0 and run["peak_memory_bytes"] > 0, name
         assert run["cuda_graphs"] is False and run["cuda_graphs_requested"] is False  # a CPU: not a fallback
+        assert (run["first_run_with_captures"] is None) == ("no_graphs" in name)  # graphs: a capturing run first
     assert r["unmerged_vs_merged"] > 0 and r["graphs_speedup"] > 0 and r["fallbacks"] == []
 
 
