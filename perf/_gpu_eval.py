@@ -92,11 +92,21 @@ def _flex(device: str, problems: list, fallbacks: list) -> dict:
                         "set train.attn_implementation=sdpa (a dense mask per packed row: slower, more memory)")
         fallbacks.append({"what": "attention", "used": "sdpa", "why": f"flex attention failed: {problem}"})
         return {"status": "failed", "error": problem, "seconds": time.perf_counter() - began}
+    from transformers.integrations.flex_attention import WrappedFlexAttention
+
+    from thinktune.training.session import compile_flex_attention_once
+
+    compile_flex_attention_once()  # as LoraTrainer does: one compiled callable for train and eval
+    compiled_once = WrappedFlexAttention(True)() is WrappedFlexAttention(False)()
+    if not compiled_once:
+        problems.append("transformers recompiles flex attention at each train/eval switch; fix: update "
+                        "compile_flex_attention_once (thinktune/training/session.py) for this transformers")
     if error > FLEX_TOL:
         problems.append(f"flex attention differs from sdpa by {error:.2e} of the largest value (> {FLEX_TOL}); fix: "
                         "set train.attn_implementation=sdpa until torch is upgraded")
     return {"status": "compiled" if device == "cuda" else "eager on a CPU (stands in for the compile)",
-            "max_rel_diff_vs_sdpa": error, "seconds": time.perf_counter() - began}
+            "max_rel_diff_vs_sdpa": error, "compiled_once_for_train_and_eval": compiled_once,
+            "seconds": time.perf_counter() - began}
 
 
 def _graph(device: str, problems: list, fallbacks: list) -> dict:

@@ -93,6 +93,7 @@ def test_preflight_imports_and_stands_in_for_the_gpu_steps_on_a_cpu(tiny):
     assert set(gpu_eval.IMPORTS) == set(r["steps"]["imports"]["modules"])
     assert r["steps"]["flex_attention"]["status"].startswith("eager on a CPU")
     assert r["steps"]["flex_attention"]["max_rel_diff_vs_sdpa"] <= gpu_eval.FLEX_TOL  # flex's answer is sdpa's
+    assert r["steps"]["flex_attention"]["compiled_once_for_train_and_eval"] is True
     assert r["steps"]["cuda_graph"]["status"] == "not run: no CUDA here"
 
 
