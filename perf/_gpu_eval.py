@@ -28,6 +28,7 @@ from perf.gpu_throughput import free_device_memory
 IMPORTS = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "huggingface_hub", "regex",
            "yaml", "tqdm", "pydantic", "thinktune.training.session", "thinktune.generation.parallel")
 FLEX_TOL = 2e-2  # tiny flex attention vs sdpa, bf16: max |difference| over max |sdpa|
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0-2 of the word-level tokenizer; prompts avoid them
 WHEELS_FIX = "carry the wheel in .gpu-wheels (python -m perf.gpu_wheels lists them; perf/README.md runbook)"
 
 
@@ -146,12 +147,11 @@ def word_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials)} | {f"t{i}": i for i in range(len(specials), vocab_size)}
+    vocab = {t: i for i, t in enumerate(SPECIALS)} | {f"t{i}": i for i in range(len(SPECIALS), vocab_size)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=specials)
+                                   additional_special_tokens=list(SPECIALS))
     fast.chat_template = ("{% for m in messages %}{{ '<|im_start|> ' + m['content'] + ' <|im_end|> ' }}{% endfor %}"
                           "{% if add_generation_prompt %}{{ '<|im_start|> ' }}{% endif %}")
     return fast
@@ -218,10 +218,9 @@ def eval_decode(record: dict, scale: Scale, device: str, lora, evaluation, work:
 
     on_cuda = device == "cuda"
     base_dir, adapter_dir, merged_dir, source, tokenizer = save_models(scale, device, lora, work)
-    vocab = word_tokenizer(8).vocab_size  # specials: the prompts use ids past them
     config, _ = config_for(scale)
     prompts = synthetic_prompts(scale.eval_prompts, *scale.eval_prompt_tokens, config.vocab_size, scale.seed + 2)
-    chats = [[{"role": "user", "content": " ".join(f"t{max(i, vocab)}" for i in ids)}] for ids in prompts]
+    chats = [[{"role": "user", "content": " ".join(f"t{max(i, len(SPECIALS))}" for i in ids)}] for ids in prompts]
     greedy = DecodingSettings(max_new_tokens=scale.eval_new_tokens, batch_size=len(chats), seed=evaluation.seed)
     sampled = replace(greedy, temperature=evaluation.temperature or 0.2, top_p=evaluation.top_p, n_samples=16,
                       max_new_tokens=scale.eval_sampled_new_tokens, batch_size=16 * scale.eval_sampled_prompts)

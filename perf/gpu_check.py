@@ -1,9 +1,12 @@
 """One prepared check of what only a GPU exercises (bf16 numerics, flex attention, CUDA graphs),
 sized for a short GPU lease, in phases with their own time budgets:
 
-    python -m perf.gpu_check --json "$OUT/gpu_check.json"     # a GPU: at most --budget-s (480 s)
+    python -m perf.gpu_check --accept-fallback attention=flex_attention --json "$OUT/gpu_check.json"   # a GPU, <= 480 s
     python -m perf.gpu_check --tiny --json /tmp/check.json      # a CPU, tiny models: seconds
 
+0. ``preflight`` (``perf._gpu_eval``): imports and the installed packages' requirements, a tiny
+   flex-attention compile (compiled once for train and eval), a tiny CUDA graph capture, the
+   FlashAttention 2 probe, Liger's import; each failure names its fix, a failed import skips the rest.
 1. ``packed_vs_padded``: one step's chats, loss and LoRA gradients through the project's
    padding-free row (flex attention on CUDA; sdpa on a CPU, recorded) vs a right-padded sdpa
    batch, bf16. Control: chats that see each other.
@@ -11,9 +14,15 @@ sized for a short GPU lease, in phases with their own time budgets:
    ``buckets`` shapes the graphs replay); ``buckets`` stands in for graphs without CUDA.
 3. ``engine_vs_peft``: engine logits with a LoRA adapter applied unmerged by ModelHost vs PEFT's
    own unmerged model decoded by the same engine, bf16 (they must agree); control: the bf16 merge.
-4. ``gpu_throughput``: ``python -m perf.gpu_throughput --preset paper`` (``--tiny`` with
-   ``--tiny``) in a child process with the budget left; its key figures are folded in.
+4. ``eval_decode`` (``perf._gpu_eval``): decode tokens/s and peak memory through the evaluation's
+   entry, ``LocalGenerator``: n = 1 greedy at batch 41 unmerged with graphs on and off and merged
+   (reference), n = 16 sampled.
+5. ``gpu_throughput``: ``python -m perf.gpu_throughput --preset paper --phases train`` (``--tiny``
+   with ``--tiny``) in a child process with the budget left: training tokens/s and MFU.
 
+Every fallback (attention, loss, CUDA graphs) is collected in the report's ``fallbacks`` and
+warned; one that ``--accept-fallback WHAT=USED`` does not name makes the exit status 1, as a
+phase that did not pass does.
 Each phase's record has its status (passed / FAILED / failed: an error / interrupted by its
 budget), elapsed seconds and figures; the JSON is rewritten after every phase, the machine
 described at its top. Models are random-initialised (``perf._gpu_study``) and token ids
