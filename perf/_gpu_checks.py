@@ -41,13 +41,23 @@ class Scale:
     adapter_steps: int
     adapter_chats_per_step: int
     adapter_chat_tokens: tuple[int, int]
+    eval_prompts: int  # the evaluation's decode (perf._gpu_eval): n = 1 greedy, all prompts in one batch
+    eval_prompt_tokens: tuple[int, int]
+    eval_new_tokens: int
+    eval_sampled_prompts: int  # n = 16 sampled: these prompts x 16 answers in one batch
+    eval_sampled_new_tokens: int
     seed: int = 0
 
 
 TINY = Scale("tiny", chats=6, chat_tokens=(16, 96), prompts=4, prompt_tokens=(8, 24), new_tokens=16,
-             adapter_steps=64, adapter_chats_per_step=2, adapter_chat_tokens=(32, 96))
+             adapter_steps=64, adapter_chats_per_step=2, adapter_chat_tokens=(32, 96), eval_prompts=6,
+             eval_prompt_tokens=(8, 24), eval_new_tokens=16, eval_sampled_prompts=2, eval_sampled_new_tokens=8)
 FULL = Scale("Qwen/Qwen2.5-Coder-0.5B", chats=8, chat_tokens=(256, 1536), prompts=16, prompt_tokens=(100, 500),
-             new_tokens=128, adapter_steps=64, adapter_chats_per_step=4, adapter_chat_tokens=(256, 512))
+             new_tokens=128, adapter_steps=64, adapter_chats_per_step=4, adapter_chat_tokens=(256, 512),
+             eval_prompts=41, eval_prompt_tokens=(400, 900), eval_new_tokens=1024, eval_sampled_prompts=10,
+             eval_sampled_new_tokens=512)
+# The evaluation's decode is measured on the study's model (the 1.5B), the numeric checks on the 0.5B.
+FULL_EVAL = Scale("Qwen/Qwen2.5-Coder-1.5B", **{k: v for k, v in FULL.__dict__.items() if k != "architecture"})
 
 
 def config_for(scale: Scale, init_std: float | None = None):

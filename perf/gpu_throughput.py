@@ -204,7 +204,7 @@ class Bench:
 
         args, train = self.args, self.train
         precision = resolve_precision(train.precision)
-        attention, _ = choose_attention(train.attn_implementation, self.device)
+        attention, attention_fallback = choose_attention(train.attn_implementation, self.device)
         low, high = args.chat_tokens
         batch = train.effective_batch_size
         model = build_model(self.config, precision, attention, self.device, train.seed)
@@ -217,7 +217,11 @@ class Bench:
                      f"random token ids, seed {train.seed}",
             "chats_per_step": batch, "micro_batch_tokens": train.micro_batch_tokens,
             "activation_checkpointing": train.gradient_checkpointing, "precision": precision, "attention": attention,
-            "loss": trainer.loss_impl, "lora": self.params.lora.model_dump(), "parameters": self.n_params,
+            "loss": trainer.loss_impl, "fallbacks": [
+                *([{"what": "attention", "used": attention, "why": attention_fallback}] if attention_fallback else []),
+                *([{"what": "loss", "used": trainer.loss_impl, "why": trainer.loss_fallback}]
+                  if trainer.loss_fallback else [])],
+            "lora": self.params.lora.model_dump(), "parameters": self.n_params,
             "trainable_parameters": trainable, "warmup_steps": args.warmup_steps, "steps": []})
         log.info("training: %d+%d steps of %d chats (%s), micro-batches <= %d tokens, %s, attention %s, loss %s, "
                  "activation checkpointing %s", args.warmup_steps, args.train_steps, batch, section["chats"],

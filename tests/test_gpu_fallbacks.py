@@ -141,3 +141,58 @@ def test_summary_records_how_each_checkpoint_was_decoded(tmp_path, params):
     summary = json.loads((tmp_path / "deep" / "summary.json").read_text())
     assert summary["decode_engine"] == {"checkpoint-2": {"cuda_graphs": False, "graphs_off_reason": "capture failed: X",
                                                          "tokens_per_s": 3.0, "new_tokens": 9, "cached": False}}
+
+
+def test_the_loss_fallback_on_cuda_is_named_and_a_cpu_has_none(monkeypatch):
+    from thinktune.training import loss
+
+    monkeypatch.setattr(loss, "liger_available", lambda: False)
+    impl = loss.resolve_loss_impl("auto", on_cuda=True)
+    assert impl == "chunked" and "liger-kernel" in loss.loss_fallback("auto", True, impl)
+    assert loss.loss_fallback("auto", False, "chunked") is None  # Liger never runs on a CPU
+    assert loss.loss_fallback("chunked", True, "chunked") is None  # asked for by name
+
+
+def test_a_run_with_fallbacks_records_them_in_summary_json_and_warns(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """The attention and loss fallbacks a GPU run would take (no flash-attn, no flex, no Liger),
+    forced on a CPU: summary.json names each, what was used and why, and the log warns."""
+    import json
+    import logging
+
+    from test_training_run import run
+
+    from thinktune.training import loss, run as run_module
+
+    why_attention = "flash-attn is not installed; flex attention not available: sdpa with a dense mask per packed row"
+    monkeypatch.setattr(run_module, "choose_attention", lambda requested, device: ("sdpa", why_attention))
+    monkeypatch.setattr("thinktune.training.session.loss_fallback",
+                        lambda requested, on_cuda, impl: loss.loss_fallback(requested, True, impl))
+    with caplog.at_level(logging.WARNING, logger="thinktune.training"):
+        run(tmp_path, tiny_model_dir, monkeypatch)
+    summary = json.loads((tmp_path / "dvclive/train_deep/summary.json").read_text())
+    assert summary["fallbacks"] == {
+        "attention": {"used": "sdpa", "why": why_attention},
+        "loss": {"used": "chunked", "why": loss.loss_fallback("auto", True, "chunked")}}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("attention fell back to sdpa" in m for m in warned), warned
+    assert any("loss fell back to chunked" in m for m in warned), warned
+
+
+def test_flex_attention_is_compiled_once_for_training_and_evaluation(monkeypatch):
+    """transformers' singleton calls torch.compile again at every train <-> eval switch; with
+    compile_flex_attention_once the first compiled callable serves both (torch.compile is lazy:
+    counting its calls needs no compiler)."""
+    import torch
+    from transformers.integrations import flex_attention as hf_flex
+
+    from thinktune.training.session import compile_flex_attention_once
+
+    wrapper = hf_flex.WrappedFlexAttention
+    for name in ("__init__", "_instance", "_is_flex_compiled", "_compiled_flex_attention"):
+        monkeypatch.setattr(wrapper, name, getattr(wrapper, name))  # restored after the test
+    wrapper._instance, wrapper._is_flex_compiled, wrapper._compiled_flex_attention = None, False, None
+    compiles = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiles.append(kw) or (lambda *a, **k: fn(*a, **k)))
+    assert compile_flex_attention_once() is True and compile_flex_attention_once() is True
+    used = [wrapper(training)() for training in (True, False, True, False)]
+    assert len(compiles) == 1 and all(u is used[0] for u in used), compiles

@@ -108,6 +108,7 @@ def test_metrics_file_has_the_headline_and_the_summary_the_rest(trained):
     assert summary["chats"] == 5  # write_chats: 5 training chats
     assert summary["train_loss"] > 0 and summary["valid_loss"] > 0 and summary["tokens_per_s"] > 0
     assert summary["environment"]["precision"] == "fp32" and summary["environment"]["device"] == "cpu"
+    assert summary["fallbacks"] == {}  # a CPU's sdpa and chunked loss are its first choices, not fallbacks
     # metrics: the headline only (environment and versions made `dvc metrics show` 1,499 characters wide)
     assert json.loads((trained / "metrics.json").read_text()) == {"valid_loss": summary["valid_loss"]}
 

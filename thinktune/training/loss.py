@@ -45,6 +45,13 @@ def resolve_loss_impl(requested: LossImpl, on_cuda: bool) -> Literal["liger", "c
     return requested
 
 
+def loss_fallback(requested: LossImpl, on_cuda: bool, impl: str) -> str | None:
+    """Why a CUDA run asking for ``auto`` got the chunked loss rather than Liger's, or None."""
+    if requested == "auto" and on_cuda and impl == "chunked":
+        return "liger-kernel is not importable (pip install liger-kernel): the exact chunked loss, slower"
+    return None
+
+
 def _chunk_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
 

@@ -164,6 +164,8 @@ def _make_trainer(base_model_dir, lora: LoraParams, train: TrainParams, steps: i
     model = load_causal_lm(base_model_dir, torch_dtype(precision), attn_implementation=attention)
     trainer = LoraTrainer(model, lora, train, steps, pad_token_id=tokenizer.pad_token_id or 0,
                           accelerator=accelerator)
+    if trainer.loss_fallback:
+        log.warning("loss: chunked, not liger (%s)", trainer.loss_fallback)
     if latest:
         trainer.load_state(latest[1])
     return trainer, attention, attention_fallback
@@ -262,14 +264,28 @@ def _publish(run: _Run, start: int, attention: str, attention_fallback: str | No
         "seconds_per_step": extra["seconds"] / steps, "resumed_from_step": start or None,
         "processes": run.accelerator.num_processes, "attention": attention,
         "attention_fallback": attention_fallback, "loss_impl": run.trainer.loss_impl,
+        "fallbacks": fallbacks(attention, attention_fallback, run.trainer),
         "environment": describe_environment(run.train.precision),
     }
     write_json(live_dir / "summary.json", summary)  # everything, environment included
+    for what, fallback in summary["fallbacks"].items():
+        log.warning("this run's %s fell back to %s: %s", what, fallback["used"], fallback["why"])
     if metrics_file:  # the headline only, so that `dvc metrics show` stays narrow
         headline = {"valid_loss": summary["valid_loss"]}
         write_json(metrics_file, {metrics_key: headline} if metrics_key else headline)
     run.store.remove()
     log.info("saved %d adapter checkpoint(s) to %s, training log to %s", len(published), out_dir, live_dir)
+
+
+def fallbacks(attention: str, attention_fallback: str | None, trainer: LoraTrainer) -> dict:
+    """What took a slower path than the first choice, and why: ``{what: {"used", "why"}}`` (empty: none).
+    Attention goes FlashAttention 2 -> flex -> sdpa with a dense mask; the loss Liger -> chunked."""
+    found = {}
+    if attention_fallback:
+        found["attention"] = {"used": attention, "why": attention_fallback}
+    if trainer.loss_fallback:
+        found["loss"] = {"used": trainer.loss_impl, "why": trainer.loss_fallback}
+    return found
 
 
 def _save_checkpoint(trainer: LoraTrainer, store: RunStore, step: int, main: bool, card: str,
