@@ -255,7 +255,9 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
         if shared.pidns_fd >= 0:
             # One mount and network namespace per program, shared by its runs one after the
             # other: a run leaves nothing in them (its /tmp is unmounted, its processes are
-            # killed, no interface is up, and the filter denies Unix sockets).
+            # killed, no interface is up, and the filter denies Unix sockets but anonymous
+            # pairs; a run that leaves a socket behind gets the next run a new network
+            # namespace: ``_renew_network_if_used``).
             kernel.unshare(kernel.CLONE_NEWNS | (0 if network else kernel.CLONE_NEWNET))
             root.mount_proc()
             if shared.cgroup_parent is not None:
@@ -295,6 +297,7 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
         conn.sendall(keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
     conn.sendall(READY + b"\n")
+    own_network = shared.pidns_fd >= 0 and not network
     queued: deque[list[int]] = deque()  # requests read ahead during a run
     while True:
         stdio = queued.popleft() if queued else keeper.receive_request(conn)
@@ -308,10 +311,40 @@ def _zygote(shared: _Shared, memory_cgroup: str, network: bool, server: socket.s
             return report  # in the program's process
         for fd in stdio:
             os.close(fd)
+        if own_network:
+            try:
+                _renew_network_if_used()
+            except OSError as exc:
+                report = keeper.SETUP_FAILED + f"{type(exc).__name__}: {exc}".encode()
         try:
             conn.sendall(report + b"\n")
         except OSError:
             os._exit(0)
+
+
+# The tables of the zygote's network namespace that list a socket a run could leave: Unix
+# (a datagram pair with its own descriptors in its queue, bound to an abstract name, lives
+# until the kernel's socket collector runs), and TCP and UDP.
+_SOCKET_TABLES = ("/proc/net/unix", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6")
+
+
+def _renew_network_if_used() -> None:
+    """After a run (every process of it gone): if a socket it made still exists, the next run
+    gets a new network namespace (no interface up), which that socket is not in, so a
+    program's test leaves nothing for the next (a name in /proc/net/unix, a queue to read).
+    The usual run leaves none (a process's sockets close with it) and costs one read of
+    each table; renewing costs ~0.6 ms (measured: a fork with unshare(CLONE_NEWNET) against
+    one without, on the 2-core AMD EPYC)."""
+    for table in _SOCKET_TABLES:
+        try:
+            with open(table, "rb") as f:
+                f.readline()  # the header
+                if not f.readline():
+                    continue
+        except FileNotFoundError:  # a kernel without IPv6
+            continue
+        kernel.unshare(kernel.CLONE_NEWNET)
+        return
 
 
 def _compile(source: bytes, limits: Limits) -> CodeType | None:
