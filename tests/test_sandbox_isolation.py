@@ -711,6 +711,31 @@ def test_a_program_using_asyncio_and_pipes_passes_every_test():
         assert [program.run(str(n)).stdout for n in range(4)] == [f"{2 * n}\n" for n in range(4)]
 
 
+def test_no_test_runs_while_another_tests_verdict_is_decided():
+    """A program's tests: the evaluator takes (and sends) test k+1 only after it has taken
+    test k's result and judged it, so no run of the program is under way while a verdict is
+    decided, and none starts or ends because of one. Queued ahead, the next test ran during
+    the judgement and was killed within milliseconds after a failure, but ran on after a
+    pass: a partner program graded beside it, with any channel, learned the verdict."""
+    events: list[str] = []
+
+    def stdins(values):
+        for value in values:
+            events.append(f"send {value}")
+            yield value
+
+    with Program("print(input())", FAST) as program:
+        results = program.runs(stdins(["pass", "fail", "never"]))
+        for result in results:
+            events.append(f"judge {result.stdout.strip()}")
+            if result.stdout != "pass\n":
+                results.close()  # stop at the first failure, as the graders do
+                break
+        # the health check: the program's next tests, after a failed one, all run and pass
+        assert [r.stdout for r in program.runs(["a", "b", "c"])] == ["a\n", "b\n", "c\n"]
+    assert events == ["send pass", "judge pass", "send fail", "judge fail"]
+
+
 # --------------------------------------------------------------------------------------
 # Weaker tiers say what they cannot promise
 

@@ -2,8 +2,8 @@
 
 Contract. ``run_python(source, stdin, limits) -> RunResult`` runs ``source`` as ``main.py``
 with ``stdin`` on its standard input. ``Program(source, limits, preamble=...)`` does the same
-for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which queues the next run while one
-runs), compiling once; the trusted ``preamble`` (a grader's imports or harness, never the
+for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which sends a run only once the
+previous one's result has been taken: no run observes another's verdict), compiling once; the trusted ``preamble`` (a grader's imports or harness, never the
 program's code; compiled once by the fork server) runs once per program, in the
 ``__main__`` every run starts from. Whatever the program does, a run
 returns a ``RunResult``: exit code as under ``python main.py`` (status, atexit handlers,
