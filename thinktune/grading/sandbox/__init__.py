@@ -40,9 +40,17 @@ every tier a program imports the standard library and the allowed packages, noth
 ``plain``
     Not root: rlimits, timeout, new session, temp dir and cleanup; the evaluator's user.
 
-Not covered: CPU is not reserved; the kernel is shared (an exploit through an allowed
-system call escapes); runs of one program share its namespaces and cgroup one after the
-other (a run leaves nothing in them); the mount table names the host directories bound
+Programs graded at once share nothing writable: a lock or a watch on the root's shared
+read-only files is denied (``seccomp``); a run's Unix sockets are in its program's network
+namespace, and a run that leaves one behind gets the next run a new namespace
+(``forkserver``); a program's next run is sent only once the previous one is judged
+(``client``), so no run starts or ends because of a verdict.
+
+Not covered: CPU is not reserved, and timing (CPU, caches, the page cache) and the
+host-wide counters /proc shows (memory, load, open files) are shared: slow, noisy channels
+between programs; the kernel is shared (an exploit through an allowed system call
+escapes); runs of one program share its namespaces and cgroup one after the other (a run
+leaves nothing in them); the mount table names the host directories bound
 into the root (numpy's in the virtualenv among them); within its own process a program
 can do anything the harness code there can (HumanEval's check therefore runs in another
 process: ``thinktune.grading.humaneval_harness``).
