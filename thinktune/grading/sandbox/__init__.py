@@ -3,9 +3,10 @@
 Contract. ``run_python(source, stdin, limits) -> RunResult`` runs ``source`` as ``main.py``
 with ``stdin`` on its standard input. ``Program(source, limits, preamble=...)`` does the same
 for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which sends a run only once the
-previous one's result has been taken: no run observes another's verdict), compiling once; the trusted ``preamble`` (a grader's imports or harness, never the
-program's code; compiled once by the fork server) runs once per program, in the
-``__main__`` every run starts from. Whatever the program does, a run
+previous one's result has been taken: no run observes another's verdict), compiling
+once; the trusted ``preamble`` (a grader's imports or harness, never the program's code;
+compiled once by the fork server) runs once per program, in the ``__main__`` every run
+starts from. Whatever the program does, a run
 returns a ``RunResult``: exit code as under ``python main.py`` (status, atexit handlers,
 flushed output, traceback; -N when killed by signal N), stdout capped, timeout. Only a
 failure of the sandbox itself raises ``SandboxError`` (a keeper lost twice, a refused
@@ -40,8 +41,8 @@ every tier a program imports the standard library and the allowed packages, noth
 ``plain``
     Not root: rlimits, timeout, new session, temp dir and cleanup; the evaluator's user.
 
-Programs graded at once share nothing writable: a lock or a watch on the root's shared
-read-only files is denied (``seccomp``); a run's Unix sockets are in its program's network
+Programs graded at once share no state one can set and another read: a lock or a watch
+on the root's shared read-only files is denied (``seccomp``); a run's Unix sockets are in its program's network
 namespace, and a run that leaves one behind gets the next run a new namespace
 (``forkserver``); a program's next run is sent only once the previous one is judged
 (``client``), so no run starts or ends because of a verdict.

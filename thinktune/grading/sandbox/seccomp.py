@@ -51,7 +51,7 @@ DENIED = (
 )
 # Lock calls, denied with ENOLCK: flock, and fcntl's lock commands (F_GETLK, F_SETLK, F_SETLKW
 # and their open-file-description forms F_OFD_*), which on a 64-bit ABI are the only ones.
-LOCKS = ("flock",)
+_LOCK_CALLS = ("flock",)
 _F_GETLK, _F_SETLK, _F_SETLKW, _F_OFD_GETLK, _F_OFD_SETLK, _F_OFD_SETLKW = 5, 6, 7, 36, 37, 38
 _FCNTL_LOCKS = (_F_GETLK, _F_SETLK, _F_SETLKW, _F_OFD_GETLK, _F_OFD_SETLK, _F_OFD_SETLKW)
 _F_SETLEASE, _F_GETLEASE, _F_NOTIFY = 1024, 1025, 1026  # leases and dnotify: EPERM
@@ -78,7 +78,7 @@ def build() -> tuple[bytes | None, str]:
             rules.add_rule(deny, name)
     rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     no_locks = sc.ERRNO(errno.ENOLCK)
-    for name in LOCKS:
+    for name in _LOCK_CALLS:
         rules.add_rule(no_locks, name)
     # fcntl's command is an int: compared on the low 32 bits, as the kernel reads it
     for command in _FCNTL_LOCKS:
