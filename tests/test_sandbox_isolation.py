@@ -43,6 +43,10 @@ from thinktune.grading.sandbox import (
 from thinktune.grading.sandbox.limits import SCRATCH_INODES
 
 FAST = Limits(timeout_s=2.0)
+# For the channel tests, whose programs must finish for the check to mean anything: 20 s is
+# far beyond what they take (the seven channel tests together: 6 s, every program and pytest
+# included, under a load average of 9 on the 2-core AMD EPYC).
+GENEROUS = Limits(timeout_s=20.0)
 TEST_UID_BASE = 63000  # apart from tests/test_sandbox.py's range and from real evaluations
 
 pytestmark = pytest.mark.usefixtures("private_uid_range")
@@ -652,7 +656,7 @@ def test_no_program_watches_the_shared_files():
     """inotify, fanotify and dnotify watches on the shared directories would see every other
     program's opens and reads; a lease, another's open for writing; fadvise(DONTNEED) drops a
     shared file from the page cache for another to time. All are denied."""
-    result = run(WATCHES)
+    result = run(WATCHES, limits=GENEROUS)
     expected = ["inotify_init1 EPERM", "inotify_init EPERM", "fanotify_init EPERM", "dnotify EPERM",
                 "lease EPERM", "fadvise EPERM"]
     assert result.stdout.splitlines() == expected, result.stderr
@@ -689,7 +693,7 @@ LEAVES_OR_LOOKS = """
 def test_no_unix_socket_outlives_its_test():
     """The program's next test lists no socket in /proc/net/unix and reaches no name: a test
     that leaves a socket behind leaves it in a network namespace no later test is in."""
-    with Program(textwrap.dedent(LEAVES_OR_LOOKS), FAST) as program:
+    with Program(textwrap.dedent(LEAVES_OR_LOOKS), GENEROUS) as program:
         outputs = [program.run(step).stdout for step in ("leave", "look", "leave", "leave", "look", "look")]
     assert outputs == ["left\n", "0 ConnectionRefusedError\n"] * 1 + ["left\n"] * 2 + \
         ["0 ConnectionRefusedError\n"] * 2, outputs
@@ -724,7 +728,7 @@ def test_no_test_runs_while_another_tests_verdict_is_decided():
             events.append(f"send {value}")
             yield value
 
-    with Program("print(input())", FAST) as program:
+    with Program("print(input())", GENEROUS) as program:
         results = program.runs(stdins(["pass", "fail", "never"]))
         for result in results:
             events.append(f"judge {result.stdout.strip()}")
