@@ -17,7 +17,8 @@ runs all that program's tests inside it. Prints tests/s for each and the ratio
 ours/official; the CPU time each grader's processes used per test (kernel threads
 excluded), which a busy machine distorts less than wall time; the machine's load average;
 and the latency of one sandboxed run of an empty program, alone and as one more run of an
-open program, beside a fresh interpreter running it without any isolation.
+open program, and of one test of an open program whose tests run in a row (each sent once
+the one before is taken), beside a fresh interpreter running it without any isolation.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(runs):
             sandboxed.run()
     print(f"one more run of an open program (its zygote ready): {1000 * (time.perf_counter() - started) / runs:.1f} ms")
+    with Program("print(input())", limits, preamble=PRELUDE) as sandboxed:
+        list(sandboxed.runs(["0"] * 5))
+        started = time.perf_counter()
+        list(sandboxed.runs([str(n) for n in range(4 * runs)]))  # each sent once the one before is taken
+    print(f"a test of an open program, its tests in a row: {1000 * (time.perf_counter() - started) / (4 * runs):.1f} ms")
     started = time.perf_counter()
     for _ in range(runs):
         subprocess.run([sys.executable, "-s", "-P", "-c", PRELUDE + "pass"], check=True)

@@ -308,3 +308,56 @@ def test_mount_table_and_unix_sockets_are_as_documented():
     named = {m for m in seen["mounts"] if m.startswith(roots)}
     assert named and named <= allowed, named
     assert_healthy()
+
+
+# A partner that watches a program's tests: the grader's own stop at a failed test must not
+# tell it the verdict. The program is given the network (Limits(network=True)) as the one
+# channel left open on purpose, so the test sees what any channel would carry.
+WATCHED = """
+import socket, sys, time
+line = input()
+if line == "guess":
+    print("wrong")
+else:
+    # a later test: tell the partner it started, then keep the connection open while alive
+    with socket.create_connection(("127.0.0.1", {port}), timeout=5) as partner:
+        partner.sendall(b"started")
+        time.sleep(4)
+    print(line)
+"""
+
+
+def test_a_partner_cannot_watch_a_failed_tests_next_test_being_stopped(monkeypatch):
+    """Test 1 fails; queued ahead, test 2 started before that verdict and was killed within
+    milliseconds of it (after a pass it ran on), which a partner program saw through any
+    channel. Now test 2 is sent only after test 1 is judged: after a failure it never starts.
+    The evaluator is made slow to take a result (as on a loaded machine), so a test queued
+    ahead has all the time it needs to start."""
+    import socket
+
+    from thinktune.grading.sandbox import Limits, client
+
+    receive = client.Program._receive
+
+    def slow_receive(self, fds):
+        time.sleep(1.0)  # the old code's queued test connected within it 3 times of 3 (loaded 2-core AMD EPYC)
+        return receive(self, fds)
+
+    monkeypatch.setattr(client.Program, "_receive", slow_receive)
+    with socket.create_server(("127.0.0.1", 0)) as partner:
+        partner.settimeout(0.5)
+        code = WATCHED.format(port=partner.getsockname()[1])
+        [result] = grade_many([(code, [TestCase("guess\n", "right\n"), TestCase("later\n", "later\n")], None)],
+                              Limits(timeout_s=10, network=True), workers=2)
+        assert result.verdicts == [Verdict.WRONG_ANSWER]
+        connections = []
+        try:
+            while True:  # every test that started has connected by now: grading has returned
+                connections.append(partner.accept()[0])
+        except TimeoutError:
+            pass
+        for connection in connections:
+            connection.close()
+    assert connections == []
+    monkeypatch.undo()
+    assert_healthy()

@@ -43,6 +43,10 @@ from thinktune.grading.sandbox import (
 from thinktune.grading.sandbox.limits import SCRATCH_INODES
 
 FAST = Limits(timeout_s=2.0)
+# For the channel tests, whose programs must finish for the check to mean anything: 20 s is
+# far beyond what they take (the seven channel tests together: 6 s, every program and pytest
+# included, under a load average of 9 on the 2-core AMD EPYC).
+GENEROUS = Limits(timeout_s=20.0)
 TEST_UID_BASE = 63000  # apart from tests/test_sandbox.py's range and from real evaluations
 
 pytestmark = pytest.mark.usefixtures("private_uid_range")
@@ -517,6 +521,223 @@ def test_the_syscall_filter_denies(name):
     """
     result = run(source)
     assert result.stdout == f"-1 {errno.EPERM}\n", result.stderr
+
+
+# --------------------------------------------------------------------------------------
+# Nothing carries state between programs graded at once, nor between a program's tests
+
+# What every program shares: the root's read-only files. A program holds a lock on one while
+# the next looks for it, as two programs graded at once would (the issue's sender and receiver).
+LOCK_HOLDER = """
+    import errno, fcntl, os, struct, sys, time
+    held = []
+    path = os.path.realpath(os.__file__)
+    for kind in ("flock", "posix", "ofd"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if kind == "flock":
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            else:
+                command = fcntl.F_SETLK if kind == "posix" else fcntl.F_OFD_SETLK
+                fcntl.fcntl(fd, command, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 1, 0))
+            held.append(kind)
+        except OSError as exc:
+            print(kind, errno.errorcode[exc.errno])
+    sys.stdout.flush()
+    if held:
+        print("holding", *held, flush=True)
+        time.sleep(8)
+"""
+LOCK_SEEKER = """
+    import errno, fcntl, os, struct
+    path = os.path.realpath(os.__file__)
+    fd = os.open(path, os.O_RDONLY)
+    for kind, command in (("posix", fcntl.F_GETLK), ("ofd", fcntl.F_OFD_GETLK)):
+        try:
+            found = fcntl.fcntl(fd, command, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 1, 0))
+            print(kind, "seen" if struct.unpack("hhqqi4x", found)[0] != fcntl.F_UNLCK else "none")
+        except OSError as exc:
+            print(kind, errno.errorcode[exc.errno])
+    try:
+        fcntl.flock(os.open(path, os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("flock none")
+    except OSError as exc:
+        print("flock", errno.errorcode[exc.errno])
+"""
+
+
+def _host_locks_on(path: str) -> bool:
+    """Whether the host's /proc/locks shows a lock on ``path``'s inode (any program's)."""
+    info = os.stat(path)
+    inode = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    with open("/proc/locks") as f:
+        return any(inode in line for line in f)
+
+
+@contained
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64") or lacks("seccomp"),
+                    reason="needs the seccomp filter (x86_64 or aarch64 with libseccomp)")
+def test_file_locks_on_shared_files_carry_nothing_between_programs():
+    """One program locks a standard-library file every program sees (flock, a POSIX and an
+    open-file-description lock); another, graded meanwhile, looks for them (F_GETLK,
+    F_OFD_GETLK, a non-blocking flock). Every lock call fails with ENOLCK, as on a file
+    system without locking, so nothing is held and nothing is seen."""
+    shared = os.path.realpath(os.__file__)
+    holder: list = []
+    thread = threading.Thread(target=lambda: holder.append(run(LOCK_HOLDER, limits=Limits(timeout_s=20))))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60  # the holder locks, or ends, long before this on a loaded machine
+        while thread.is_alive() and not _host_locks_on(shared) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seeker = run(LOCK_SEEKER, limits=Limits(timeout_s=20))
+    finally:
+        thread.join()
+    assert (holder[0].stdout, seeker.stdout) == ("flock ENOLCK\nposix ENOLCK\nofd ENOLCK\n",
+                                                 "posix ENOLCK\nofd ENOLCK\nflock ENOLCK\n")
+
+
+def test_an_honest_program_that_locks_still_passes():
+    """What a solution may use that synchronizes (threads, multiprocessing's semaphores and
+    queues, an in-memory sqlite3, logging) needs no file lock."""
+    source = """
+        import logging, multiprocessing, queue, sqlite3, threading
+        logging.basicConfig(level=logging.INFO)
+        logging.info("started")
+        lock, total = threading.Lock(), []
+        def add(n):
+            with lock:
+                total.append(n)
+        threads = [threading.Thread(target=add, args=(n,)) for n in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        with multiprocessing.Pool(2) as pool:
+            squares = pool.map(abs, [-1, -2, -3])
+        db = sqlite3.connect(":memory:")
+        db.execute("create table t (x)")
+        db.executemany("insert into t values (?)", [(n,) for n in squares])
+        print(sum(total), db.execute("select sum(x) from t").fetchone()[0])
+    """
+    # 60 s: a pool's start is well under a second, on a loaded 2-core machine too
+    result = run(source, limits=Limits(timeout_s=60))
+    assert result.stdout == "6 6\n", result.stderr
+
+
+WATCHES = """
+    import ctypes, errno, fcntl, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    module = os.path.realpath(os.__file__)
+    def report(name, ret):
+        print(name, errno.errorcode[ctypes.get_errno()] if ret < 0 else "allowed")
+    report("inotify_init1", libc.inotify_init1(0))
+    report("inotify_init", libc.inotify_init())
+    FAN_CLASS_NOTIF, FAN_REPORT_FID = 0, 0x200  # what an unprivileged fanotify may ask for
+    report("fanotify_init", libc.fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_FID, os.O_RDONLY))
+    F_SETLEASE, F_NOTIFY, DN_ACCESS = 1024, 1026, 0x1
+    for name, path, command, arg in (("dnotify", os.path.dirname(module), F_NOTIFY, DN_ACCESS),
+                                     ("lease", module, F_SETLEASE, fcntl.F_RDLCK)):
+        try:
+            fcntl.fcntl(os.open(path, os.O_RDONLY), command, arg)
+            print(name, "allowed")
+        except OSError as exc:
+            print(name, errno.errorcode[exc.errno])
+    try:
+        os.posix_fadvise(os.open(module, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)
+        print("fadvise allowed")
+    except OSError as exc:
+        print("fadvise", errno.errorcode[exc.errno])
+"""
+
+
+@contained
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64") or lacks("seccomp"),
+                    reason="needs the seccomp filter (x86_64 or aarch64 with libseccomp)")
+def test_no_program_watches_the_shared_files():
+    """inotify, fanotify and dnotify watches on the shared directories would see every other
+    program's opens and reads; a lease, another's open for writing; fadvise(DONTNEED) drops a
+    shared file from the page cache for another to time. All are denied."""
+    result = run(WATCHES, limits=GENEROUS)
+    expected = ["inotify_init1 EPERM", "inotify_init EPERM", "fanotify_init EPERM", "dnotify EPERM",
+                "lease EPERM", "fadvise EPERM"]
+    assert result.stdout.splitlines() == expected, result.stderr
+
+
+# A test that leaves a Unix socket behind for the program's next test: one end of a datagram
+# pair bound to an abstract name, both ends sent into its own queue (a reference cycle that
+# only the kernel's socket collector frees, some time after the run); the next test looks
+# for it in /proc/net/unix and sends to its name.
+LEAVES_OR_LOOKS = """
+    import array, socket, sys
+    name = "\\0thinktune-left"
+    if input() == "leave":
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        a.bind(name)
+        for end in (a, b):
+            fds = array.array("i", [a.fileno(), b.fileno()])
+            end.send(b"x")
+            end.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        print("left")
+    else:
+        with open("/proc/net/unix") as f:
+            sockets = f.read().splitlines()[1:]
+        try:
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0].sendto(b"hello", name)
+            reached = "reached"
+        except OSError as exc:
+            reached = type(exc).__name__
+        print(len(sockets), reached)
+"""
+
+
+@contained
+def test_no_unix_socket_outlives_its_test():
+    """The program's next test lists no socket in /proc/net/unix and reaches no name: a test
+    that leaves a socket behind leaves it in a network namespace no later test is in."""
+    with Program(textwrap.dedent(LEAVES_OR_LOOKS), GENEROUS) as program:
+        outputs = [program.run(step).stdout for step in ("leave", "look", "leave", "leave", "look", "look")]
+    assert outputs == ["left\n", "0 ConnectionRefusedError\n"] * 1 + ["left\n"] * 2 + \
+        ["0 ConnectionRefusedError\n"] * 2, outputs
+
+
+def test_a_program_using_asyncio_and_pipes_passes_every_test():
+    """An honest program's own Unix sockets (asyncio's socketpair, a multiprocessing Pipe) work
+    in each of its tests."""
+    source = """
+        import asyncio, multiprocessing
+        async def double(n):
+            await asyncio.sleep(0)
+            return 2 * n
+        parent, child = multiprocessing.Pipe()
+        child.send(asyncio.run(double(int(input()))))
+        print(parent.recv())
+    """
+    with Program(textwrap.dedent(source), Limits(timeout_s=30)) as program:
+        assert [program.run(str(n)).stdout for n in range(4)] == [f"{2 * n}\n" for n in range(4)]
+
+
+def test_no_test_runs_while_another_tests_verdict_is_decided():
+    """A program's tests: the evaluator takes (and sends) test k+1 only after it has taken
+    test k's result and judged it, so no run of the program is under way while a verdict is
+    decided, and none starts or ends because of one. Queued ahead, the next test ran during
+    the judgement and was killed within milliseconds after a failure, but ran on after a
+    pass: a partner program graded beside it, with any channel, learned the verdict."""
+    events: list[str] = []
+
+    def stdins(values):
+        for value in values:
+            events.append(f"send {value}")
+            yield value
+
+    with Program("print(input())", GENEROUS) as program:
+        results = program.runs(stdins(["pass", "fail", "never"]))
+        for result in results:
+            events.append(f"judge {result.stdout.strip()}")
+            if result.stdout != "pass\n":
+                results.close()  # stop at the first failure, as the graders do
+                break
+        # the health check: the program's next tests, after a failed one, all run and pass
+        assert [r.stdout for r in program.runs(["a", "b", "c"])] == ["a\n", "b\n", "c\n"]
+    assert events == ["send pass", "judge pass", "send fail", "judge fail"]
 
 
 # --------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 Contract. ``run_python(source, stdin, limits) -> RunResult`` runs ``source`` as ``main.py``
 with ``stdin`` on its standard input. ``Program(source, limits, preamble=...)`` does the same
-for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which queues the next run while one
-runs), compiling once; the trusted ``preamble`` (a grader's imports or harness, never the
-program's code; compiled once by the fork server) runs once per program, in the
-``__main__`` every run starts from. Whatever the program does, a run
+for many inputs (``.run(stdin)``, or ``.runs(stdins)``, which sends a run only once the
+previous one's result has been taken: no run observes another's verdict), compiling
+once; the trusted ``preamble`` (a grader's imports or harness, never the program's code;
+compiled once by the fork server) runs once per program, in the ``__main__`` every run
+starts from. Whatever the program does, a run
 returns a ``RunResult``: exit code as under ``python main.py`` (status, atexit handlers,
 flushed output, traceback; -N when killed by signal N), stdout capped, the tail of stderr
 (a pipe the zygote drains: ``stderr``; its size never fails a run), timeout. Only a
@@ -41,9 +42,17 @@ every tier a program imports the standard library and the allowed packages, noth
 ``plain``
     Not root: rlimits, timeout, new session, temp dir and cleanup; the evaluator's user.
 
-Not covered: CPU is not reserved; the kernel is shared (an exploit through an allowed
-system call escapes); runs of one program share its namespaces and cgroup one after the
-other (a run leaves nothing in them); the mount table names the host directories bound
+Programs graded at once share no state one can set and another read: a lock or a watch
+on the root's shared read-only files is denied (``seccomp``); a run's Unix sockets are in its program's network
+namespace, and a run that leaves one behind gets the next run a new namespace
+(``forkserver``); a program's next run is sent only once the previous one is judged
+(``client``), so no run starts or ends because of a verdict.
+
+Not covered: CPU is not reserved, and timing (CPU, caches, the page cache) and the
+host-wide counters /proc shows (memory, load, open files) are shared: slow, noisy channels
+between programs; the kernel is shared (an exploit through an allowed system call
+escapes); runs of one program share its namespaces and cgroup one after the other (a run
+leaves nothing in them); the mount table names the host directories bound
 into the root (numpy's in the virtualenv among them); within its own process a program
 can do anything the harness code there can (HumanEval's check therefore runs in another
 process: ``thinktune.grading.humaneval_harness``).

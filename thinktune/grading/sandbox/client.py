@@ -100,10 +100,12 @@ class Program:
             runs.close()
 
     def runs(self, stdins: Iterable[str]) -> Iterator[RunResult]:
-        """The program's result on each stdin in turn. The next run is queued to the zygote
-        before this one's result is read, so the zygote never waits for the evaluator;
-        leaving the loop early (a failed test) ends the zygote with its queued run when
-        the generator is closed (the next run starts a new one)."""
+        """The program's result on each stdin in turn. A run is sent to the zygote only once
+        the caller asks for its result, after it has judged the previous one: no run is
+        under way while another's verdict is decided, so none starts or ends because of
+        it (queued ahead, a failed test's next run was killed within milliseconds while a
+        passed test's ran on, which a partner program could watch). Leaving the loop early
+        (a failed test) ends the zygote between runs (the next run starts a new one)."""
         inputs = iter(stdins)
         pending: deque[tuple[bytes, list[int]]] = deque()  # sent, not yet reported
         exhausted, lost_once = False, False
@@ -113,7 +115,7 @@ class Program:
                     for data, fds in pending:  # after a lost keeper: send again to the new one
                         if not fds:
                             fds.extend(self._send(data))
-                    while not exhausted and len(pending) < 2:
+                    while not exhausted and not pending:
                         stdin = next(inputs, _END)
                         if stdin is _END:
                             exhausted = True
