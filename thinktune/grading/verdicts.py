@@ -129,7 +129,8 @@ def grade_program(
 ) -> GradeResult:
     """Run ``code`` on each test in turn. Passed means every test passed. Tests that run
     the same program text (all stdin tests; all functional ones) share one sandboxed
-    program, compiled once, the next test queued while one runs."""
+    program, compiled once; each test is sent only after the previous one is judged, so no
+    running test can observe another's verdict."""
     if code is None:
         return GradeResult(False, [Verdict.NO_CODE], "no code block after the reasoning")
     if not tests:
