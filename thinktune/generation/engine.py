@@ -12,11 +12,12 @@ cache:
   most refills copy keys and values already computed instead of stalling the batch for a
   forward; each prompt is prefilled once and its keys and values are copied into the slot of
   every one of its samples, whenever that sample is admitted;
-- each row keeps its own columns from 0: its prompt (right-aligned within the width of the
-  batch it was prefilled in), then its answer, written at the row's own next column. A
-  boolean mask marks the valid columns and positions come from the row's own length, so rows
-  that entered at different times share the step, attention reads only up to the longest
-  live row, and a slot needs at most longest prompt + ``max_new_tokens`` columns.
+- each row writes its next token's keys and values at its own column. A new row's prompt
+  ends at the column where the furthest live row writes next if its answer fits after that,
+  else at the width of its prefill batch; a boolean mask marks the valid columns and
+  positions come from the row's own length, so rows that entered at different times share
+  the step, attention reads only up to the furthest live row, and a slot needs at most the
+  longest prompt + ``max_new_tokens`` columns.
 
 Attention is transformers' SDPA path: for a one-token query it folds the query heads of
 each key/value head into the query length (``pack_gqa``), so grouped-query attention reads
@@ -355,16 +356,22 @@ class DecodeEngine:
             batch, row = run.ready[requests[i].key]
             members.setdefault(id(batch), (batch, []))[1].append((slot, row, len(requests[i].prompt_ids)))
         cols = torch.arange(self.capacity, device=self.device)
+        ends = {}
         for batch, rows in members.values():
+            # The prompts end where the furthest live row writes next when the answers fit after
+            # that (the columns the rows before them have, so the attention sums run as they did
+            # when all rows shared one column), else at the batch's own width.
+            end = max(batch.width, run.column)
+            end = ends[id(batch)] = end if end + run.max_new_tokens <= self.capacity else batch.width
             index = torch.tensor([slot for slot, _, _ in rows], device=self.device)
             source = torch.tensor([row for _, row, _ in rows], device=self.device)
             for layer, (k, v) in zip(self.cache.layers, batch.kv, strict=True):
-                layer.keys[index, :, :batch.width] = k[source].to(self.dtype)
-                layer.values[index, :, :batch.width] = v[source].to(self.dtype)
+                layer.keys[index, :, end - batch.width:end] = k[source].to(self.dtype)
+                layer.values[index, :, end - batch.width:end] = v[source].to(self.dtype)
             lengths = torch.tensor([length for _, _, length in rows], device=self.device)
-            self.valid[index] = (cols[None, :] >= batch.width - lengths[:, None]) & (cols[None, :] < batch.width)
+            self.valid[index] = (cols[None, :] >= end - lengths[:, None]) & (cols[None, :] < end)
             self.positions[index, 0] = lengths
-            self.cache.column[index] = batch.width
+            self.cache.column[index] = end
         firsts = [run.ready[requests[i].key] for i in group]
         logits = torch.stack([batch.logits[row] for batch, row in firsts])
         for slot, i in zip(slots, group, strict=True):
@@ -373,7 +380,7 @@ class DecodeEngine:
         self.input_ids[slots[0]:slots[-1] + 1, 0] = tokens
         for i, (batch, _) in zip(group, firsts, strict=True):
             run.slot_row.append(i)
-            run.end.append(batch.width)
+            run.end.append(ends[id(batch)])
             key = requests[i].key
             run.unplaced[key] -= 1
             if not run.unplaced[key]:
