@@ -77,6 +77,7 @@ class EngineStats:
     decode_steps: int = 0
     prefills: int = 0
     graphs_captured: int = 0
+    shifts: int = 0
     prefill_tokens: int = 0  # prompt tokens run through the model (each distinct prompt once)
     cuda_graphs: bool = False
     graphs_off_reason: str | None = None  # why decoding ran without CUDA graphs (None: it used them)
@@ -98,6 +99,7 @@ class EngineStats:
             "cuda_graphs": self.cuda_graphs,
             "graphs_off_reason": self.graphs_off_reason,
             "graphs_captured": self.graphs_captured,
+            "shifts": self.shifts,
             "max_active": self.max_active,
         }
 
@@ -287,7 +289,7 @@ class DecodeEngine:
         return [Completion(run.out[i], run.limit_hit[i]) for i in range(len(requests))], run.stats
 
     def _decode_step(self, run: _Run) -> None:
-        """One token for every active slot; the finished ones leave."""
+        """One token for every active slot; the finished ones leave, unused left columns go."""
         rows = len(run.slot_row)
         run.stats.max_active = max(run.stats.max_active, rows)
         began = time.perf_counter()
@@ -298,11 +300,14 @@ class DecodeEngine:
         self.positions[:rows] += 1
         self.cache.column[:rows] += 1
         token_list = tokens.tolist()  # one host sync per step
+        run.column += 1
         run.end = [end + 1 for end in run.end]
         run.stats.decode_s += time.perf_counter() - began
         run.stats.decode_steps += 1
         run.stats.decode_tokens += rows
         self._release(run, [s for s in range(rows) if run.finish(run.slot_row[s], token_list[s])])
+        if run.slot_row and (waste := min(run.start)) >= max(WINDOW_BUCKET // 4, run.column // 4):
+            self._shift_left(run, waste)  # the rows that held the leftmost columns have ended
 
     def _admit(self, run: _Run) -> None:
         """Fill free slots from ``run.waiting``: prefill what is not prefilled yet, copy into the slots."""
@@ -356,13 +361,14 @@ class DecodeEngine:
             batch, row = run.ready[requests[i].key]
             members.setdefault(id(batch), (batch, []))[1].append((slot, row, len(requests[i].prompt_ids)))
         cols = torch.arange(self.capacity, device=self.device)
-        ends = {}
+        ends, column = {}, run.column if run.slot_row else 0
         for batch, rows in members.values():
             # The prompts end where the furthest live row writes next when the answers fit after
             # that (the columns the rows before them have, so the attention sums run as they did
             # when all rows shared one column), else at the batch's own width.
-            end = max(batch.width, run.column)
+            end = max(batch.width, column)
             end = ends[id(batch)] = end if end + run.max_new_tokens <= self.capacity else batch.width
+            column = max(column, end)
             index = torch.tensor([slot for slot, _, _ in rows], device=self.device)
             source = torch.tensor([row for _, row, _ in rows], device=self.device)
             for layer, (k, v) in zip(self.cache.layers, batch.kv, strict=True):
@@ -381,11 +387,12 @@ class DecodeEngine:
         for i, (batch, _) in zip(group, firsts, strict=True):
             run.slot_row.append(i)
             run.end.append(ends[id(batch)])
+            run.start.append(ends[id(batch)] - len(requests[i].prompt_ids))
             key = requests[i].key
             run.unplaced[key] -= 1
             if not run.unplaced[key]:
                 del run.ready[key]  # every sample placed: the prefill's memory can go
-        run.column = max(run.end)
+        run.column = column
         return slots, tokens
 
     def _release(self, run: _Run, done: list[int]) -> None:
@@ -402,13 +409,29 @@ class DecodeEngine:
                 self.positions[slot] = self.positions[last]
                 self.cache.column[slot] = self.cache.column[last]
                 run.chooser.move(last, slot)
-                run.slot_row[slot], run.end[slot] = run.slot_row[last], run.end[last]
+                run.slot_row[slot], run.end[slot], run.start[slot] = run.slot_row[last], run.end[last], run.start[last]
             self.valid[last] = False
             run.slot_row.pop()
             run.end.pop()
+            run.start.pop()
             if run.progress is not None:
                 run.progress.update(1)
-        run.column = max(run.end, default=0)
+        run.column = max(run.end, default=0)  # the furthest live row's next column
+
+
+    def _shift_left(self, run: _Run, by: int) -> None:
+        """Drop ``by`` leading columns that no active row uses."""
+        column, rows = run.column, len(run.slot_row)
+        for layer in self.cache.layers:
+            for tensor in (layer.keys, layer.values):
+                tensor[:rows, :, :column - by] = tensor[:rows, :, by:column].clone()
+        self.valid[:rows, :column - by] = self.valid[:rows, by:column].clone()
+        self.valid[:rows, column - by:column] = False
+        self.cache.column[:rows] -= by
+        run.column = column - by
+        run.end = [end - by for end in run.end]
+        run.start = [start - by for start in run.start]
+        run.stats.shifts += 1
 
 
 @dataclass
@@ -433,6 +456,7 @@ class _Run:
         self.limit_hit = [False] * len(requests)
         self.slot_row: list[int] = []  # request index in each active slot
         self.end: list[int] = []  # each active slot's next column (where its next token's keys go)
+        self.start: list[int] = []  # first valid column of each active slot
         self.column = 0  # the furthest of those: a step reads columns [0, column]
         self.prompt_of = {r.key: r.prompt_ids for r in requests}
         self.unplaced = Counter(r.key for r in requests)  # samples of each prompt not yet in a slot
