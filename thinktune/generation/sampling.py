@@ -129,8 +129,8 @@ class TokenChooser:
             scores = scores.masked_fill(scores < kth, float("-inf"))
         probs = scores.softmax(dim=-1).double()
         if settings.top_p < 1.0:  # as TopPLogitsWarper: a token stays while the mass before it is below top_p
+            # (the most likely token's mass before it is exactly 0, so it stays for any top_p > 0)
             kept = (probs.cumsum(dim=-1) - probs) < settings.top_p
-            kept[:, 0] = True
             probs = probs * kept
             probs = probs / probs.sum(dim=-1, keepdim=True)
         return probs, order
