@@ -1,16 +1,21 @@
 """What n samples per problem cost when they share their prompt's prefill, against n separate prompts.
 
-    python -m perf.sampling_cost                      # models/base, the eval's 12 sample prompts, n 16
-    python -m perf.sampling_cost --samples 8 --max-new-tokens 64 --batch-size 32
+    python -m perf.sampling_cost                      # models/base, the eval's 12 sample prompts, n 10
+    python -m perf.sampling_cost --samples 16 --max-new-tokens 64 --batch-size 32
     python -m perf.sampling_cost --tiny               # a tiny random model, seconds (what CI could run)
 
-The decode engine admits the n samples of one prompt together and prefills the prompt once,
-copying its keys and values into each sample's slot (``thinktune.generation.engine``, ``admit``). The
-baseline decodes the same number of answers from n copies of each prompt under distinct keys,
-so every copy is prefilled on its own. Both sample at the study's LiveCodeBench setting
-(temperature 0.2, top_p 0.95) with the same batch size; the script prints wall time, prefill
-and decode seconds, how many prompt tokens were prefilled, and the ratio shared/separate.
-Throughput on a shared machine is comparable only within one run; the load average is printed.
+The decode engine prefills each prompt once and copies its keys and values into the slot of
+each of its samples, whenever that sample enters the batch (``thinktune.generation.engine``).
+The baseline decodes the same number of answers from n copies of each prompt under distinct
+keys, so every copy is prefilled on its own. Answers end at end-of-answer tokens, so slots
+free one at a time and samples of a prompt enter at different steps (``--stops K``: also end
+at the K tokens whose first place in a greedy pass's answers varies most, because a random
+model, or a short ``--max-new-tokens``, never reaches the real end of turn). Both sample at
+the study's LiveCodeBench setting (temperature 0.2, top_p 0.95) with the same batch size;
+the script prints wall time, prefill and decode seconds, the prefill forwards and the prompt
+tokens they ran (counted at the engine's prefill, so it measures any version of the engine),
+and the ratio shared/separate. Throughput on a shared machine is comparable only within one
+run; the load average is printed.
 """
 
 from __future__ import annotations
@@ -54,15 +59,46 @@ def prompts_and_model(args):
     return model, chat_prompt_ids(tokenizer, chats)[: args.prompts or None]
 
 
-def timed(name: str, model, prompts, keys, settings) -> dict:
+def counted_prefills():
+    """Counts the engine's prefill forwards and the prompt tokens they run: [calls, tokens]."""
+    from thinktune.generation.engine import DecodeEngine
+
+    counts = [0, 0]
+    original = DecodeEngine._prefill
+
+    def counting(self, prompts):
+        counts[0] += 1
+        counts[1] += sum(map(len, prompts))
+        return original(self, prompts)
+
+    DecodeEngine._prefill = counting
+    return counts
+
+
+def extra_stops(model, prompts, args) -> set[int]:
+    """The ``args.stops`` tokens whose first place in a greedy pass's answers varies most."""
+    from collections import Counter
+
+    greedy = generate_tokens(model, prompts, DecodingSettings(max_new_tokens=args.max_new_tokens,
+                                                              batch_size=args.batch_size), set(), progress=False)
+    answers = [c[0].token_ids for c in greedy.completions]
+    counts = Counter(t for a in answers for t in set(a))
+    candidates = sorted((t for t, n in counts.items() if n < len(answers)),
+                        key=lambda t: (-len({a.index(t) for a in answers if t in a}), t))
+    return set(candidates[:args.stops])
+
+
+def timed(name: str, model, prompts, keys, settings, stops, counts) -> dict:
+    calls, tokens = counts
     started = time.perf_counter()
-    run = generate_tokens(model, prompts, settings, set(), keys=keys, desc=name, mode="eager")
+    run = generate_tokens(model, prompts, settings, stops, keys=keys, desc=name, mode="eager")
     wall = time.perf_counter() - started
     stats = run.stats
-    print(f"{name:>9}: {wall:7.1f} s wall (prefill {stats.prefill_s:6.1f} s in {stats.prefills} calls, decode "
-          f"{stats.decode_s:6.1f} s); {sum(len(c) for c in run.completions)} answers, {stats.new_tokens} new tokens; "
-          f"{load_text()}")
-    return {"wall": wall, "prefill": stats.prefill_s}
+    lengths = sorted(len(c.token_ids) for samples in run.completions for c in samples)
+    print(f"{name:>9}: {wall:7.1f} s wall (prefill {stats.prefill_s:6.1f} s, {counts[0] - calls} forwards of "
+          f"{counts[1] - tokens} prompt tokens; decode {stats.decode_s:6.1f} s); {len(lengths)} answers of "
+          f"{lengths[0]}-{lengths[-1]} tokens, {stats.new_tokens} new tokens; {load_text()}")
+    return {"wall": wall, "prefill": stats.prefill_s, "tokens": counts[1] - tokens}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,21 +109,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default=None, help="default: eval.precision")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--prompts", type=int, default=0, help="use the first N prompts (0: all)")
-    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--stops", type=int, default=2, help="extra end-of-answer tokens (see above; 0: none)")
     args = parser.parse_args(argv)
 
     model, prompts = prompts_and_model(args)
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [] if eos is None else [eos])  # the model's end of turn
+    stops |= extra_stops(model, prompts, args) if args.stops else set()
+    counts = counted_prefills()
     n = args.samples
     print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {n} samples each, "
-          f"{args.max_new_tokens} new tokens, batch {args.batch_size}, temperature 0.2, top_p 0.95")
+          f"{args.max_new_tokens} new tokens, batch {args.batch_size}, temperature 0.2, top_p 0.95, "
+          f"end-of-answer tokens {sorted(stops)}")
     sampled = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "temperature": 0.2, "top_p": 0.95}
-    shared = timed("shared", model, prompts, None, DecodingSettings(n_samples=n, **sampled))
+    shared = timed("shared", model, prompts, None, DecodingSettings(n_samples=n, **sampled), stops, counts)
     copies = [p for p in prompts for _ in range(n)]
-    separate = timed("separate", model, copies, list(range(len(copies))), DecodingSettings(n_samples=1, **sampled))
+    separate = timed("separate", model, copies, list(range(len(copies))), DecodingSettings(n_samples=1, **sampled),
+                     stops, counts)
     print(f"shared/separate: wall {shared['wall'] / separate['wall']:.2f}, prefill "
-          f"{shared['prefill'] / max(separate['prefill'], 1e-9):.2f}")
+          f"{shared['prefill'] / max(separate['prefill'], 1e-9):.2f}, prompt tokens prefilled "
+          f"{shared['tokens'] / max(separate['tokens'], 1):.2f} (one prefill per prompt: {1 / n:.2f})")
 
 
 if __name__ == "__main__":

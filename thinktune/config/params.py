@@ -216,7 +216,7 @@ class EvalParams(_Section):
     top_p: Annotated[float, Field(gt=0, le=1)]  # 1: off
     top_k: int = Field(0, ge=0, description="0: off")
     repetition_penalty: PositiveFloat = Field(1.0, description="1: off (the hub's generation_config is never used)")
-    seed: int = 0  # sampling seed (each answer draws from its own generator seeded by seed, problem, sample)
+    seed: int = 0  # sampling seed (each answer draws from its own random stream keyed by seed, problem, sample)
     prompt_style: Literal["study", "livecodebench"] = "study"  # see thinktune/benchmarks/livecodebench.py
     max_new_tokens: PositiveInt
     batch_size: PositiveInt = Field(description="answers decoded at once (per process)")

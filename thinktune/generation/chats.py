@@ -70,7 +70,7 @@ def _stop_ids(generation_config, tokenizer) -> set[int]:
 def make_engine(model, settings: DecodingSettings, n_requests: int, longest_prompt: int,
                 mode: str = "auto") -> DecodeEngine:
     slots = max(1, min(settings.batch_size, n_requests))
-    return DecodeEngine(model, slots, longest_prompt + 2 * settings.max_new_tokens, mode=mode)
+    return DecodeEngine(model, slots, longest_prompt + settings.max_new_tokens, mode=mode)
 
 
 def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings, stop_ids: set[int],
@@ -90,7 +90,7 @@ def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings,
     keys = list(range(len(prompts))) if keys is None else keys
     requests = [Request(p, key, s) for p, key in zip(prompts, keys, strict=True) for s in range(settings.n_samples)]
     longest = max(len(p) for p in prompts)
-    if engine is None or engine.capacity < longest + 2 * settings.max_new_tokens or \
+    if engine is None or engine.capacity < longest + settings.max_new_tokens or \
             engine.slots < min(settings.batch_size, len(requests)):
         engine = make_engine(model, settings, len(requests), longest, mode)
     chooser = TokenChooser(settings, engine.slots, model.get_output_embeddings().weight.shape[0], engine.device)

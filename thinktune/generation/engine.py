@@ -7,13 +7,17 @@ cache:
 
 - a row that ends frees its slot at once (the last active row moves into the hole, so the
   active rows are always slots ``0..n-1`` and a step computes only them);
-- a free slot is refilled from the waiting prompts (longest first): the new prompts are
-  prefilled together, their keys and values copied into the slots, right-aligned at the
-  column where the next token goes;
-- all rows write the next token's keys and values at one shared column; each row's
-  positions come from its own length and a boolean mask marks its valid columns, so rows
-  that entered at different times share the step. When the rows on the left have ended,
-  the columns are shifted left so attention reads only what is live.
+- a free slot is refilled from the waiting prompts (longest first). Prompts are prefilled
+  in batches of up to ``PREFILL_TOKENS`` distinct tokens, the next ones in line included, so
+  most refills copy keys and values already computed instead of stalling the batch for a
+  forward; each prompt is prefilled once and its keys and values are copied into the slot of
+  every one of its samples, whenever that sample is admitted;
+- each row writes its next token's keys and values at its own column. A new row's prompt
+  ends at the column where the furthest live row writes next if its answer fits after that,
+  else at the width of its prefill batch; a boolean mask marks the valid columns and
+  positions come from the row's own length, so rows that entered at different times share
+  the step, attention reads only up to the furthest live row, and a slot needs at most the
+  longest prompt + ``max_new_tokens`` columns.
 
 Attention is transformers' SDPA path: for a one-token query it folds the query heads of
 each key/value head into the query length (``pack_gqa``), so grouped-query attention reads
@@ -32,6 +36,7 @@ floating-point effects of batch shape that ``generate`` itself has.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from thinktune.generation.sampling import TokenChooser
@@ -73,6 +78,7 @@ class EngineStats:
     prefills: int = 0
     graphs_captured: int = 0
     shifts: int = 0
+    prefill_tokens: int = 0  # prompt tokens run through the model (each distinct prompt once)
     cuda_graphs: bool = False
     graphs_off_reason: str | None = None  # why decoding ran without CUDA graphs (None: it used them)
     max_active: int = 0
@@ -82,6 +88,8 @@ class EngineStats:
         wall = self.prefill_s + self.decode_s
         return {
             "prompt_tokens": self.prompt_tokens,
+            "prefill_tokens": self.prefill_tokens,
+            "prefills": self.prefills,
             "new_tokens": self.new_tokens,
             "prefill_s": round(self.prefill_s, 3),
             "decode_s": round(self.decode_s, 3),
@@ -112,8 +120,9 @@ def _slot_cache_classes():
 
         def update(self, key_states, value_states, *args, **kwargs):
             rows, window = key_states.shape[0], self.owner.window
-            self.keys[:rows].index_copy_(2, self.owner.column, key_states)
-            self.values[:rows].index_copy_(2, self.owner.column, value_states)
+            at = self.owner.column[:rows].view(rows, 1, 1, 1).expand_as(key_states)  # each row's own column
+            self.keys[:rows].scatter_(2, at, key_states)
+            self.values[:rows].scatter_(2, at, value_states)
             return self.keys[:rows, :, :window], self.values[:rows, :, :window]
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -126,14 +135,14 @@ def _slot_cache_classes():
             return self.keys.shape[2]
 
     class SlotCache(Cache):
-        """``layers`` of [slots, kv_heads, capacity, head_dim]; writes at ``column``, reads ``[:window]``."""
+        """``layers`` of [slots, kv_heads, capacity, head_dim]; row r writes at ``column[r]``, reads ``[:window]``."""
 
         def __init__(self, config, slots: int, capacity: int, dtype, device):
             import torch
 
             heads = config.num_key_value_heads
             head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            self.column = torch.zeros(1, dtype=torch.long, device=device)
+            self.column = torch.zeros(slots, dtype=torch.long, device=device)
             self.window = 1
             shape = (slots, heads, capacity, head_dim)
             super().__init__(layers=[SlotLayer(self, torch.zeros(shape, dtype=dtype, device=device),
@@ -263,8 +272,8 @@ class DecodeEngine:
         """Completions in the order of ``requests``; admitted longest prompt first."""
         import torch
 
-        if max(len(r.prompt_ids) for r in requests) + 2 * max_new_tokens > self.capacity:
-            raise ValueError("engine capacity below longest prompt + 2 x max_new_tokens")
+        if max(len(r.prompt_ids) for r in requests) + max_new_tokens > self.capacity:
+            raise ValueError("engine capacity below longest prompt + max_new_tokens")
         if self.use_graphs and self._weights_signature() != self.weights_at:
             self.graphs.clear()  # the weights moved: recapture against the new tensors
             self.weights_at = self._weights_signature()
@@ -284,14 +293,15 @@ class DecodeEngine:
         rows = len(run.slot_row)
         run.stats.max_active = max(run.stats.max_active, rows)
         began = time.perf_counter()
-        self.cache.column.fill_(run.column)
-        self.valid[:rows, run.column] = True
+        self.valid[:rows].scatter_(1, self.cache.column[:rows, None], True)  # each row's new column
         logits = self._step(rows, run.column + 1, run.stats)
         tokens = run.chooser.choose(logits, list(range(rows)))
         self.input_ids[:rows, 0] = tokens
         self.positions[:rows] += 1
+        self.cache.column[:rows] += 1
         token_list = tokens.tolist()  # one host sync per step
         run.column += 1
+        run.end = [end + 1 for end in run.end]
         run.stats.decode_s += time.perf_counter() - began
         run.stats.decode_steps += 1
         run.stats.decode_tokens += rows
@@ -300,82 +310,114 @@ class DecodeEngine:
             self._shift_left(run, waste)  # the rows that held the leftmost columns have ended
 
     def _admit(self, run: _Run) -> None:
-        """Fill free slots from ``run.waiting`` (prefill together, copy into the slot cache)."""
+        """Fill free slots from ``run.waiting``: prefill what is not prefilled yet, copy into the slots."""
         import torch
 
         group = run.next_group(self.slots - len(run.slot_row))
         if not group:
             return
-        requests = run.requests
-        prompts = {}
-        for i in group:  # samples of one prompt share its prefill
-            prompts.setdefault(requests[i].key, requests[i].prompt_ids)
-        keys, longest = list(prompts), max(len(p) for p in prompts.values())
-        self._make_room(run, longest)
         began = time.perf_counter()
-        if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
-            release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
-        logits, kv = self._prefill(list(prompts.values()))
-        source = torch.tensor([keys.index(requests[i].key) for i in group], device=self.device)
-        slots, index = self._place(run, group, kv, source, longest)
-        tokens = run.chooser.choose(logits[source], slots)
-        self.input_ids[index, 0] = tokens
+        missing = list(dict.fromkeys(r.key for r in map(run.requests.__getitem__, group) if r.key not in run.ready))
+        if missing:
+            self._prefill_ahead(run, missing)
+        slots, tokens = self._place(run, group)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         run.stats.prefill_s += time.perf_counter() - began
-        run.stats.prefills += 1
-        run.stats.prompt_tokens += sum(len(requests[i].prompt_ids) for i in group)
+        run.stats.prompt_tokens += sum(len(run.requests[i].prompt_ids) for i in group)
         self._release(run, [s for s, t in zip(slots, tokens.tolist(), strict=True) if run.finish(run.slot_row[s], t)])
 
-    def _make_room(self, run: _Run, longest: int) -> None:
-        """Move ``run.column`` so that prompts of ``longest`` tokens end right before it."""
-        if run.slot_row and max(run.column, longest) + run.max_new_tokens > self.capacity:
-            self._shift_left(run, min(run.start))  # fits afterwards: capacity >= longest prompt + 2 x max_new_tokens
-        if not run.slot_row:
-            run.column = 0
-        run.column = max(run.column, longest)
+    def _prefill_ahead(self, run: _Run, keys: list[int]) -> None:
+        """Prefill the prompts of ``keys`` and, within ``PREFILL_TOKENS``, the next ones in line;
+        each stays in ``run.ready`` until its last sample is placed."""
+        prompts = {key: run.prompt_of[key] for key in keys}
+        tokens = sum(map(len, prompts.values()))
+        for i in reversed(run.waiting):  # the next requests in line
+            key = run.requests[i].key
+            if key in prompts or key in run.ready:
+                continue
+            if tokens + len(run.prompt_of[key]) > PREFILL_TOKENS:
+                break
+            prompts[key] = run.prompt_of[key]
+            tokens += len(prompts[key])
+        if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
+            release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
+        logits, kv = self._prefill(list(prompts.values()))
+        batch = _Prefilled(logits, kv, width=max(map(len, prompts.values())))
+        for row, key in enumerate(prompts):
+            run.ready[key] = (batch, row)
+        run.stats.prefills += 1
+        run.stats.prefill_tokens += tokens
 
-    def _place(self, run: _Run, group: list[int], kv, source, longest: int) -> tuple[list[int], object]:
-        """Copy ``group``'s prefilled keys and values (rows ``source`` of ``kv``) into the next free slots.
-
-        Returns those slots, as a list and as an index tensor."""
+    def _place(self, run: _Run, group: list[int]) -> tuple[list[int], object]:
+        """Copy ``group``'s prefilled keys and values into the next free slots and choose each row's
+        first token; returns the slots and those tokens."""
         import torch
 
-        requests, column = run.requests, run.column
+        requests = run.requests
         slots = list(range(len(run.slot_row), len(run.slot_row) + len(group)))
-        index = torch.tensor(slots, device=self.device)
-        for layer, (k, v) in zip(self.cache.layers, kv, strict=True):
-            layer.keys[index, :, column - longest:column] = k[source].to(self.dtype)
-            layer.values[index, :, column - longest:column] = v[source].to(self.dtype)
+        members: dict[int, tuple[_Prefilled, list[tuple[int, int, int]]]] = {}  # per prefill batch
+        for slot, i in zip(slots, group, strict=True):
+            batch, row = run.ready[requests[i].key]
+            members.setdefault(id(batch), (batch, []))[1].append((slot, row, len(requests[i].prompt_ids)))
         cols = torch.arange(self.capacity, device=self.device)
-        lengths = torch.tensor([len(requests[i].prompt_ids) for i in group], device=self.device)
-        self.valid[index] = (cols[None, :] >= column - lengths[:, None]) & (cols[None, :] < column)
-        self.positions[index, 0] = lengths
+        ends, column = {}, run.column if run.slot_row else 0
+        for batch, rows in members.values():
+            # The prompts end where the furthest live row writes next when the answers fit after
+            # that (the columns the rows before them have, so the attention sums run as they did
+            # when all rows shared one column), else at the batch's own width.
+            end = max(batch.width, column)
+            end = ends[id(batch)] = end if end + run.max_new_tokens <= self.capacity else batch.width
+            column = max(column, end)
+            index = torch.tensor([slot for slot, _, _ in rows], device=self.device)
+            source = torch.tensor([row for _, row, _ in rows], device=self.device)
+            for layer, (k, v) in zip(self.cache.layers, batch.kv, strict=True):
+                layer.keys[index, :, end - batch.width:end] = k[source].to(self.dtype)
+                layer.values[index, :, end - batch.width:end] = v[source].to(self.dtype)
+            lengths = torch.tensor([length for _, _, length in rows], device=self.device)
+            self.valid[index] = (cols[None, :] >= end - lengths[:, None]) & (cols[None, :] < end)
+            self.positions[index, 0] = lengths
+            self.cache.column[index] = end
+        firsts = [run.ready[requests[i].key] for i in group]
+        logits = torch.stack([batch.logits[row] for batch, row in firsts])
         for slot, i in zip(slots, group, strict=True):
             run.chooser.start(slot, requests[i].prompt_ids, requests[i].key, requests[i].sample)
+        tokens = run.chooser.choose(logits, slots)
+        self.input_ids[slots[0]:slots[-1] + 1, 0] = tokens
+        for i, (batch, _) in zip(group, firsts, strict=True):
             run.slot_row.append(i)
-            run.start.append(column - len(requests[i].prompt_ids))
-        return slots, index
+            run.end.append(ends[id(batch)])
+            run.start.append(ends[id(batch)] - len(requests[i].prompt_ids))
+            key = requests[i].key
+            run.unplaced[key] -= 1
+            if not run.unplaced[key]:
+                del run.ready[key]  # every sample placed: the prefill's memory can go
+        run.column = column
+        return slots, tokens
 
     def _release(self, run: _Run, done: list[int]) -> None:
         """Free the slots in ``done``: the last active slot moves into each hole."""
-        column = run.column
         for slot in sorted(done, reverse=True):
             last = len(run.slot_row) - 1
             if slot != last:
+                end = run.end[last]
                 for layer in self.cache.layers:
-                    layer.keys[slot, :, :column] = layer.keys[last, :, :column]
-                    layer.values[slot, :, :column] = layer.values[last, :, :column]
+                    layer.keys[slot, :, :end] = layer.keys[last, :, :end]
+                    layer.values[slot, :, :end] = layer.values[last, :, :end]
                 self.valid[slot] = self.valid[last]
                 self.input_ids[slot] = self.input_ids[last]
                 self.positions[slot] = self.positions[last]
+                self.cache.column[slot] = self.cache.column[last]
                 run.chooser.move(last, slot)
-                run.slot_row[slot], run.start[slot] = run.slot_row[last], run.start[last]
+                run.slot_row[slot], run.end[slot], run.start[slot] = run.slot_row[last], run.end[last], run.start[last]
             self.valid[last] = False
             run.slot_row.pop()
+            run.end.pop()
             run.start.pop()
             if run.progress is not None:
                 run.progress.update(1)
+        run.column = max(run.end, default=0)  # the furthest live row's next column
+
 
     def _shift_left(self, run: _Run, by: int) -> None:
         """Drop ``by`` leading columns that no active row uses."""
@@ -385,10 +427,20 @@ class DecodeEngine:
                 tensor[:rows, :, :column - by] = tensor[:rows, :, by:column].clone()
         self.valid[:rows, :column - by] = self.valid[:rows, by:column].clone()
         self.valid[:rows, column - by:column] = False
+        self.cache.column[:rows] -= by
         run.column = column - by
-        for k in range(rows):
-            run.start[k] -= by
+        run.end = [end - by for end in run.end]
+        run.start = [start - by for start in run.start]
         run.stats.shifts += 1
+
+
+@dataclass
+class _Prefilled:
+    """One prefill forward's output, kept until every sample of its prompts is in a slot."""
+
+    logits: object  # [prompts, vocab], each prompt's last-token logits
+    kv: list  # per layer (keys, values) [prompts, kv_heads, width, head_dim], prompts left-padded
+    width: int  # the longest prompt of the batch
 
 
 class _Run:
@@ -403,8 +455,12 @@ class _Run:
         self.out: list[list[int]] = [[] for _ in requests]
         self.limit_hit = [False] * len(requests)
         self.slot_row: list[int] = []  # request index in each active slot
+        self.end: list[int] = []  # each active slot's next column (where its next token's keys go)
         self.start: list[int] = []  # first valid column of each active slot
-        self.column = 0  # where the next token's keys and values go
+        self.column = 0  # the furthest of those: a step reads columns [0, column]
+        self.prompt_of = {r.key: r.prompt_ids for r in requests}
+        self.unplaced = Counter(r.key for r in requests)  # samples of each prompt not yet in a slot
+        self.ready: dict[int, tuple[_Prefilled, int]] = {}  # prefilled prompts: (batch, row in it)
 
     def finish(self, i: int, token: int) -> bool:
         """Record ``token`` for request i; True when its answer is complete."""
@@ -418,13 +474,13 @@ class _Run:
         return False
 
     def next_group(self, free: int) -> list[int]:
-        """Up to ``free`` waiting requests, longest first, whose distinct prompts fit one prefill."""
+        """Up to ``free`` waiting requests, longest first, whose prompts not yet prefilled fit one prefill."""
         group: list[int] = []
         distinct: set[int] = set()
         tokens = 0
         while self.waiting and len(group) < free:
             request = self.requests[self.waiting[-1]]
-            new = request.key not in distinct  # a prompt's samples share its prefill
+            new = request.key not in distinct and request.key not in self.ready  # samples share a prefill
             if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
                 break
             group.append(self.waiting.pop())

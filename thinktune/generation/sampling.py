@@ -2,15 +2,20 @@
 
 Semantics are Hugging Face ``generate``'s: a repetition penalty on every token the row has
 seen (prompt and answer), then greedy argmax at temperature 0; otherwise temperature,
-top-k and top-p (transformers' own warpers) and a draw from the softmax. Nothing is read
-from the model's ``generation_config``: the hub's Qwen2.5 Instruct file sets
-``repetition_penalty`` 1.1 and sampling defaults, which would silently change what
-"greedy" means.
+top-k and top-p (the cuts of transformers' ``TopKLogitsWarper`` and ``TopPLogitsWarper``)
+and a draw from the softmax of what is left. Nothing is read from the model's
+``generation_config``: the hub's Qwen2.5 Instruct file sets ``repetition_penalty`` 1.1 and
+sampling defaults, which would silently change what "greedy" means.
 
-Each row draws from its own random generator, seeded by ``(seed, prompt key, sample)``:
-an answer does not depend on which rows share its batch, on when it entered the batch, or
-on which process generated it, so sharded and continuous-batched runs sample the same
-answers as a single batch does.
+The draw is one batched operation for all rows, the same ops whatever the rows hold: no
+per-row loop, no ``torch.multinomial``, no host sync and no data-dependent shape, so a CUDA
+graph can capture it. Each row inverts its distribution's cumulative sum at one uniform
+number (the inverse-CDF method: token ``j`` is drawn with probability exactly its share of
+the sum). That uniform is the ``step``-th output of a counter-based Philox stream (numpy's
+``Philox`` bit generator) keyed by the answer's ``(seed, prompt key, sample)``; the stream is
+expanded into a table when the answer enters a slot, and each step reads its column. An
+answer therefore depends on nothing but its key and its own logits: not on which rows share
+its batch, which slot it sits in, when it entered the batch or which process decodes it.
 """
 
 from __future__ import annotations
@@ -30,16 +35,21 @@ def row_seed(seed: int, key: int, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def answer_uniforms(seed: int, key: int, sample: int, steps: int):
+    """The uniform numbers in [0, 1) of one answer's first ``steps`` tokens (float64 numpy array).
+
+    Number ``t`` is the ``t``-th double of numpy's Philox stream keyed by :func:`row_seed`, a
+    counter-based generator: it depends only on the key and ``t``."""
+    import numpy as np
+
+    return np.random.Generator(np.random.Philox(key=row_seed(seed, key, sample))).random(steps)
+
+
 class TokenChooser:
     """Chooses next tokens for rows held in ``slots`` (the decode engine's batch slots)."""
 
     def __init__(self, settings: DecodingSettings, slots: int, vocab_size: int, device):
         import torch
-        from transformers.generation.logits_process import (
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
 
         self.settings = settings
         self.device = device
@@ -48,52 +58,91 @@ class TokenChooser:
         # Tokens each slot's row has seen, for the repetition penalty (HF penalises the whole input).
         self.seen = (torch.zeros(slots, vocab_size, dtype=torch.bool, device=device)
                      if self.penalty != 1.0 else None)
-        self.generators: list[torch.Generator | None] = [None] * slots
-        self.warpers = []  # in generate's order: temperature, top-k, top-p
+        self.top_k = min(settings.top_k, vocab_size)
         if not self.greedy:
-            if settings.temperature != 1.0:
-                self.warpers.append(TemperatureLogitsWarper(settings.temperature))
-            if settings.top_k > 0:
-                self.warpers.append(TopKLogitsWarper(settings.top_k))
-            if settings.top_p < 1.0:
-                self.warpers.append(TopPLogitsWarper(settings.top_p))
+            # Each slot's answer: its uniforms for every step, and how many tokens it has drawn.
+            self.uniforms = torch.zeros(slots, max(settings.max_new_tokens, 1), dtype=torch.float64, device=device)
+            self.step = torch.zeros(slots, 1, dtype=torch.long, device=device)
 
     def start(self, slot: int, prompt_ids: list[int], key: int, sample: int) -> None:
         """A new row enters ``slot``."""
+        self.start_rows([slot], [prompt_ids], [key], [sample])
+
+    def start_rows(self, slots: list[int], prompts: list[list[int]], keys: list[int], samples: list[int]) -> None:
+        """New rows enter ``slots`` (one upload of their uniforms for the whole group)."""
+        import numpy as np
         import torch
 
         if self.seen is not None:
-            self.seen[slot] = False
-            self.seen[slot, torch.tensor(prompt_ids, device=self.device)] = True
+            for slot, prompt_ids in zip(slots, prompts, strict=True):
+                self.seen[slot] = False
+                self.seen[slot, torch.tensor(prompt_ids, device=self.device)] = True
         if not self.greedy:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(row_seed(self.settings.seed, key, sample))
-            self.generators[slot] = generator
+            steps = self.uniforms.shape[1]
+            table = np.stack([answer_uniforms(self.settings.seed, key, sample, steps)
+                              for key, sample in zip(keys, samples, strict=True)])
+            index = torch.tensor(slots, device=self.device)
+            self.uniforms[index] = torch.from_numpy(table).to(self.device)
+            self.step[index] = 0
 
     def move(self, src: int, dst: int) -> None:
         """The row in ``src`` now lives in ``dst`` (the engine compacts its batch)."""
         if self.seen is not None:
             self.seen[dst] = self.seen[src]
-        self.generators[dst] = self.generators[src]
-        self.generators[src] = None
+        if not self.greedy:
+            self.uniforms[dst] = self.uniforms[src]
+            self.step[dst] = self.step[src]
 
     def choose(self, logits: torch.Tensor, slots: list[int]) -> torch.Tensor:
-        """Next token per row: ``logits[i]`` belongs to the row in ``slots[i]``."""
+        """Next token per row: ``logits[i]`` belongs to the row in ``slots[i]``.
+
+        Consecutive ``slots`` (what a decode step passes) are read as a slice of the state, so
+        the ops are a graph's static ones."""
         import torch
 
+        first = slots[0] if len(slots) else 0
+        rows = (slice(first, first + len(slots)) if list(slots) == list(range(first, first + len(slots)))
+                else torch.tensor(slots, device=self.device))
         scores = logits.float()
         if self.seen is not None:
-            index = torch.tensor(slots, device=self.device)
-            seen = self.seen[index]
+            seen = self.seen[rows]
             scores = torch.where(seen, torch.where(scores < 0, scores * self.penalty, scores / self.penalty), scores)
         if self.greedy:
             tokens = scores.argmax(dim=-1)
         else:
-            for warper in self.warpers:
-                scores = warper(None, scores)
-            probs = scores.softmax(dim=-1)
-            tokens = torch.cat([torch.multinomial(probs[i], 1, generator=self.generators[slot])
-                                for i, slot in enumerate(slots)])
+            tokens = self._draw(scores, rows)
         if self.seen is not None:
-            self.seen[index, tokens] = True
+            self.seen[rows] = seen.scatter(1, tokens[:, None], True)
         return tokens
+
+    def distribution(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """softmax(scores / T) cut by top-k and top-p, float64 [rows, vocab]; with top-p it is over
+        the tokens sorted most likely first, and ``order`` maps those places to token ids."""
+        settings = self.settings
+        if settings.temperature != 1.0:
+            scores = scores / settings.temperature
+        order = None
+        if settings.top_p < 1.0:  # the nucleus is a prefix of the scores sorted most likely first
+            scores, order = scores.sort(dim=-1, descending=True, stable=True)
+        if self.top_k > 0:  # as TopKLogitsWarper: below the k-th largest score goes (ties stay)
+            kth = scores[:, self.top_k - 1:self.top_k] if order is not None else scores.topk(self.top_k).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        probs = scores.softmax(dim=-1).double()
+        if settings.top_p < 1.0:  # as TopPLogitsWarper: a token stays while the mass before it is below top_p
+            # (the most likely token's mass before it is exactly 0, so it stays for any top_p > 0)
+            kept = (probs.cumsum(dim=-1) - probs) < settings.top_p
+            probs = probs * kept
+            probs = probs / probs.sum(dim=-1, keepdim=True)
+        return probs, order
+
+    def _draw(self, scores: torch.Tensor, rows) -> torch.Tensor:
+        """One token per row from :meth:`distribution`, at each row's next uniform number."""
+        probs, order = self.distribution(scores)
+        cumulative = probs.cumsum(dim=-1)
+        # Inverse CDF: the first token whose cumulative mass exceeds u * total. u <= 1 - 2^-53, so
+        # the target stays below the total and a token of zero probability is never reached.
+        uniform = self.uniforms[rows].gather(1, self.step[rows])
+        target = uniform * cumulative[:, -1:]
+        pick = (cumulative <= target).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
+        self.step[rows] += 1
+        return (order.gather(1, pick) if order is not None else pick)[:, 0]
