@@ -26,6 +26,7 @@ from thinktune.analysis.power import (
     prior_components,
     run_components,
     simulate_analysis,
+    simulated_mde,
 )
 from thinktune.analysis.variance import interval_half_width
 
@@ -177,3 +178,13 @@ def test_the_h100_baseline_is_a_named_throughput_choice(capsys):
     capsys.readouterr()
     assert (out["throughput"]["train_tokens_per_s"], out["throughput"]["gen_tokens_per_s"]) == (6900.0, 456.0)
     assert out["rows"][0]["total_hours"] < cost_hours(Schedule(), THROUGHPUT["cpu"], 1, 1, 41)["total_hours"] / 50
+
+
+def test_a_design_too_small_for_80_percent_power_has_no_mde():
+    """Three problems, one seed, one answer: even the largest difference a base rate of 25% allows (Deep
+    at 99.9%) is declared in fewer than 80% of studies, so the planner prints no MDE rather than the
+    largest difference it tried (the search used to stop there, or fail to interpolate)."""
+    seed = recorded_seed()
+    assert simulated_mde(Priors(), 1, 1, 3) == math.inf
+    largest = 1 - Priors().base_rate - 1e-3
+    assert simulate_analysis(Priors(), 1, 1, 3, studies=2000, seed=seed, difference=largest)["rejects"] < 0.80

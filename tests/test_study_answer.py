@@ -176,3 +176,12 @@ def test_the_reported_mde_is_detected_in_80_percent_of_studies(design):
     assert mde == pytest.approx(row["mde"], abs=0.05)  # the planner's figure, to the report's 0.1 point
     power = simulate_analysis(Priors(), *design, studies=4000, seed=seed, difference=mde / 100)["rejects"]
     assert power == pytest.approx(0.80, abs=0.03), (seed, mde, power)
+
+
+def test_a_design_with_no_mde_says_so():
+    """Three problems: no difference reaches 80% power (tests/test_power.py), and the report says so
+    instead of printing a figure."""
+    result = answer(simulated_rows(1, 1, 3), {"deep": None, "diverse": None}, STRATEGIES)
+    assert result["headline"]["planned_mde"]["mde"] is None
+    assert ("no difference reaches 80% power on this design (1 seed × 1 sample × 3 problems), however large"
+            in answer_paragraph(result))

@@ -22,6 +22,7 @@ and the answer names no winner. Everything returned is plain JSON.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from itertools import combinations
@@ -148,12 +149,12 @@ def planned_mde(a: analysis.Checkpoint, b: analysis.Checkpoint, priors: Priors) 
     from this run. The MDE on the run's own SE overstated power: a true difference of its median
     was declared in 0.73 (41 x 1 x 1), 0.69 (41 x 10 x 3) and 0.62 (120 x 10 x 3) of simulated studies.
     Design: the fewer seeds of the two arms, the samples per problem (their harmonic mean, rounded, where
-    they differ), the problems."""
+    they differ), the problems. ``mde`` None: no difference the base rate allows reaches 80% power."""
     seeds = min(len(a.seeds), len(b.seeds))
     samples = max(1, round(1.0 / float(np.mean(1.0 / np.concatenate([a.n.ravel(), b.n.ravel()])))))
     problems = len(a.question_ids)
     mde = simulated_mde(priors, seeds, samples, problems, DEFAULT_STUDIES, 0)
-    return {"mde": round(mde, 6), "design": [seeds, samples, problems], "basis": "priors",
+    return {"mde": round(mde, 6) if math.isfinite(mde) else None, "design": [seeds, samples, problems], "basis": "priors",
             "command": f"python -m thinktune.analysis.power --designs {seeds}x{samples}x{problems}"}
 
 
@@ -213,11 +214,16 @@ def answer_paragraph(result: dict) -> str:
     n_seeds, n_samples, n_problems = plan["design"]
     design = (f"{n_seeds} seed{'s' if n_seeds > 1 else ''} × {n_samples} sample{'s' if n_samples > 1 else ''} × "
               f"{n_problems} problems")
-    power = (f"No difference is declared with one seed; by the planner's priors (not this run), a p < 0.05 test "
-             f"on this design ({design}) would detect {100 * plan['mde']:.1f} points with 80% power."
-             if one_seed else
-             f"By the planner's priors (not this run), the smallest difference this design ({design}) detects "
-             f"with 80% power is {100 * plan['mde']:.1f} points.")
+    if plan["mde"] is None:
+        detects = "no difference reaches 80% power on this design ({design}), however large"
+        power = ("No difference is declared with one seed; by the planner's priors (not this run), " if one_seed
+                 else "By the planner's priors (not this run), ") + detects.format(design=design) + "."
+    elif one_seed:
+        power = (f"No difference is declared with one seed; by the planner's priors (not this run), a p < 0.05 "
+                 f"test on this design ({design}) would detect {100 * plan['mde']:.1f} points with 80% power.")
+    else:
+        power = (f"By the planner's priors (not this run), the smallest difference this design ({design}) "
+                 f"detects with 80% power is {100 * plan['mde']:.1f} points.")
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
             f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
             f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "

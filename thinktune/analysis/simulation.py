@@ -134,7 +134,8 @@ def simulated_mde(priors: Priors, seeds: int, samples: int, problems: int, studi
                   seed: int = 0) -> float:
     """The smallest true difference the report's own analysis declares (p < 0.05) in 80% of ``studies``
     studies drawn from the priors: from the noncentral t's figure, a secant search on simulated power with
-    the same studies at every try (3-5 tries), stopped within 0.004 of 80%. Deterministic in ``seed``."""
+    the same studies at every try (3-5 tries), stopped within 0.004 of 80%. Deterministic in ``seed``.
+    ``math.inf`` when even the largest difference the base rate allows is declared in fewer than 80%."""
     ceiling = 1.0 - priors.base_rate - 1e-3  # the better strategy's Pass@1 cannot pass 1
 
     def power(difference: float) -> float:
@@ -155,4 +156,11 @@ def simulated_mde(priors: Priors, seeds: int, samples: int, problems: int, studi
         if abs(tried[step] - POWER) <= 0.004:
             return step
         step = _interpolate(tried)
+    if max(tried.values()) < POWER:  # too few problems or seeds: even the largest difference may not do
+        if ceiling not in tried:
+            tried[ceiling] = power(ceiling)
+        if tried[ceiling] < POWER:
+            return math.inf
+    if len(tried) < 2:
+        return start
     return min(max(_interpolate(tried), 0.0), ceiling)
