@@ -75,8 +75,10 @@ def validation_losses(live_dirs: Sequence[Path]) -> dict[int, float] | None:
 
 
 def _points(est: analysis.Estimate) -> dict:
+    # No MDE from the estimate's own SE: it overstated power (module docstring of
+    # thinktune.analysis.simulation); the headline carries the planner's (planned_mde).
     return {"estimate": round(est.estimate, 6), "ci95_low": round(est.low, 6), "ci95_high": round(est.high, 6),
-            "p_value": round(est.p_value, 6), "mde": round(est.mde, 6), "n_problems": est.n_problems,
+            "p_value": round(est.p_value, 6), "n_problems": est.n_problems,
             "seeds": list(est.n_seeds), "seed_variance": est.seed_variance, "prior_se": round(est.prior_se, 6),
             "method": est.method}
 
