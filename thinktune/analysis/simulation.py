@@ -134,16 +134,21 @@ def simulated_mde(priors: Priors, seeds: int, samples: int, problems: int, studi
                   seed: int = 0) -> float:
     """The smallest true difference the report's own analysis declares (p < 0.05) in 80% of ``studies``
     studies drawn from the priors: from the noncentral t's figure, a secant search on simulated power with
-    the same studies at every try (3-5 tries), stopped within 0.004 of 80%. Deterministic in ``seed``.
+    the same studies at every try (2-6 tries), stopped at 80-80.3%, else interpolated. Deterministic in ``seed``.
     ``math.inf`` when even the largest difference the base rate allows is declared in fewer than 80%."""
     ceiling = 1.0 - priors.base_rate - 1e-3  # the better strategy's Pass@1 cannot pass 1
 
     def power(difference: float) -> float:
         return simulate_analysis(priors, seeds, samples, problems, studies, seed, difference)["rejects"]
 
+    def close_enough(found: float) -> bool:
+        # at or just above 80%: stopping anywhere within +-0.004 stopped below more often than above (the
+        # search comes from the optimistic side), and other studies then declared 0.78-0.79
+        return POWER <= found <= POWER + 0.003
+
     start = min(noncentral_mde(prior_components(priors), (seeds, samples, problems), priors), ceiling)
     tried = {start: power(start)}
-    if abs(tried[start] - POWER) <= 0.004:
+    if close_enough(tried[start]):
         return start
     # second try: rescale by the normal's noncentralities (the power curve's shape) to aim at 80%
     z_crit, observed = float(norm.ppf(1 - ALPHA / 2)), min(max(tried[start], 0.05), 0.995)
@@ -153,7 +158,7 @@ def simulated_mde(priors: Priors, seeds: int, samples: int, problems: int, studi
         if step in tried:
             break
         tried[step] = power(step)
-        if abs(tried[step] - POWER) <= 0.004:
+        if close_enough(tried[step]):
             return step
         step = _interpolate(tried)
     if max(tried.values()) < POWER:  # too few problems or seeds: even the largest difference may not do
