@@ -203,6 +203,8 @@ def test_the_scenarios_cover_the_report_s_branches():
     three = (GOLDEN / "three_seeds" / "README.md").read_text()
     assert "3 and 3 training seeds, run-to-run variance measured" in three
     assert "3 seeds × 4 samples × 12 problems" in three  # the planner's MDE for this design
+    # the sentence the pipeline's end-to-end test reads in a two-seed report
+    assert "smallest difference this design could detect at 80% power" in two
     # no per-step MDE from the observed SE (it overstated power); the planner's, once, in the answer
     assert all(text.count("80% power") == text.count("**Answer") + text.count("**On ") for text in (one, two, three))
 

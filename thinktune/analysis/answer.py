@@ -224,8 +224,8 @@ def answer_paragraph(result: dict) -> str:
         power = (f"No difference is declared with one seed; by the planner's priors (not this run), a p < 0.05 "
                  f"test on this design ({design}) would detect {100 * plan['mde']:.1f} points with 80% power.")
     else:
-        power = (f"By the planner's priors (not this run), the smallest difference this design ({design}) "
-                 f"detects with 80% power is {100 * plan['mde']:.1f} points.")
+        power = (f"By the planner's priors (not this run), the smallest difference this design could detect at "
+                 f"80% power is {100 * plan['mde']:.1f} points ({design}).")
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
             f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
             f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "
