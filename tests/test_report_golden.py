@@ -43,6 +43,24 @@ ONE_SEED = {
                      "checkpoint-6": [0, 2, 0, 3, 1, 0, 0, 2, 1, 0, 3, 0]}},
 }
 
+# The paper preset's three seeds, four samples per problem, twelve problems (drawn once from a logit
+# model with Deep 1.2 logits above Diverse and kept as numbers): run-to-run variance measured.
+THREE_SEEDS = {
+    "base": {None: {"base": [2, 4, 0, 4, 2, 0, 1, 0, 0, 3, 2, 3]}},
+    "deep": {42: {"checkpoint-3": [1, 4, 0, 4, 3, 1, 0, 1, 2, 3, 3, 3],
+                  "checkpoint-6": [4, 4, 1, 4, 4, 1, 1, 1, 0, 4, 4, 4]},
+             43: {"checkpoint-3": [2, 3, 1, 4, 1, 0, 0, 1, 1, 2, 3, 3],
+                  "checkpoint-6": [4, 4, 3, 4, 3, 1, 2, 0, 4, 4, 3, 4]},
+             44: {"checkpoint-3": [3, 3, 1, 4, 3, 3, 1, 1, 2, 2, 4, 2],
+                  "checkpoint-6": [3, 4, 0, 4, 3, 3, 0, 1, 4, 2, 3, 4]}},
+    "diverse": {42: {"checkpoint-3": [1, 3, 0, 4, 2, 0, 1, 0, 0, 3, 4, 2],
+                     "checkpoint-6": [3, 3, 0, 3, 1, 0, 0, 1, 0, 3, 2, 3]},
+                43: {"checkpoint-3": [1, 3, 1, 4, 2, 0, 0, 1, 1, 4, 1, 4],
+                     "checkpoint-6": [3, 4, 0, 3, 3, 0, 0, 0, 1, 1, 2, 3]},
+                44: {"checkpoint-3": [0, 3, 0, 3, 1, 0, 2, 1, 1, 2, 1, 3],
+                     "checkpoint-6": [1, 3, 0, 2, 2, 2, 1, 1, 0, 0, 3, 0]}},
+}
+
 
 def sampled_records(correct: list[int], n: int) -> list[dict]:
     """Records of ``n`` samples per problem with ``correct[p]`` passing; the answers' shape varies
@@ -126,7 +144,18 @@ def one_seed(root: Path, repo_root: Path) -> None:
     write_training(root, "diverse", 42, {3: 0.9, 6: 1.1}, 0.58)
 
 
-SCENARIOS = {"two_seeds": two_seeds, "one_seed": one_seed}
+def three_seeds(root: Path, repo_root: Path) -> None:
+    """The paper preset's three seeds ([42, 43, 44]) with four sampled answers on twelve problems: Deep's
+    step chosen by validation loss, Diverse's the final step (no validation loss), run-to-run variance
+    measured, so the report may name a winner when the interval excludes 0."""
+    write_params(root, repo_root, [42, 43, 44], ["livecodebench"])
+    write_results(root, "livecodebench", THREE_SEEDS, lambda correct: sampled_records(correct, 4), 12, 4)
+    for seed in (42, 43, 44):
+        write_training(root, "deep", seed, {3: 1.0 + seed / 1000, 6: 0.9}, 0.61)
+        write_training(root, "diverse", seed, None, 0.57)
+
+
+SCENARIOS = {"two_seeds": two_seeds, "one_seed": one_seed, "three_seeds": three_seeds}
 
 
 def render(scenario: str, root: Path) -> dict[str, str]:
@@ -171,6 +200,13 @@ def test_the_scenarios_cover_the_report_s_branches():
     one = (GOLDEN / "one_seed" / "README.md").read_text()
     assert "cannot declare a winner" in one and "each chosen on validation loss" in one
     assert '"pass_at_10"' in (GOLDEN / "one_seed" / "summaries.json").read_text()
+    three = (GOLDEN / "three_seeds" / "README.md").read_text()
+    assert "3 and 3 training seeds, run-to-run variance measured" in three
+    assert "3 seeds × 4 samples × 12 problems" in three  # the planner's MDE for this design
+    # the sentence the pipeline's end-to-end test reads in a two-seed report
+    assert "smallest difference this design could detect at 80% power" in two
+    # no per-step MDE from the observed SE (it overstated power); the planner's, once, in the answer
+    assert all(text.count("80% power") == text.count("**Answer") + text.count("**On ") for text in (one, two, three))
 
 
 def test_a_missing_value_fails_the_render_rather_than_leaving_a_blank():

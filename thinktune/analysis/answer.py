@@ -9,7 +9,8 @@ One row per (strategy, seed, step, problem) goes to ``thinktune.analysis.interva
 - each strategy's step chosen *without looking at the benchmark*: the lowest validation loss where
   training logged one, else the final step (the rule to pre-register);
 - the headline, the one pre-registered comparison: Deep − Diverse at those chosen steps, and the
-  smallest difference this run's design could detect at 80% power;
+  smallest difference this run's design detects at 80% power, as the power planner prints it for the
+  design (simulated from the priors, :mod:`thinktune.analysis.simulation`);
 - peak minus final ("collapse") per strategy where the peak is chosen beforehand (validation loss).
 
 Every step's difference and every checkpoint's difference from the base are exploratory: each
@@ -21,13 +22,17 @@ and the answer names no winner. Everything returned is plain JSON.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
+
 from thinktune.analysis import intervals as analysis
 from thinktune.analysis.intervals import DEFAULT_PRIORS
+from thinktune.analysis.simulation import DEFAULT_STUDIES, simulated_mde
 from thinktune.analysis.stats import holm
 from thinktune.analysis.variance import Priors
 from thinktune.evaluation.records import Run
@@ -70,8 +75,10 @@ def validation_losses(live_dirs: Sequence[Path]) -> dict[int, float] | None:
 
 
 def _points(est: analysis.Estimate) -> dict:
+    # No MDE from the estimate's own SE: it overstated power (module docstring of
+    # thinktune.analysis.simulation); the headline carries the planner's (planned_mde).
     return {"estimate": round(est.estimate, 6), "ci95_low": round(est.low, 6), "ci95_high": round(est.high, 6),
-            "p_value": round(est.p_value, 6), "mde": round(est.mde, 6), "n_problems": est.n_problems,
+            "p_value": round(est.p_value, 6), "n_problems": est.n_problems,
             "seeds": list(est.n_seeds), "seed_variance": est.seed_variance, "prior_se": round(est.prior_se, 6),
             "method": est.method}
 
@@ -131,9 +138,26 @@ def answer(rows: list[dict], validation: Mapping[str, Mapping[int, float] | None
     headline = analysis.difference(study[first][chosen[first].step], study[second][chosen[second].step], priors)
     out["headline"] = {"first": first, "second": second, "first_step": chosen[first].step,
                        "second_step": chosen[second].step, "rules": sorted({chosen[s].rule for s in (first, second)}),
-                       "difference": _points(headline)}
+                       "difference": _points(headline),
+                       "planned_mde": planned_mde(study[first][chosen[first].step],
+                                                  study[second][chosen[second].step], priors)}
     out["difference_by_step"] = out["differences"][f"{first}-{second}"]
     return out
+
+
+def planned_mde(a: analysis.Checkpoint, b: analysis.Checkpoint, priors: Priors) -> dict:
+    """The smallest difference this run's design detects with 80% power, as the planner prints it for
+    the design (``python -m thinktune.analysis.power --designs SxNxP``): simulated from the priors, not
+    from this run. The MDE on the run's own SE overstated power: a true difference of its median
+    was declared in 0.73 (41 x 1 x 1), 0.69 (41 x 10 x 3) and 0.62 (120 x 10 x 3) of simulated studies.
+    Design: the fewer seeds of the two arms, the samples per problem (their harmonic mean, rounded, where
+    they differ), the problems. ``mde`` None: no difference the base rate allows reaches 80% power."""
+    seeds = min(len(a.seeds), len(b.seeds))
+    samples = max(1, round(1.0 / float(np.mean(1.0 / np.concatenate([a.n.ravel(), b.n.ravel()])))))
+    problems = len(a.question_ids)
+    mde = simulated_mde(priors, seeds, samples, problems, DEFAULT_STUDIES, 0)
+    return {"mde": round(mde, 6) if math.isfinite(mde) else None, "design": [seeds, samples, problems], "basis": "priors",
+            "command": f"python -m thinktune.analysis.power --designs {seeds}x{samples}x{problems}"}
 
 
 def format_p(p: float) -> str:
@@ -185,11 +209,23 @@ def answer_paragraph(result: dict) -> str:
     else:
         seeds = f"{' and '.join(map(str, d['seeds']))} training seeds, run-to-run variance measured"
     degenerate = "" if d["method"].startswith("clustered") else f" ({d['method']})"
-    # One seed declares nothing, so "this design could detect" would contradict the verdict: the figure
-    # is what a test at this SE would detect, were the prior right and a winner allowed.
-    power = (f"No difference is declared with one seed; were the prior right, a test at this SE would detect "
-             f"{100 * d['mde']:.1f} points with 80% power." if one_seed else
-             f"The smallest difference this design could detect at 80% power is {100 * d['mde']:.1f} points.")
+    # The planner's figure for this design, from its priors (the run's own SE overstated power). One seed
+    # declares nothing, so "this design could detect" would contradict the verdict: the figure is what a
+    # p < 0.05 test on this design would detect, were a winner allowed.
+    plan = h["planned_mde"]
+    n_seeds, n_samples, n_problems = plan["design"]
+    design = (f"{n_seeds} seed{'s' if n_seeds > 1 else ''} × {n_samples} sample{'s' if n_samples > 1 else ''} × "
+              f"{n_problems} problems")
+    if plan["mde"] is None:
+        detects = "no difference reaches 80% power on this design ({design}), however large"
+        power = ("No difference is declared with one seed; by the planner's priors (not this run), " if one_seed
+                 else "By the planner's priors (not this run), ") + detects.format(design=design) + "."
+    elif one_seed:
+        power = (f"No difference is declared with one seed; by the planner's priors (not this run), a p < 0.05 "
+                 f"test on this design ({design}) would detect {100 * plan['mde']:.1f} points with 80% power.")
+    else:
+        power = (f"By the planner's priors (not this run), the smallest difference this design could detect at "
+                 f"80% power is {100 * plan['mde']:.1f} points ({design}).")
     return (f"**Answer: {verdict}.** {first} − {second} Pass@1 at steps {h['first_step']} and "
             f"{h['second_step']} ({rule}) is {_pts(d['estimate'])} points, 95% interval "
             f"[{_pts(d['ci95_low'])}, {_pts(d['ci95_high'])}]{degenerate} (p {_p_clause(d['p_value'])}, "

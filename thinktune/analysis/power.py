@@ -16,10 +16,12 @@ seed_problem how much a problem's rate moves between runs beyond that, sampling 
 come from a finished run (:func:`thinktune.analysis.intervals.run_moments`; what its design cannot
 identify is taken from the priors, and the output says which) or from priors on the logit scale
 (:class:`Priors`), turned into these components by Gauss-Hermite integration. The half-width is the
-analysis' t(0.975, df) x SE, df by Satterthwaite as the analysis computes it; the MDE is the noncentral
-t's at the SE under that difference. ``--simulate`` draws whole studies from the priors, runs the
-report's own analysis on them and prints the mean half-width it printed, its coverage, and the MDE at
-which it declares a difference in 80% of studies (bisection on simulated power).
+analysis' t(0.975, df) x SE, df by Satterthwaite as the analysis computes it. The MDE is simulated
+(:mod:`thinktune.analysis.simulation`): the true difference at which the report's own analysis declares
+a difference in 80% of studies drawn from the priors (the noncentral t on the expected SE, printed
+beside it, is optimistic for this analysis); the report prints the same figure for its design.
+``--simulate`` checks, on other simulated studies, the mean half-width the analysis printed, its
+coverage and its power at the MDE.
 """
 
 from __future__ import annotations
@@ -32,31 +34,25 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-from scipy.optimize import brentq
+from tqdm import tqdm
 
-from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, difference_interval, run_moments
+from thinktune.analysis.intervals import ROW_FIELDS, RunMoments, build_study, run_moments
+from thinktune.analysis.simulation import (
+    DEFAULT_STUDIES,
+    noncentral_mde,
+    simulate_analysis,
+    simulated_mde,
+)
 from thinktune.analysis.variance import (
     Components,
     Priors,
-    _expit,
-    _mean_over,
     interval_half_width,
     logit_mean,
-    POWER,
-    minimum_detectable,
     prior_components,
-    satterthwaite,
-    seed_variance,
 )
 
-__all__ = ["Components", "Priors", "logit_mean", "prior_components", "plan", "run_components", "simulate_analysis"]
-
-def population_rate(priors: Priors, shift: float = 0.0) -> float:
-    """Mean Pass@1 over problems and runs of a strategy whose logit mean is ``logit_mean + shift``."""
-    total = math.sqrt(priors.problem_sd ** 2 + priors.strategy_problem_sd ** 2 + priors.seed_sd ** 2
-                      + priors.seed_problem_sd ** 2)
-    return float(_mean_over(total, _expit)(logit_mean(priors) + shift))
+__all__ = ["Components", "Priors", "logit_mean", "plan", "planned_mde", "prior_components", "run_components",
+           "simulate_analysis", "simulated_mde"]
 
 
 def run_components(moments: RunMoments, priors: Priors) -> Components:
@@ -76,67 +72,6 @@ def run_components(moments: RunMoments, priors: Priors) -> Components:
     within = sum((seed_problem + sampling / moments.samples) / s for s in moments.seeds)
     src["strategy_problem"] = "estimated" if src["seed_problem"] == "estimated" else "estimated, given the priors above"
     return Components(moments.mean_rate, max(0.0, moments.spread - within), seed, seed_problem, sampling, src)
-
-
-def simulate_counts(priors: Priors, seeds: int, samples: int, problems: int, studies: int,
-                    rng: np.random.Generator, difference: float = 0.0) -> np.ndarray:
-    """Correct answers of ``studies`` whole studies drawn from the priors' logit model, shape
-    (studies, 2 strategies, seeds, problems); strategy 0's population Pass@1 exceeds strategy 1's
-    (the base rate) by ``difference``: new problems, runs and samples each time. Each answer passes when
-    its own uniform draw falls below its chance, so the same ``rng`` state with a larger ``difference``
-    gives the same studies with more answers passing (common random numbers for :func:`simulated_mde`)."""
-    shift = 0.0
-    if difference:
-        target = priors.base_rate + difference
-        shift = brentq(lambda s: population_rate(priors, s) - target, -20.0, 20.0, xtol=1e-10)
-    logit = (logit_mean(priors) + priors.problem_sd * rng.standard_normal((studies, 1, 1, problems))
-             + priors.strategy_problem_sd * rng.standard_normal((studies, 2, 1, problems))
-             + priors.seed_sd * rng.standard_normal((studies, 2, seeds, 1))
-             + priors.seed_problem_sd * rng.standard_normal((studies, 2, seeds, problems)))
-    logit[:, 0] += shift
-    chance = _expit(logit)
-    return (rng.random((samples, studies, 2, seeds, problems)) < chance).sum(axis=0)
-
-
-def analyse_counts(correct: np.ndarray, samples: int, priors: Priors) -> tuple[np.ndarray, ...]:
-    """The analysis' Deep - Diverse difference (estimate, se, df, low, high, p) of every simulated study
-    (:func:`simulate_counts`), by the report's own code and the same priors for one-seed designs."""
-    rate = correct / samples
-    a, b = rate[:, 0], rate[:, 1]
-    prior = 0.0
-    if rate.shape[2] == 1:
-        prior = seed_variance(priors, a.mean(axis=(1, 2))) + seed_variance(priors, b.mean(axis=(1, 2)))
-    est, se, df, low, high, p, _ = difference_interval([(1.0, a), (-1.0, b)], a.mean(axis=1), b.mean(axis=1), prior)
-    return est, se, df, low, high, p
-
-
-def simulated_mde(priors: Priors, seeds: int, samples: int, problems: int, studies: int = 4000,
-                  seed: int = 0) -> float:
-    """The smallest true difference the report's own analysis declares (p < 0.05) in 80% of studies drawn
-    from the priors: bisection on the difference with the same simulated studies at every try."""
-    low, high = 0.0, 1.0 - priors.base_rate - 1e-3
-    for _ in range(14):
-        mid = (low + high) / 2
-        rejects = simulate_analysis(priors, seeds, samples, problems, studies, seed, mid)["rejects"]
-        low, high = (mid, high) if rejects < POWER else (low, mid)
-    return (low + high) / 2
-
-
-def simulate_analysis(priors: Priors, seeds: int, samples: int, problems: int, studies: int = 2000, seed: int = 0,
-                      difference: float = 0.0) -> dict[str, float]:
-    """Whole studies from the priors analysed by the report's code: the mean half-width it prints, how
-    often its interval holds the truth, and how often it declares a difference (p < 0.05)."""
-    rng = np.random.default_rng(seed)
-    half, cover, reject = [], [], []
-    for start in range(0, studies, 250):  # chunks keep memory small at 300 problems x 5 seeds x 16 samples
-        m = min(250, studies - start)
-        est, _, _, low, high, p = analyse_counts(
-            simulate_counts(priors, seeds, samples, problems, m, rng, difference), samples, priors)
-        half.append((high - low) / 2)
-        cover.append((low <= difference) & (difference <= high))
-        reject.append(p < 0.05)
-    return {"half_width": float(np.concatenate(half).mean()), "coverage": float(np.concatenate(cover).mean()),
-            "rejects": float(np.concatenate(reject).mean())}
 
 
 # ---- compute cost, from the project's own measured throughput
@@ -190,43 +125,42 @@ def cost_hours(schedule: Schedule, speed: Throughput, seeds: int, samples: int, 
     return {"train_hours": train_h, "eval_hours": eval_h, "total_hours": train_h + eval_h}
 
 
-def planned_mde(components: Components, design: tuple[int, int, int], priors: Priors | None = None) -> float:
-    """The smallest true difference the design detects with 80% power (noncentral t on the design's SE and
-    df). Where the components are the priors' own, the SE is the one under that difference: the better
-    strategy's Pass@1 is base_rate + MDE, whose variance is larger, so the MDE is found by iteration (at
-    the null's SE the planned power falls to 0.65-0.77). Components from a run: the run's SE as it is."""
-    variance, df = components.variance(*design), components.df(*design)
-    mde = minimum_detectable(math.sqrt(variance), df)
-    if priors is None or set(components.sources.values()) != {"prior"}:
-        return mde
-    for _ in range(50):
-        alternative = prior_components(replace(priors, base_rate=min(priors.base_rate + mde, 0.99)))
-        terms = [((v + w) / 2, d) for (v, d), (w, _) in zip(components.terms(*design), alternative.terms(*design))]
-        new = minimum_detectable(math.sqrt(sum(v for v, _ in terms)), satterthwaite(terms))
-        if abs(new - mde) < 1e-6:
-            break
-        mde = new
-    return new
+def planned_mde(components: Components, design: tuple[int, int, int], priors: Priors,
+                studies: int = DEFAULT_STUDIES, seed: int = 0) -> float:
+    """The MDE the planner prints: the difference the report's analysis declares in 80% of studies
+    simulated from ``priors`` (:func:`thinktune.analysis.simulation.simulated_mde`). Components from a
+    run: the noncentral t's MDE on the run's SE, scaled by the factor by which the simulation of the
+    priors (at the run's mean Pass@1) moved the noncentral t's figure for this design."""
+    if set(components.sources.values()) == {"prior"}:
+        return simulated_mde(priors, *design, studies, seed)
+    at_rate = replace(priors, base_rate=min(max(components.mean_rate, 0.01), 0.99))
+    factor = simulated_mde(at_rate, *design, studies, seed) / noncentral_mde(prior_components(at_rate), design, at_rate)
+    return noncentral_mde(components, design) * factor
 
 
 def plan(components: Components, designs: list[tuple[int, int, int]], schedule: Schedule, speed: Throughput,
-         priors: Priors | None = None, studies: int = 0) -> list[dict]:
+         priors: Priors, studies: int = DEFAULT_STUDIES, sim_seed: int = 0, check: bool = False) -> list[dict]:
     """One row per (seeds, samples, problems): expected 95% half-width (t(0.975, df) x SE, the interval the
-    analysis prints), the minimum detectable difference at 80% power, alpha 0.05 two-sided (both in
-    Pass@1 points), the hours; with ``studies`` > 0 the half-width from simulated studies of ``priors``."""
+    analysis prints), the MDE at 80% power, alpha 0.05 two-sided, by simulating ``studies`` studies of
+    ``priors`` (:func:`planned_mde`; the noncentral t's optimistic figure beside it), both in Pass@1
+    points, and the hours. ``check``: also the mean half-width and coverage the analysis prints on
+    studies with no difference, and its power at the MDE on other studies than those that found it."""
     rows = []
-    for seeds, samples, problems in designs:
-        se = math.sqrt(components.variance(seeds, samples, problems))
-        df = components.df(seeds, samples, problems)
-        mde = planned_mde(components, (seeds, samples, problems), priors)
+    for seeds, samples, problems in tqdm(designs, desc="simulating designs", unit="design", leave=False,
+                                         disable=len(designs) < 2):
+        design = (seeds, samples, problems)
+        se, df = math.sqrt(components.variance(*design)), components.df(*design)
+        mde = planned_mde(components, design, priors, studies, sim_seed)
         row = {"seeds": seeds, "samples": samples, "problems": problems, "se": 100 * se, "df": df,
                "half_width": 100 * interval_half_width(se, df), "mde": 100 * mde,
+               "mde_noncentral_t": 100 * noncentral_mde(components, design, priors),
                **cost_hours(schedule, speed, seeds, samples, problems)}
-        if studies and priors is not None:
-            null = simulate_analysis(priors, seeds, samples, problems, studies)
+        if check:
+            null = simulate_analysis(priors, *design, studies, sim_seed + 1)
             row["simulated_half_width"] = 100 * null["half_width"]
             row["simulated_coverage"] = null["coverage"]
-            row["simulated_mde"] = 100 * simulated_mde(priors, seeds, samples, problems, studies, 1)
+            if set(components.sources.values()) == {"prior"}:  # a run's MDE is not the priors' to check
+                row["power_at_mde"] = simulate_analysis(priors, *design, studies, sim_seed + 2, mde)["rejects"]
         rows.append(row)
     return rows
 
@@ -272,6 +206,13 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"--studies needs 100 or more simulated studies, got {value}")
+    return value
+
+
 def _designs(text: str) -> list[tuple[int, int, int]]:
     try:
         return [tuple(int(v) for v in d.split("x")) for d in text.split(",")]  # type: ignore[misc]
@@ -297,8 +238,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--samples", type=_ints, default=[1, 4, 10, 16])
     g.add_argument("--problems", type=_ints, default=[41, 120, 300])
     g.add_argument("--designs", type=_designs, help="e.g. 1x1x41,3x16x41 (seeds x samples x problems)")
-    p.add_argument("--simulate", action="store_true", help="check each half-width on simulated studies of the priors")
-    p.add_argument("--studies", type=int, default=2000, help="simulated studies per design (default 2000)")
+    p.add_argument("--simulate", action="store_true", help="check each half-width, coverage and the power at the "
+                   "MDE on other simulated studies of the priors")
+    p.add_argument("--studies", type=_positive, default=DEFAULT_STUDIES,
+                   help=f"simulated studies per design and try (default {DEFAULT_STUDIES})")
+    p.add_argument("--sim-seed", type=int, default=0, help="the simulation's random seed (default 0)")
     g = p.add_argument_group("cost")
     g.add_argument("--throughput", choices=sorted(THROUGHPUT), default="cpu")
     g.add_argument("--throughput-json", type=Path, help="a `perf.gpu_throughput --json` file to take "
@@ -341,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
         components, basis = prior_components(priors), "priors alone (no --results)"
     designs = args.designs or [(s, n, q) for s in args.seeds for n in args.samples for q in args.problems]
     speed, schedule = _speed(args), Schedule(mean_answer_tokens=args.mean_answer_tokens)
-    rows = plan(components, designs, schedule, speed, priors, args.studies if args.simulate else 0)
+    rows = plan(components, designs, schedule, speed, priors, args.studies, args.sim_seed, args.simulate)
     out = {"basis": basis, "priors": asdict(priors), "components": asdict(components), "throughput": asdict(speed),
            "schedule": asdict(schedule) | {"checkpoints_per_run": schedule.checkpoints}, "rows": rows}
     if args.json:
@@ -356,16 +300,21 @@ def main(argv: list[str] | None = None) -> dict:
           f"[{speed.source}]; {schedule.strategies} strategies x {schedule.chats} chats x {schedule.mean_chat_tokens} "
           f"tokens x {schedule.epochs:g} epochs per seed, {schedule.checkpoints} checkpoints per run + base, "
           f"{schedule.mean_answer_tokens} tokens per answer; grading excluded")
+    print(f"MDE: the difference the report's analysis declares (p < 0.05) in 80% of {args.studies} studies "
+          f"simulated from the priors per design (--sim-seed {args.sim_seed}); nct: the noncentral t's figure, "
+          "optimistic" + ("; a run's MDE is the noncentral t's on its SE scaled as the priors' simulation scales it"
+                          if args.results else ""))
     if args.simulate:
-        print(f"simulated ({args.studies} studies from the priors per design, analysed by the report's own code): "
-              "sim +- the mean half-width it printed, cover how often its 95% interval held the truth, sim MDE "
-              "the difference it declares in 80% of studies")
-    sim = " sim +-  cover sim MDE" if args.simulate else ""
-    print(f"\n seeds samples problems   +-half  MDE{sim}   train h    eval h   total h")
+        print(f"check on other simulated studies ({args.studies} per design): sim +- the mean half-width the "
+              "analysis printed, cover how often its 95% interval held the truth (no difference), power how often "
+              "it declared the MDE")
+    sim = " sim +-  cover  power" if args.simulate else ""
+    print(f"\n seeds samples problems   +-half   MDE   nct{sim}   train h    eval h   total h")
     for r in rows:
-        extra = (f" {r['simulated_half_width']:7.1f} {r['simulated_coverage']:6.3f} {r['simulated_mde']:7.1f}"
-                 if args.simulate else "")
-        print(f" {r['seeds']:5d} {r['samples']:7d} {r['problems']:8d} {r['half_width']:8.1f} {r['mde']:4.1f}{extra} "
+        extra = (f" {r['simulated_half_width']:7.1f} {r['simulated_coverage']:6.3f} "
+                 + (f"{r['power_at_mde']:6.3f}" if "power_at_mde" in r else "     -")) if args.simulate else ""
+        print(f" {r['seeds']:5d} {r['samples']:7d} {r['problems']:8d} {r['half_width']:8.1f} {r['mde']:5.1f} "
+              f"{r['mde_noncentral_t']:5.1f}{extra} "
               f"{r['train_hours']:9,.1f} {r['eval_hours']:9,.1f} {r['total_hours']:9,.1f}")
     return out
 

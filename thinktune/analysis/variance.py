@@ -42,8 +42,9 @@ class Priors:
     solved, a per-problem spread of about +-3 logits (95%). strategy_problem_sd 0.5: Deep and Diverse
     data teach different things, so the difference varies by problem (the part only more problems
     shrink). seed_problem_sd 0.5: a retrained adapter flips some problems (greedy answers change with
-    small weight changes). seed_sd 0.3: a whole run's shift (a checkpoint's own luck included), about
-    3 points of Pass@1 from run to run at 25% (SD), 4 points at 40%: fine-tuning seeds move results
+    small weight changes). seed_sd 0.3: a whole run's shift (a checkpoint's own luck included), an SD
+    of 3.9 points of Pass@1 from run to run at 25%, 4.8 at 40% (the square root of
+    ``prior_components(Priors(base_rate=...)).seed``): fine-tuning seeds move results
     by points (Dodge et al. 2020, arXiv 2002.06305). With one training seed the analysis takes this
     run-to-run variance from here, so the report states it."""
     base_rate: float = 0.25
