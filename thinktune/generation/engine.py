@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from thinktune.generation.sampling import TokenChooser
 from thinktune.logs import get_logger
 from thinktune.models.hardware import release_freed_heap
+from thinktune.models.lora import lora_of
 
 log = get_logger("engine")
 
@@ -55,6 +56,12 @@ class Request:
     prompt_ids: list[int]
     key: int  # the prompt's index in the caller's list (also its sampling seed)
     sample: int = 0
+    adapter: int = 0  # which of the model's stacked LoRA adapters this row applies (thinktune.models.lora)
+
+    @property
+    def prefill_key(self) -> tuple[int, int]:
+        """Requests with equal keys share one prefill: the same prompt through the same adapter."""
+        return self.key, self.adapter
 
 
 @dataclass
@@ -180,9 +187,11 @@ class DecodeEngine:
         self.graphs_off_reason = None if self.use_graphs else (
             f"decode mode {mode!r} (eval.cuda_graphs false)" if on_cuda else f"not a CUDA device ({self.device})")
         self.bucketed = self.use_graphs or mode == "buckets"
-        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.graphs: dict[tuple, tuple] = {}  # (batch bucket, window bucket, LoRA state) -> (graph, logits)
         self.graph_pool = None
         self.weights_at = self._weights_signature()
+        self.lora = lora_of(model)
+        self._run: _Run | None = None  # the run in progress (its slots' requests name their adapters)
 
     # -- the model calls ----------------------------------------------------------------
 
@@ -194,10 +203,14 @@ class DecodeEngine:
                          attention_mask={t: mask for t in self.layer_types}, cache=self.cache, use_cache=True)
         return out.logits[:, -1, :]
 
-    def _prefill(self, prompts: list[list[int]]):
-        """Prefill left-padded prompts; (last-token logits [n, vocab], per-layer keys/values [n, h, L, d])."""
+    def _prefill(self, prompts: list[list[int]], adapters: list[int] | None = None):
+        """Prefill left-padded prompts, prompt i through LoRA adapter ``adapters[i]`` (default all 0);
+        (last-token logits [n, vocab], per-layer keys/values [n, h, L, d])."""
         import torch
         from transformers import DynamicCache
+
+        if self.lora is not None and self.lora.enabled:
+            self.lora.select_rows(adapters if adapters is not None else [0] * len(prompts))
 
         length = max(len(p) for p in prompts)
         ids = torch.zeros(len(prompts), length, dtype=torch.long)
@@ -216,7 +229,19 @@ class DecodeEngine:
     def _weights_signature(self) -> tuple:
         return tuple(p.data_ptr() for p in self.model.parameters())
 
+    def _lora_state(self) -> tuple:
+        """What the model's forward applies besides its weights: a graph captured in one LoRA
+        state replays that state whatever Python flags say later, so this is part of its key."""
+        return ("base",) if self.lora is None else self.lora.key()
+
+    def _select_adapters(self, rows: int) -> None:
+        """Point the LoRA row masks at the decode buffers, holding each active slot's adapter."""
+        if self.lora is not None and self.lora.enabled and self._run is not None:
+            run = self._run
+            self.lora.select_decode_rows([run.requests[i].adapter for i in run.slot_row[:rows]], self.slots)
+
     def _step(self, rows: int, window: int, stats: EngineStats):
+        self._select_adapters(rows)
         if not self.bucketed:
             return self._forward_step(rows, window)
         bucket = next((b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b >= rows and b <= self.slots), self.slots)
@@ -225,9 +250,10 @@ class DecodeEngine:
         self.valid[rows:bucket, window - 1] = True  # ...but finite: each attends to its own new column
         if not self.use_graphs:
             return self._forward_step(bucket, span)[:rows]
-        if (bucket, span) not in self.graphs:
+        key = (bucket, span, self._lora_state())
+        if key not in self.graphs:
             try:
-                self.graphs[(bucket, span)] = self._capture(bucket, span)
+                self.graphs[key] = self._capture(bucket, span)
                 stats.graphs_captured += 1
             except Exception as exc:  # noqa: BLE001 - any capture failure: decode eagerly instead
                 log.warning("CUDA graph capture failed (%s: %s); decoding without graphs, recorded in summary.json",
@@ -235,7 +261,7 @@ class DecodeEngine:
                 self.use_graphs = self.bucketed = False
                 self.graphs_off_reason = f"capture failed: {type(exc).__name__}: {exc}"[:300]
                 return self._forward_step(rows, window)
-        graph, logits = self.graphs[(bucket, span)]
+        graph, logits = self.graphs[key]
         graph.replay()
         return logits[:rows]
 
@@ -268,7 +294,12 @@ class DecodeEngine:
         if self.use_graphs and self._weights_signature() != self.weights_at:
             self.graphs.clear()  # the weights moved: recapture against the new tensors
             self.weights_at = self._weights_signature()
+        self.lora = lora_of(self.model)  # the host may have applied other adapters since the last run
+        if self.lora is not None and self.lora.enabled and max(r.adapter for r in requests) >= self.lora.n:
+            raise ValueError(f"a request names adapter {max(r.adapter for r in requests)} but the model "
+                             f"carries {self.lora.n} LoRA adapter(s)")
         run = _Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
+        self._run = run
         with torch.inference_mode():
             while run.waiting or run.slot_row:
                 while run.waiting and len(run.slot_row) < self.slots:
@@ -308,15 +339,15 @@ class DecodeEngine:
             return
         requests = run.requests
         prompts = {}
-        for i in group:  # samples of one prompt share its prefill
-            prompts.setdefault(requests[i].key, requests[i].prompt_ids)
+        for i in group:  # samples of one prompt (through one adapter) share its prefill
+            prompts.setdefault(requests[i].prefill_key, requests[i].prompt_ids)
         keys, longest = list(prompts), max(len(p) for p in prompts.values())
         self._make_room(run, longest)
         began = time.perf_counter()
         if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
             release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
-        logits, kv = self._prefill(list(prompts.values()))
-        source = torch.tensor([keys.index(requests[i].key) for i in group], device=self.device)
+        logits, kv = self._prefill(list(prompts.values()), [adapter for _, adapter in keys])
+        source = torch.tensor([keys.index(requests[i].prefill_key) for i in group], device=self.device)
         slots, index = self._place(run, group, kv, source, longest)
         tokens = run.chooser.choose(logits[source], slots)
         self.input_ids[index, 0] = tokens
@@ -420,15 +451,15 @@ class _Run:
     def next_group(self, free: int) -> list[int]:
         """Up to ``free`` waiting requests, longest first, whose distinct prompts fit one prefill."""
         group: list[int] = []
-        distinct: set[int] = set()
+        distinct: set[tuple[int, int]] = set()
         tokens = 0
         while self.waiting and len(group) < free:
             request = self.requests[self.waiting[-1]]
-            new = request.key not in distinct  # a prompt's samples share its prefill
+            new = request.prefill_key not in distinct  # a prompt's samples share its prefill
             if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
                 break
             group.append(self.waiting.pop())
             if new:
-                distinct.add(request.key)
+                distinct.add(request.prefill_key)
                 tokens += len(request.prompt_ids)
         return group
