@@ -11,7 +11,7 @@ for the bare base, the base with one adapter through PEFT's layers, the same ada
 stacked, and two adapters stacked in one batch (each row its own). ``top-level`` counts the
 ops the model's Python code calls; ``all`` adds the ops those run inside (e.g. ``linear``
 -> ``t`` + ``addmm``); ``compute`` counts the innermost ops that are not views (``view``,
-``slice``, ``t``...): on a GPU, about the kernel launches.
+``slice``, ``t``, allocations, an eval-mode dropout): on a GPU, about the kernel launches.
 
 Timing: the same chats decoded greedily by (a) PEFT's unmerged layers, one checkpoint after
 the other (the previous evaluation), (b) the stacked adapters one checkpoint after the other
@@ -48,12 +48,12 @@ def peft_model(host: ModelHost, adapter: Path):
     return wrapped
 
 
-# Ops that only make a new view of a tensor's memory (no kernel on a GPU).
-VIEW_OPS = {"aten::view", "aten::reshape", "aten::_unsafe_view", "aten::slice", "aten::select", "aten::t",
-            "aten::transpose", "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::as_strided",
-            "aten::split", "aten::split_with_sizes", "aten::narrow", "aten::permute", "aten::alias",
-            "aten::detach", "aten::lift_fresh", "aten::empty", "aten::empty_strided", "aten::result_type",
-            "aten::resolve_conj", "aten::resolve_neg", "aten::_reshape_alias", "aten::unbind"}
+# Ops that launch no kernel on a GPU: views of a tensor's memory, allocations, no-op dropout.
+NO_KERNEL_OPS = {"aten::dropout", "aten::view", "aten::reshape", "aten::_unsafe_view", "aten::slice",
+                 "aten::select", "aten::t", "aten::transpose", "aten::unsqueeze", "aten::squeeze", "aten::expand",
+                 "aten::as_strided", "aten::split", "aten::split_with_sizes", "aten::narrow", "aten::permute",
+                 "aten::alias", "aten::detach", "aten::lift_fresh", "aten::empty", "aten::empty_strided",
+                 "aten::result_type", "aten::resolve_conj", "aten::resolve_neg", "aten::_reshape_alias", "aten::unbind"}
 
 
 def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
@@ -71,8 +71,8 @@ def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
                             mode="eager", adapters=adapters)
         aten = [e for e in prof.events() if e.name.startswith("aten::")]
         top = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
-        compute = [e for e in aten if e.name not in VIEW_OPS
-                   and not any(c.name.startswith("aten::") for c in e.cpu_children)]
+        compute = [e for e in aten if e.name not in NO_KERNEL_OPS  # innermost: no compute op inside
+                   and not any(c.name.startswith("aten::") and c.name not in NO_KERNEL_OPS for c in e.cpu_children)]
         counts.append((len(top), len(aten), len(compute)))
     assert len(prompts) * adapters <= settings.batch_size, "every row in one batch: one step per new token"
     extra = steps[1] - steps[0]
@@ -103,59 +103,69 @@ def ops_table(host: ModelHost, adapters: list[Path], prompts, settings: Decoding
 
 
 def timed(name: str, run) -> tuple[list, float, float]:
+    """(answers, decode seconds, CPU seconds) of one path; ``run`` returns (answers, engine stats list)."""
     started, cpu = time.perf_counter(), time.process_time()
-    answers = run()
+    answers, stats = run()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     tokens = sum(g.new_tokens for per in answers for a in per for g in a)
-    print(f"  {name:<34} {wall:7.1f} s wall {cpu:7.1f} s CPU  {tokens:6d} tokens  {tokens / wall:6.1f} tokens/s ({load_text()})")
-    return answers, wall, cpu
+    decode_s, prefill_s = sum(s.decode_s for s in stats), sum(s.prefill_s for s in stats)
+    steps = sum(s.decode_steps for s in stats)
+    print(f"  {name:<34} decode {decode_s:6.1f} s ({steps} steps, {tokens / decode_s:5.1f} tokens/s), prefill "
+          f"{prefill_s:6.1f} s; {wall:6.1f} s wall, {cpu:6.1f} s CPU ({load_text()})")
+    return answers, decode_s, cpu
 
 
 def time_paths(host: ModelHost, adapters: list[Path], prompts, settings: DecodingSettings, repeat: int) -> None:
+    import torch
+
     tokenizer = host.tokenizer
 
     def peft_one_by_one():
-        answers = []
+        answers, stats = [], []
         for adapter in adapters:
             with host.adapted(None):  # the stacked adapters off while PEFT's layers run
                 wrapped = peft_model(host, adapter)
-                answers.append(decode_answers(tokenizer, generate_tokens(host.model, prompts, settings, set(),
-                                                                         progress=False)))
+                run = generate_tokens(host.model, prompts, settings, set(), progress=False)
                 wrapped.unload()
-        return answers
+            answers.append(decode_answers(tokenizer, run))
+            stats.append(run.stats)
+        return answers, stats
 
     def stacked_one_by_one():
-        answers = []
+        answers, stats = [], []
         for adapter in adapters:
             with host.adapted(adapter) as model:
-                answers.append(decode_answers(tokenizer, generate_tokens(model, prompts, settings, set(), progress=False)))
-        return answers
+                run = generate_tokens(model, prompts, settings, set(), progress=False)
+            answers.append(decode_answers(tokenizer, run))
+            stats.append(run.stats)
+        return answers, stats
 
     def stacked_together():
         with host.adapted_set(adapters) as model:
             run = generate_tokens(model, prompts, settings, set(), progress=False, adapters=len(adapters))
-        return [decode_answers(tokenizer, run, a) for a in range(len(adapters))]
+        return [decode_answers(tokenizer, run, a) for a in range(len(adapters))], [run.stats]
 
     paths = {"PEFT, one checkpoint at a time": peft_one_by_one, "stacked, one at a time": stacked_one_by_one,
              "stacked, checkpoints together": stacked_together}
     together = settings.batch_size if len(prompts) * len(adapters) > settings.batch_size else "all"
-    print(f"decode time, {len(adapters)} checkpoints x {len(prompts)} prompts, greedy, {settings.max_new_tokens} "
+    print(f"decode time (torch threads {torch.get_num_threads()}), {len(adapters)} checkpoints x {len(prompts)} prompts, greedy, {settings.max_new_tokens} "
           f"new tokens each (no stop), batch {settings.batch_size} rows one at a time, {together} together:")
-    walls: dict[str, list[float]] = {n: [] for n in paths}
+    decodes: dict[str, list[float]] = {n: [] for n in paths}
     cpus: dict[str, list[float]] = {n: [] for n in paths}
     answers = {}
     for round_ in range(repeat):
         order = list(paths) if round_ % 2 == 0 else list(paths)[::-1]
         for name in order:
-            answers[name], wall, cpu = timed(name, paths[name])
-            walls[name].append(wall)
+            answers[name], decode_s, cpu = timed(name, paths[name])
+            decodes[name].append(decode_s)
             cpus[name].append(cpu)
     old = "PEFT, one checkpoint at a time"
     for name in paths:
         same = sum(a[0].text == b[0].text for x, y in zip(answers[name], answers[old], strict=True)
                    for a, b in zip(x, y, strict=True))
-        print(f"  {name:<34} wall {sum(walls[name]) / sum(walls[old]):.2f} x PEFT's, CPU "
-              f"{sum(cpus[name]) / sum(cpus[old]):.2f} x; answers identical to PEFT's: {same}/{len(prompts) * len(adapters)}")
+        print(f"  {name:<34} decode time {sum(decodes[name]) / sum(decodes[old]):.2f} x PEFT's, CPU time "
+              f"(prefill included) {sum(cpus[name]) / sum(cpus[old]):.2f} x; answers identical to PEFT's: "
+              f"{same}/{len(prompts) * len(adapters)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,8 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", type=int, default=2, help="random adapters (r 16, the seven projections)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=None, help="default: eval.batch_size")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds, the paths' order reversed each round")
+    parser.add_argument("--prompts", type=int, default=None, help="the first N sample prompts (default: all)")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: a loaded 2-core machine's threads otherwise wait on each other)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     precision = args.precision or params.eval.precision
@@ -177,14 +191,19 @@ def main(argv: list[str] | None = None) -> None:
     problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
                                                                       "sample_file": str(args.problems)}))
     chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    import torch
+
+    torch.set_num_threads(args.threads)
     print(describe_environment(precision))
     print(load_text())
     host = ModelHost(args.base_model, precision)
-    prompts = chat_prompt_ids(host.tokenizer, chats)
+    prompts = chat_prompt_ids(host.tokenizer, chats)[:args.prompts]
     with tempfile.TemporaryDirectory() as tmp:
         adapters = random_adapters(args.base_model, Path(tmp), args.checkpoints, precision)
-        ops_settings = DecodingSettings(max_new_tokens=1, batch_size=len(prompts) * len(adapters))
-        ops_table(host, adapters, [p[:32] for p in prompts[:4]], ops_settings, steps=(2, 6))  # short: ops per step do not depend on it
+        if not args.skip_ops:
+            ops_settings = DecodingSettings(max_new_tokens=1, batch_size=len(prompts) * len(adapters))
+            short = [p[:32] for p in prompts[:4]]  # ops per step do not depend on the prompts' length
+            ops_table(host, adapters, short, ops_settings, steps=(2, 6))
         if not args.skip_timing:
             time_paths(host, adapters, prompts, settings, args.repeat)
 
