@@ -21,7 +21,11 @@ the cache without repeating it. On CUDA each decode step of a given (batch bucke
 window bucket) shape is captured once as a CUDA graph and replayed (one launch instead of
 hundreds of kernel launches per token); the cache, inputs and mask are static buffers
 the graph reads. Graphs are kept while the model's weights stay in place, so swapping
-LoRA adapters in place (``thinktune.models.host``) reuses them. ``torch.compile`` is not
+LoRA adapters in place (``thinktune.models.host``) reuses them; a graph replays the LoRA
+state it was captured in (adapters on or off, which stacked tensors, row masks or none) so
+that state is part of its key. Each request names the adapter its row applies
+(``Request.adapter``, ``thinktune.models.lora``): rows of a run's checkpoints share a step,
+and a prompt's prefill is shared per (prompt, adapter). ``torch.compile`` is not
 used: through ``generate(cache_implementation="static")`` it recompiled on an H200 and did
 not pay.
 
