@@ -307,7 +307,7 @@ def host_for(model, device: str):
 
     host = ModelHost.__new__(ModelHost)
     host.base_dir, host.device, host.model, host.tokenizer = None, device, model, None
-    host._peft, host._shape = None, None
+    host.lora = None  # no adapter applied yet
     return host
 
 

@@ -8,7 +8,7 @@ Both paths answer the eval stage's chats (system prompt and study prompt from pa
 with greedy decoding on one loaded model, in alternating order; the script prints wall
 time, new tokens per second, decode statistics and how many answers are identical. It then
 times what a checkpoint switch costs: reloading the base and merging the adapter (the
-previous evaluation) against merging into the loaded base and restoring it
+previous evaluation) against loading the adapter into the loaded base's stacked LoRA tensors
 (``thinktune.models.host``); without ``--switch-adapters`` it makes random LoRA adapters of
 the study's shape (r 16, the seven projections). The machine's load average is printed
 with each figure, and the process's CPU time beside wall time: throughput on a shared
@@ -97,10 +97,10 @@ def time_switches(base_dir: Path, adapters: list[Path], precision: str) -> None:
         with host.adapted(adapter) as adapted:
             last = {k: v.clone() for k, v in adapted.state_dict().items() if "layers.0." in k}
     swap_s = (time.perf_counter() - started) / len(adapters)
-    fresh = PeftModel.from_pretrained(load_base(base_dir, precision)[0], adapters[-1]).base_model.model
-    same = all(torch.equal(v, fresh.state_dict()[k]) for k, v in last.items())
+    fresh = load_base(base_dir, precision)[0].state_dict()  # unmerged: the base weights stay as loaded
+    same = all(torch.equal(v, fresh[k]) for k, v in last.items())
     print(f"checkpoint switch, {len(adapters)} adapters: reload base + merge {reload_s:.2f} s each, "
-          f"adapter loaded into the host's LoRA layers {swap_s:.2f} s each; weights identical: {same}")
+          f"adapter loaded into the host's stacked LoRA tensors {swap_s:.2f} s each; base weights untouched: {same}")
 
 
 def compare(args, params, precision: str, settings: DecodingSettings) -> None:

@@ -66,10 +66,10 @@ def counted_prefills():
     counts = [0, 0]
     original = DecodeEngine._prefill
 
-    def counting(self, prompts):
+    def counting(self, prompts, *rest):
         counts[0] += 1
         counts[1] += sum(map(len, prompts))
-        return original(self, prompts)
+        return original(self, prompts, *rest)
 
     DecodeEngine._prefill = counting
     return counts

@@ -152,7 +152,21 @@ def test_killed_stage_evaluates_only_unfinished_checkpoints(workspace, tiny_mode
 
     cache = tmp_path / "cache"
     env = os.environ | {"THINKTUNE_CACHE": str(cache), "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "stages.eval_checkpoints",
+    # The checkpoints are decoded together, then graded and cached one by one: the stage is
+    # held in its second grading (a tiny model's answers grade in an instant), and killed there.
+    hold_second_grading = (
+        "import sys, time\n"
+        "import thinktune.evaluation.evaluate as evaluate\n"
+        "from stages import eval_checkpoints\n"
+        "real, calls = evaluate.grade_answers, []\n"
+        "def held(*args, **kwargs):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        time.sleep(600)\n"
+        "    return real(*args, **kwargs)\n"
+        "evaluate.grade_answers = held\n"
+        "eval_checkpoints.main(sys.argv[1:])\n")
+    process = subprocess.Popen([sys.executable, "-c", hold_second_grading,
                                 *stage_args(workspace, tiny_model_dir, "results-killed")],
                                cwd=repo_root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -167,20 +181,20 @@ def test_killed_stage_evaluates_only_unfinished_checkpoints(workspace, tiny_mode
     process.send_signal(signal.SIGKILL)
     process.wait()
     process.stderr.close()
-    assert finished() == 1  # killed while on the second checkpoint
+    assert finished() == 1  # killed while grading the second checkpoint (all were decoded together)
     assert not (workspace / "results-killed" / "livecodebench" / "deep" / "seed-42").exists()  # nothing half-written
 
     generated = []
-    real = thinktune.generation.parallel.LocalGenerator.generate
+    real = thinktune.generation.parallel.LocalGenerator.generate_many
 
-    def spy(self, adapter_dir, *args, **kwargs):
-        generated.append(Path(adapter_dir).name)
-        return real(self, adapter_dir, *args, **kwargs)
+    def spy(self, adapter_dirs, *args, **kwargs):
+        generated.append([Path(a).name for a in adapter_dirs])
+        return real(self, adapter_dirs, *args, **kwargs)
 
-    monkeypatch.setattr(thinktune.generation.parallel.LocalGenerator, "generate", spy)
+    monkeypatch.setattr(thinktune.generation.parallel.LocalGenerator, "generate_many", spy)
     monkeypatch.setenv("THINKTUNE_CACHE", str(cache))
     eval_stage.main(stage_args(workspace, tiny_model_dir, "results-killed"))
-    assert generated == ["checkpoint-2", "checkpoint-3"]
+    assert generated == [["checkpoint-2", "checkpoint-3"]]  # the unfinished ones, decoded together
     assert records_of(workspace / "results-killed") == reference
 
 

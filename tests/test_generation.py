@@ -375,9 +375,9 @@ def test_samples_of_one_prompt_share_its_prefill(tiny_model_dir, monkeypatch):
     prefilled = []
     original = DecodeEngine._prefill
 
-    def counting(self, batch):
+    def counting(self, batch, *rest):
         prefilled.extend(map(tuple, batch))
-        return original(self, batch)
+        return original(self, batch, *rest)
 
     monkeypatch.setattr(DecodeEngine, "_prefill", counting)
     settings = DecodingSettings(max_new_tokens=4, temperature=1.0, n_samples=5, seed=3, batch_size=15)
@@ -401,9 +401,9 @@ def test_prefill_is_split_under_its_token_budget_with_the_same_answers(tiny_mode
     calls = []
     original = DecodeEngine._prefill
 
-    def recording(self, batch):
+    def recording(self, batch, *rest):
         calls.append([len(p) for p in batch])
-        return original(self, batch)
+        return original(self, batch, *rest)
 
     monkeypatch.setattr(engine_module, "PREFILL_TOKENS", budget)
     monkeypatch.setattr(DecodeEngine, "_prefill", recording)
@@ -421,9 +421,9 @@ def counting_prefills(monkeypatch) -> list[list[tuple[int, ...]]]:
     calls: list[list[tuple[int, ...]]] = []
     original = DecodeEngine._prefill
 
-    def counting(self, batch):
+    def counting(self, batch, *rest):
         calls.append([tuple(p) for p in batch])
-        return original(self, batch)
+        return original(self, batch, *rest)
 
     monkeypatch.setattr(DecodeEngine, "_prefill", counting)
     return calls

@@ -219,7 +219,8 @@ class EvalParams(_Section):
     seed: int = 0  # sampling seed (each answer draws from its own random stream keyed by seed, problem, sample)
     prompt_style: Literal["study", "livecodebench"] = "study"  # see thinktune/benchmarks/livecodebench.py
     max_new_tokens: PositiveInt
-    batch_size: PositiveInt = Field(description="answers decoded at once (per process)")
+    batch_size: PositiveInt = Field(description="answers decoded at once per process, over all the checkpoints "
+                                                "decoded together (one run's)")
     num_processes: PositiveInt = Field(1, description="generation processes, one device each (cuda:rank, or CPU)")
     cuda_graphs: bool = True  # replay decode steps as CUDA graphs on CUDA devices
     timeout_s: PositiveFloat

@@ -126,9 +126,12 @@ def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], pr
                          problems_file: Path, params: EvalParams, system_prompt: str,
                          label: str) -> tuple[dict[str, list], dict[str, dict]]:
     """(records, decode) of each named model (``None``: the base alone), from the cache where
-    this exact evaluation was done before; the rest generated (one model load for all of
-    them), graded and cached one checkpoint at a time. ``decode[name]``: the decode engine's
-    figures when those answers were generated (CUDA graphs used or why not, tokens/s)."""
+    this exact evaluation was done before; the rest generated together (one model load, one
+    batch: each row applies its own checkpoint's adapter, so the base weights are read once
+    per step for all of them; each answer is the one its checkpoint gives decoded alone),
+    then graded and cached one checkpoint at a time. ``decode[name]``: the decode engine's
+    figures when those answers were generated (CUDA graphs used or why not; ``tokens_per_s``
+    of the shared run, ``new_tokens`` of this checkpoint's answers)."""
     from thinktune.generation.parallel import open_generator
 
     benchmark = get_benchmark(params.benchmark)
@@ -153,15 +156,17 @@ def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], pr
     log.info("%s: generating for %s (%d process(es))", label, ", ".join(todo), params.num_processes)
     generator = open_generator(base_dir, params.precision, params.num_processes, params.cuda_graphs)
     try:
-        for name in todo:
-            answers = generator.generate(checkpoints[name], chats, settings, label=f"{label}/{name}")
-            records[name] = grade_answers(benchmark, problems, answers, params,
-                                          lambda text: len(tokenizer(text, add_special_tokens=False).input_ids))
-            decode[name] = {**generator.last_stats, "cached": False}
-            write_json(cached[name].with_suffix(".decode.json"), decode[name])
-            write_jsonl(cached[name], records[name])
+        together = generator.generate_many([checkpoints[name] for name in todo], chats, settings,
+                                           label=f"{label}/{'+'.join(todo)}")
     finally:
         generator.close()
+    for name, answers in zip(todo, together, strict=True):
+        records[name] = grade_answers(benchmark, problems, answers, params,
+                                      lambda text: len(tokenizer(text, add_special_tokens=False).input_ids))
+        decode[name] = {**generator.last_stats, "cached": False,
+                        "new_tokens": sum(g.new_tokens for gens in answers for g in gens)}
+        write_json(cached[name].with_suffix(".decode.json"), decode[name])
+        write_jsonl(cached[name], records[name])
     return records, decode
 
 

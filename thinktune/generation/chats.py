@@ -13,7 +13,7 @@ prompts with a random-initialised model (``stop_ids=set()`` makes every answer r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,9 +35,10 @@ class Generation:
 
 @dataclass
 class GenerationRun:
-    completions: list[list[Completion]]  # [prompt][sample]
-    stats: EngineStats
+    completions: list[list[Completion]]  # [prompt][sample] (of adapter 0 when several decoded together)
+    stats: EngineStats  # of the whole run, every adapter's rows together
     engine: DecodeEngine | None  # reusable for the next call (its cache and CUDA graphs)
+    by_adapter: list[list[list[Completion]]] = field(default_factory=list)  # [adapter][prompt][sample]
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -75,20 +76,25 @@ def make_engine(model, settings: DecodingSettings, n_requests: int, longest_prom
 
 def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings, stop_ids: set[int],
                     keys: list[int] | None = None, engine: DecodeEngine | None = None,
-                    desc: str = "generating", progress: bool = True, mode: str = "auto") -> GenerationRun:
+                    desc: str = "generating", progress: bool = True, mode: str = "auto",
+                    adapters: int = 1) -> GenerationRun:
     """``settings.n_samples`` completions per prompt of token ids, in the order of ``prompts``.
 
     ``keys`` (default: the prompts' indices) seed each answer's sampling, so a prompt gets
     the same samples whatever else is decoded beside it. ``engine`` reuses a decode engine
     (its slot cache and CUDA graphs) when it is large enough for these prompts; otherwise
-    one is made in ``mode`` (see ``DecodeEngine``).
+    one is made in ``mode`` (see ``DecodeEngine``). ``adapters`` > 1: the model carries that
+    many LoRA adapters side by side (``ModelHost.adapted_set``) and every prompt is answered
+    through each of them, all rows in one batch of ``settings.batch_size`` slots; the answers
+    are in ``by_adapter``, each as that adapter would answer alone (same keys, same seeds).
     """
     from tqdm.auto import tqdm
 
     if not prompts:
         return GenerationRun([], EngineStats(), engine)
     keys = list(range(len(prompts))) if keys is None else keys
-    requests = [Request(p, key, s) for p, key in zip(prompts, keys, strict=True) for s in range(settings.n_samples)]
+    requests = [Request(p, key, s, adapter) for adapter in range(adapters)
+                for p, key in zip(prompts, keys, strict=True) for s in range(settings.n_samples)]
     longest = max(len(p) for p in prompts)
     if engine is None or engine.capacity < longest + settings.max_new_tokens or \
             engine.slots < min(settings.batch_size, len(requests)):
@@ -97,8 +103,10 @@ def generate_tokens(model, prompts: list[list[int]], settings: DecodingSettings,
     with tqdm(total=len(requests), desc=desc, unit="answer", disable=not progress) as bar:
         done, stats = engine.run(requests, chooser, stop_ids, settings.max_new_tokens, progress=bar)
         bar.set_postfix_str(f"{stats.as_dict()['tokens_per_s']} tok/s")
-    n = settings.n_samples
-    return GenerationRun([done[i * n:(i + 1) * n] for i in range(len(prompts))], stats, engine)
+    n, per_adapter = settings.n_samples, len(prompts) * settings.n_samples
+    by_adapter = [[done[a * per_adapter + i * n:a * per_adapter + (i + 1) * n] for i in range(len(prompts))]
+                  for a in range(adapters)]
+    return GenerationRun(by_adapter[0], stats, engine, by_adapter)
 
 
 def chat_prompt_ids(tokenizer, chats: list[list[dict]]) -> list[list[int]]:
@@ -107,9 +115,11 @@ def chat_prompt_ids(tokenizer, chats: list[list[dict]]) -> list[list[int]]:
     return [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
 
 
-def decode_answers(tokenizer, run: GenerationRun) -> list[list[Generation]]:
+def decode_answers(tokenizer, run: GenerationRun, adapter: int = 0) -> list[list[Generation]]:
+    """The answers (as text) of one of the run's adapters, [prompt][sample]."""
+    completions = run.by_adapter[adapter] if run.by_adapter else run.completions
     return [[Generation(text=tokenizer.decode(c.token_ids, skip_special_tokens=True), new_tokens=len(c.token_ids),
-                        hit_token_limit=c.hit_token_limit) for c in samples] for samples in run.completions]
+                        hit_token_limit=c.hit_token_limit) for c in samples] for samples in completions]
 
 
 def generate_chats(model, tokenizer, chats: list[list[dict]], settings: DecodingSettings,

@@ -25,7 +25,11 @@ the cache without repeating it. On CUDA each decode step of a given (batch bucke
 window bucket) shape is captured once as a CUDA graph and replayed (one launch instead of
 hundreds of kernel launches per token); the cache, inputs and mask are static buffers
 the graph reads. Graphs are kept while the model's weights stay in place, so swapping
-LoRA adapters in place (``thinktune.models.host``) reuses them. ``torch.compile`` is not
+LoRA adapters in place (``thinktune.models.host``) reuses them; a graph replays the LoRA
+state it was captured in (adapters on or off, which stacked tensors, row masks or none) so
+that state is part of its key. Each request names the adapter its row applies
+(``Request.adapter``, ``thinktune.models.lora``): rows of a run's checkpoints share a step,
+and a prompt's prefill is shared per (prompt, adapter). ``torch.compile`` is not
 used: through ``generate(cache_implementation="static")`` it recompiled on an H200 and did
 not pay.
 
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from thinktune.generation.sampling import TokenChooser
 from thinktune.logs import get_logger
 from thinktune.models.hardware import release_freed_heap
+from thinktune.models.lora import lora_of
 
 log = get_logger("engine")
 
@@ -60,6 +65,12 @@ class Request:
     prompt_ids: list[int]
     key: int  # the prompt's index in the caller's list (also its sampling seed)
     sample: int = 0
+    adapter: int = 0  # which of the model's stacked LoRA adapters this row applies (thinktune.models.lora)
+
+    @property
+    def prefill_key(self) -> tuple[int, int]:
+        """Requests with equal keys share one prefill: the same prompt through the same adapter."""
+        return self.key, self.adapter
 
 
 @dataclass
@@ -189,9 +200,11 @@ class DecodeEngine:
         self.graphs_off_reason = None if self.use_graphs else (
             f"decode mode {mode!r} (eval.cuda_graphs false)" if on_cuda else f"not a CUDA device ({self.device})")
         self.bucketed = self.use_graphs or mode == "buckets"
-        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.graphs: dict[tuple, tuple] = {}  # (batch bucket, window bucket, LoRA state) -> (graph, logits)
         self.graph_pool = None
         self.weights_at = self._weights_signature()
+        self.lora = lora_of(model)
+        self._run: _Run | None = None  # the run in progress (its slots' requests name their adapters)
 
     # -- the model calls ----------------------------------------------------------------
 
@@ -203,10 +216,14 @@ class DecodeEngine:
                          attention_mask={t: mask for t in self.layer_types}, cache=self.cache, use_cache=True)
         return out.logits[:, -1, :]
 
-    def _prefill(self, prompts: list[list[int]]):
-        """Prefill left-padded prompts; (last-token logits [n, vocab], per-layer keys/values [n, h, L, d])."""
+    def _prefill(self, prompts: list[list[int]], adapters: list[int] | None = None):
+        """Prefill left-padded prompts, prompt i through LoRA adapter ``adapters[i]`` (default all 0);
+        (last-token logits [n, vocab], per-layer keys/values [n, h, L, d])."""
         import torch
         from transformers import DynamicCache
+
+        if self.lora is not None and self.lora.enabled:
+            self.lora.select_rows(adapters if adapters is not None else [0] * len(prompts))
 
         length = max(len(p) for p in prompts)
         ids = torch.zeros(len(prompts), length, dtype=torch.long)
@@ -225,7 +242,19 @@ class DecodeEngine:
     def _weights_signature(self) -> tuple:
         return tuple(p.data_ptr() for p in self.model.parameters())
 
+    def _lora_state(self) -> tuple:
+        """What the model's forward applies besides its weights: a graph captured in one LoRA
+        state replays that state whatever Python flags say later, so this is part of its key."""
+        return ("base",) if self.lora is None else self.lora.key()
+
+    def _select_adapters(self, rows: int) -> None:
+        """Point the LoRA row masks at the decode buffers, holding each active slot's adapter."""
+        if self.lora is not None and self.lora.enabled and self._run is not None:
+            run = self._run
+            self.lora.select_decode_rows([run.requests[i].adapter for i in run.slot_row[:rows]], self.slots)
+
     def _step(self, rows: int, window: int, stats: EngineStats):
+        self._select_adapters(rows)
         if not self.bucketed:
             return self._forward_step(rows, window)
         bucket = next((b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b >= rows and b <= self.slots), self.slots)
@@ -234,9 +263,10 @@ class DecodeEngine:
         self.valid[rows:bucket, window - 1] = True  # ...but finite: each attends to its own new column
         if not self.use_graphs:
             return self._forward_step(bucket, span)[:rows]
-        if (bucket, span) not in self.graphs:
+        key = (bucket, span, self._lora_state())
+        if key not in self.graphs:
             try:
-                self.graphs[(bucket, span)] = self._capture(bucket, span)
+                self.graphs[key] = self._capture(bucket, span)
                 stats.graphs_captured += 1
             except Exception as exc:  # noqa: BLE001 - any capture failure: decode eagerly instead
                 log.warning("CUDA graph capture failed (%s: %s); decoding without graphs, recorded in summary.json",
@@ -244,7 +274,7 @@ class DecodeEngine:
                 self.use_graphs = self.bucketed = False
                 self.graphs_off_reason = f"capture failed: {type(exc).__name__}: {exc}"[:300]
                 return self._forward_step(rows, window)
-        graph, logits = self.graphs[(bucket, span)]
+        graph, logits = self.graphs[key]
         graph.replay()
         return logits[:rows]
 
@@ -277,7 +307,12 @@ class DecodeEngine:
         if self.use_graphs and self._weights_signature() != self.weights_at:
             self.graphs.clear()  # the weights moved: recapture against the new tensors
             self.weights_at = self._weights_signature()
+        self.lora = lora_of(self.model)  # the host may have applied other adapters since the last run
+        if self.lora is not None and self.lora.enabled and max(r.adapter for r in requests) >= self.lora.n:
+            raise ValueError(f"a request names adapter {max(r.adapter for r in requests)} but the model "
+                             f"carries {self.lora.n} LoRA adapter(s)")
         run = _Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
+        self._run = run
         with torch.inference_mode():
             while run.waiting or run.slot_row:
                 while run.waiting and len(run.slot_row) < self.slots:
@@ -317,7 +352,8 @@ class DecodeEngine:
         if not group:
             return
         began = time.perf_counter()
-        missing = list(dict.fromkeys(r.key for r in map(run.requests.__getitem__, group) if r.key not in run.ready))
+        missing = list(dict.fromkeys(r.prefill_key for r in map(run.requests.__getitem__, group)
+                                     if r.prefill_key not in run.ready))
         if missing:
             self._prefill_ahead(run, missing)
         slots, tokens = self._place(run, group)
@@ -327,13 +363,13 @@ class DecodeEngine:
         run.stats.prompt_tokens += sum(len(run.requests[i].prompt_ids) for i in group)
         self._release(run, [s for s, t in zip(slots, tokens.tolist(), strict=True) if run.finish(run.slot_row[s], t)])
 
-    def _prefill_ahead(self, run: _Run, keys: list[int]) -> None:
+    def _prefill_ahead(self, run: _Run, keys: list[tuple[int, int]]) -> None:
         """Prefill the prompts of ``keys`` and, within ``PREFILL_TOKENS``, the next ones in line;
         each stays in ``run.ready`` until its last sample is placed."""
         prompts = {key: run.prompt_of[key] for key in keys}
         tokens = sum(map(len, prompts.values()))
         for i in reversed(run.waiting):  # the next requests in line
-            key = run.requests[i].key
+            key = run.requests[i].prefill_key
             if key in prompts or key in run.ready:
                 continue
             if tokens + len(run.prompt_of[key]) > PREFILL_TOKENS:
@@ -342,7 +378,7 @@ class DecodeEngine:
             tokens += len(prompts[key])
         if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
             release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
-        logits, kv = self._prefill(list(prompts.values()))
+        logits, kv = self._prefill(list(prompts.values()), [adapter for _, adapter in prompts])
         batch = _Prefilled(logits, kv, width=max(map(len, prompts.values())))
         for row, key in enumerate(prompts):
             run.ready[key] = (batch, row)
@@ -358,7 +394,7 @@ class DecodeEngine:
         slots = list(range(len(run.slot_row), len(run.slot_row) + len(group)))
         members: dict[int, tuple[_Prefilled, list[tuple[int, int, int]]]] = {}  # per prefill batch
         for slot, i in zip(slots, group, strict=True):
-            batch, row = run.ready[requests[i].key]
+            batch, row = run.ready[requests[i].prefill_key]
             members.setdefault(id(batch), (batch, []))[1].append((slot, row, len(requests[i].prompt_ids)))
         cols = torch.arange(self.capacity, device=self.device)
         ends, column = {}, run.column if run.slot_row else 0
@@ -378,7 +414,7 @@ class DecodeEngine:
             self.valid[index] = (cols[None, :] >= end - lengths[:, None]) & (cols[None, :] < end)
             self.positions[index, 0] = lengths
             self.cache.column[index] = end
-        firsts = [run.ready[requests[i].key] for i in group]
+        firsts = [run.ready[requests[i].prefill_key] for i in group]
         logits = torch.stack([batch.logits[row] for batch, row in firsts])
         for slot, i in zip(slots, group, strict=True):
             run.chooser.start(slot, requests[i].prompt_ids, requests[i].key, requests[i].sample)
@@ -388,7 +424,7 @@ class DecodeEngine:
             run.slot_row.append(i)
             run.end.append(ends[id(batch)])
             run.start.append(ends[id(batch)] - len(requests[i].prompt_ids))
-            key = requests[i].key
+            key = requests[i].prefill_key
             run.unplaced[key] -= 1
             if not run.unplaced[key]:
                 del run.ready[key]  # every sample placed: the prefill's memory can go
@@ -458,9 +494,9 @@ class _Run:
         self.end: list[int] = []  # each active slot's next column (where its next token's keys go)
         self.start: list[int] = []  # first valid column of each active slot
         self.column = 0  # the furthest of those: a step reads columns [0, column]
-        self.prompt_of = {r.key: r.prompt_ids for r in requests}
-        self.unplaced = Counter(r.key for r in requests)  # samples of each prompt not yet in a slot
-        self.ready: dict[int, tuple[_Prefilled, int]] = {}  # prefilled prompts: (batch, row in it)
+        self.prompt_of = {r.prefill_key: r.prompt_ids for r in requests}
+        self.unplaced = Counter(r.prefill_key for r in requests)  # samples of each (prompt, adapter) not yet in a slot
+        self.ready: dict[tuple[int, int], tuple[_Prefilled, int]] = {}  # prefilled (prompt, adapter): (batch, row)
 
     def finish(self, i: int, token: int) -> bool:
         """Record ``token`` for request i; True when its answer is complete."""
@@ -476,15 +512,15 @@ class _Run:
     def next_group(self, free: int) -> list[int]:
         """Up to ``free`` waiting requests, longest first, whose prompts not yet prefilled fit one prefill."""
         group: list[int] = []
-        distinct: set[int] = set()
+        distinct: set[tuple[int, int]] = set()
         tokens = 0
         while self.waiting and len(group) < free:
             request = self.requests[self.waiting[-1]]
-            new = request.key not in distinct and request.key not in self.ready  # samples share a prefill
+            new = request.prefill_key not in distinct and request.prefill_key not in self.ready  # samples share a prefill
             if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
                 break
             group.append(self.waiting.pop())
             if new:
-                distinct.add(request.key)
+                distinct.add(request.prefill_key)
                 tokens += len(request.prompt_ids)
         return group

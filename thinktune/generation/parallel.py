@@ -1,8 +1,12 @@
 """Generation for a set of checkpoints in one process or sharded across several.
 
 ``open_generator(base_dir, params, n)`` gives an object with
-``generate(adapter_dir, chats, settings, label) -> answers``; the base model is loaded once
-per process (``thinktune.models.host``) and each checkpoint's adapter applied unmerged.
+``generate(adapter_dir, chats, settings, label) -> answers`` and
+``generate_many(adapter_dirs, chats, settings, label) -> answers per adapter``; the base
+model is loaded once per process (``thinktune.models.host``) and each checkpoint's adapter
+applied unmerged. ``generate_many`` decodes every adapter's rows in one batch (a row applies
+its own checkpoint's LoRA weights, ``thinktune.models.lora``), so the base weights are read
+once per step for all of them; each answer is the one that adapter gives decoded alone.
 
 With ``eval.num_processes`` = N > 1, N worker processes (spawned, so CUDA initialises in
 each) hold one device each: ``cuda:<rank>`` when there are N GPUs, otherwise the CPU with
@@ -63,25 +67,34 @@ class LocalGenerator:
 
     def generate(self, adapter_dir: Path | None, chats: list[list[dict]], settings: DecodingSettings,
                  label: str, keys: list[int] | None = None) -> list[list[Generation]]:
+        """Answers [chat][sample] of the base with ``adapter_dir`` (``None``: the base alone)."""
+        return self.generate_many([adapter_dir], chats, settings, label, keys)[0]
+
+    def generate_many(self, adapter_dirs: list[Path | None], chats: list[list[dict]], settings: DecodingSettings,
+                      label: str, keys: list[int] | None = None) -> list[list[list[Generation]]]:
+        """Answers [adapter][chat][sample]: every adapter's rows decoded in one batch of
+        ``settings.batch_size`` slots (``None`` in the list: the base model's answers)."""
         if not chats:
-            return []
+            return [[] for _ in adapter_dirs]
         tokenizer = self.host.tokenizer
-        with self.host.adapted(adapter_dir) as model:
+        with self.host.adapted_set(adapter_dirs) as model:
+            together = len(adapter_dirs) if any(a is not None for a in adapter_dirs) else 1
             run = generate_tokens(model, chat_prompt_ids(tokenizer, chats), settings, stop_token_ids(model, tokenizer),
-                                  keys=keys, engine=self.engine, desc=label, mode=self.mode)
+                                  keys=keys, engine=self.engine, desc=label, mode=self.mode, adapters=together)
         self.engine = run.engine
         self.last_stats = run.stats.as_dict()
         log.info("%s: %s", label, self.last_stats)
         if self.engine.device.type == "cuda" and not self.last_stats["cuda_graphs"]:
             log.warning("%s: decoded without CUDA graphs (%s)", label, self.last_stats["graphs_off_reason"])
-        return decode_answers(tokenizer, run)
+        answers = [decode_answers(tokenizer, run, a) for a in range(together)]
+        return answers if together == len(adapter_dirs) else answers * len(adapter_dirs)
 
     def close(self) -> None:
         pass
 
 
 def _serve(conn: Connection) -> None:
-    """A worker process: load once, then answer (adapter, chats, settings, label, keys) messages."""
+    """A worker process: load once, then answer (adapters, chats, settings, label, keys) messages."""
     try:
         import torch
 
@@ -93,8 +106,8 @@ def _serve(conn: Connection) -> None:
         generator = LocalGenerator(base_dir, precision, device, cuda_graphs, rank)
         conn.send(("ready", generator.host.device))
         while (message := conn.recv()) is not None:
-            adapter_dir, chats, settings, label, keys = message
-            answers = generator.generate(adapter_dir, chats, settings, f"{label} [{rank}]", keys)
+            adapter_dirs, chats, settings, label, keys = message
+            answers = generator.generate_many(adapter_dirs, chats, settings, f"{label} [{rank}]", keys)
             conn.send(("ok", (answers, generator.last_stats)))
     except (EOFError, KeyboardInterrupt):
         pass
@@ -137,23 +150,29 @@ class ShardedGenerator:
 
     def generate(self, adapter_dir: Path | None, chats: list[list[dict]], settings: DecodingSettings,
                  label: str, keys: list[int] | None = None) -> list[list[Generation]]:
+        return self.generate_many([adapter_dir], chats, settings, label, keys)[0]
+
+    def generate_many(self, adapter_dirs: list[Path | None], chats: list[list[dict]], settings: DecodingSettings,
+                      label: str, keys: list[int] | None = None) -> list[list[list[Generation]]]:
+        """As ``LocalGenerator.generate_many``; each worker decodes its shard of the chats for every adapter."""
         keys = list(range(len(chats))) if keys is None else keys
         order = sorted(range(len(chats)), key=lambda i: (-len(str(chats[i])), i))
         shards = [order[rank::len(self.workers)] for rank in range(len(self.workers))]
         for (_, conn), shard in zip(self.workers, shards, strict=True):
-            conn.send((adapter_dir, [chats[i] for i in shard], settings, label, [keys[i] for i in shard]))
-        answers: list[list[Generation] | None] = [None] * len(chats)
+            conn.send((list(adapter_dirs), [chats[i] for i in shard], settings, label, [keys[i] for i in shard]))
+        answers: list[list] = [[None] * len(chats) for _ in adapter_dirs]
         shard_stats = []
         for rank, shard in enumerate(shards):
             shard_answers, stats = self._receive(rank)
             shard_stats.append(stats)
-            for i, result in zip(shard, shard_answers, strict=True):
-                answers[i] = result
+            for adapter_answers, received in zip(answers, shard_answers, strict=True):
+                for i, result in zip(shard, received, strict=True):
+                    adapter_answers[i] = result
         reasons = [s["graphs_off_reason"] for s in shard_stats if s.get("graphs_off_reason")]
         self.last_stats = {"cuda_graphs": all(s.get("cuda_graphs") for s in shard_stats),
                            "graphs_off_reason": reasons[0] if reasons else None,
                            "new_tokens": sum(s.get("new_tokens", 0) for s in shard_stats), "shards": shard_stats}
-        return answers  # type: ignore[return-value]  # every prompt is in one shard
+        return answers  # every prompt is in one shard
 
     def close(self) -> None:
         for _, conn in self.workers:

@@ -1,0 +1,126 @@
+"""A run's checkpoints decoded in one batch (thinktune.models.lora), and the LoRA state in the
+decode engine's CUDA-graph key.
+
+The reference for a batch of several adapters is the same engine decoding one adapter at a
+time (greedy, same precision, same batch size): each row must apply its own checkpoint's
+weights and nothing else. The reference for the graph key is eager decoding: a captured
+graph replays the ops it recorded, so a stand-in for capture that replays the LoRA state seen
+at capture time shows what a key without that state would replay.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_generation import CHATS
+from test_modelhost import random_adapter
+
+from thinktune.generation.chats import chat_prompt_ids, generate_tokens
+from thinktune.generation.engine import DecodeEngine
+from thinktune.generation.settings import DecodingSettings
+from thinktune.models.host import ModelHost
+from thinktune.models.lora import lora_of
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run-checkpoints")
+    return [random_adapter(tiny_model_dir, root / f"checkpoint-{i}", seed=10 + i) for i in (1, 2)]
+
+
+def tokens(run, adapter: int = 0) -> list[list[int]]:
+    return [c[0].token_ids for c in (run.by_adapter[adapter] if run.by_adapter else run.completions)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_checkpoints_in_one_batch_answer_as_each_alone(tiny_model_dir, adapters, precision, cpu_kind):
+    import torch
+
+    host = ModelHost(tiny_model_dir, precision)
+    if precision == "fp32":
+        prompts = chat_prompt_ids(host.tokenizer, CHATS[:5])  # of different lengths
+    else:
+        # Of one length: a prefill of left-padded prompts of different lengths rounds differently
+        # in bf16 from one group of prompts to another (a batch-shape effect model.generate has
+        # too, adapters or not); measured with the chat prompts: 1 of 15 answers differed.
+        generator = torch.Generator().manual_seed(0)
+        prompts = [torch.randint(0, 300, (12,), generator=generator).tolist() for _ in range(5)]
+    # Four slots for 15 answers: rows of different adapters enter, leave and move between slots.
+    settings = DecodingSettings(max_new_tokens=14, batch_size=4)
+    entries = [adapters[0], None, adapters[1]]  # None: the base model's rows, in the same batch
+
+    def alone(entry, stops):
+        with host.adapted(entry) as model:
+            return tokens(generate_tokens(model, prompts, settings, stops, progress=False, mode="eager"))
+
+    # End-of-answer tokens taken from the answers themselves, so rows end at different steps.
+    first = [alone(entry, set()) for entry in entries]
+    stops = {first[0][0][6], first[2][1][9]} - {t[0] for answers in first for t in answers}
+    expected = [alone(entry, stops) for entry in entries]
+    assert expected[0] != expected[1] != expected[2]  # each adapter answers differently
+    assert len({len(t) for answers in expected for t in answers}) > 2  # rows of several lengths
+
+    with host.adapted_set(entries) as model:
+        run = generate_tokens(model, prompts, settings, stops, progress=False, mode="eager", adapters=3)
+    assert [tokens(run, a) for a in range(3)] == expected, cpu_kind
+    assert run.stats.max_active == 4
+
+
+class ReplayStandIn:
+    """What ``torch.cuda.graph`` gives on replay, on a CPU: the step as it ran when captured. The
+    tensors are read live (a graph reads them by address), but Python state such as whether the
+    LoRA hooks apply is the one at capture (a graph ignores flags flipped later)."""
+
+    def __init__(self, engine, rows, window):
+        self.engine, self.rows, self.window = engine, rows, window
+        captured = lora_of(engine.model)
+        self.lora_on = captured is not None and captured.enabled
+        self.logits = engine._forward_step(rows, window).clone()
+
+    def replay(self):
+        lora = lora_of(self.engine.model)
+        if lora is None:
+            assert not self.lora_on  # no hooks to replay
+            self.logits.copy_(self.engine._forward_step(self.rows, self.window))
+            return
+        now, lora.enabled = lora.enabled, self.lora_on
+        try:
+            self.logits.copy_(self.engine._forward_step(self.rows, self.window))
+        finally:
+            lora.enabled = now
+
+
+def test_base_after_an_adapter_replays_the_base_graph(tiny_model_dir, adapters, monkeypatch):
+    host = ModelHost(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(host.tokenizer, CHATS[:3])
+    settings = DecodingSettings(max_new_tokens=10, batch_size=4)
+
+    def eager(entry):
+        with host.adapted(entry) as model:
+            return tokens(generate_tokens(model, prompts, settings, set(), progress=False, mode="eager"))
+
+    base_eager, adapter_eager = eager(None), eager(adapters[0])
+    assert base_eager != adapter_eager
+
+    def capture(self, rows, window):
+        graph = ReplayStandIn(self, rows, window)
+        return graph, graph.logits
+
+    monkeypatch.setattr(DecodeEngine, "_capture", capture)
+    graphed = DecodeEngine(host.model, slots=4, capacity=256, mode="buckets")
+    graphed.use_graphs = True  # the capture path of a CUDA device, with the stand-in above
+
+    def replayed(entry):
+        with host.adapted(entry) as model:
+            run = generate_tokens(model, prompts, settings, set(), engine=graphed, progress=False)
+        assert run.engine is graphed and run.stats.cuda_graphs
+        return tokens(run), run.stats.graphs_captured
+
+    base_first, captured_first = replayed(None)
+    with_adapter, captured_adapter = replayed(adapters[0])
+    base_again, captured_again = replayed(None)
+    assert base_first == base_eager
+    assert with_adapter == adapter_eager  # not the base graph replayed
+    assert captured_adapter > 0 and captured_again == 0  # the base graphs were kept and reused
+    assert base_again == base_eager  # not the adapter's graph replayed

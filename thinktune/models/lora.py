@@ -1,0 +1,271 @@
+"""LoRA adapters applied unmerged, stacked by shared input, several adapters in one batch.
+
+Why unmerged: a bf16 merge drops most of an early checkpoint's delta (``thinktune.models.host``).
+Why not PEFT's layers at decode: each of PEFT's LoRA layers runs about six ops (cast the input
+to fp32, ``A``, ``B``, scale, a mixed-dtype add, cast back), seven layers per decoder layer;
+at one token per row those small ops cost as much as the base model's own. Here:
+
+- **Stacked by shared input.** q, k and v read the same hidden state, as do gate and up. Their
+  ``A`` matrices are concatenated, so one cast and one matrix product give every member's
+  rank-r projection; one block-diagonal ``B`` then gives every member's delta, split into
+  the members' parts (views), and each member adds its part to its base output in place.
+  o and down are groups of one. Per decoder layer that is 19 compute ops where PEFT runs 42
+  (``perf.decode_ops`` counts them).
+- **In fp32, rounded once, as PEFT does.** ``A`` and ``B`` stay fp32 (PEFT's
+  ``autocast_adapter_dtype``, the precision they were trained in), with the scale folded into
+  ``B`` (exact for the study's power-of-two ``alpha / r``); the bf16 input is cast to fp32
+  once per group, and ``out.add_(delta)`` adds in fp32 and rounds once to the output's dtype,
+  which is PEFT's ``(result + delta).to(result.dtype)`` in one op. So the logits equal PEFT's
+  unmerged ones exactly in bf16 and to ~1e-7 in fp32 (where only the stacked products' sum
+  order differs), both tested. ``A`` and ``B`` in bf16 with fp32 accumulation (one ``addmm``
+  per member) was tried first: it rounds ``x @ A`` and ``B`` to bf16 and, on the tiny model with
+  an adapter trained at the study's learning rate, changed 37% of the engine's logits (by one
+  bf16 step), nearly as many as a bf16 merge (58%): a test could no longer tell the two apart,
+  while the fp32 path costs only two casts per decoder layer where PEFT has seven.
+- **Several adapters per batch** (a run's checkpoints decode together, as vLLM serves several
+  adapters at once). Every adapter's ``A`` sits side by side in the stack (member-major, then
+  adapter), every adapter's ``B`` stacked below each other. Each batch row has a 0/1 mask
+  over the stacked columns: ones on its own adapter's ``r`` columns. ``(x @ A) * mask`` then
+  keeps only the row's own adapter, and ``@ B`` applies that adapter's ``B`` alone (the
+  other terms are exact zeros). The base weights are read once per step for all rows; the
+  adapters' weights, a few percent of the base, once per step each. A row may also use no
+  adapter at all (the base model): an all-zero mask row. With one adapter there is no mask.
+
+The layers are wrapped by forward hooks on the base ``nn.Linear`` modules, so parameter names,
+the module tree and the base weights stay exactly as loaded. Which adapter each row uses is
+set by :meth:`StackedLoRA.select_rows` (the decode engine does it before each forward);
+:meth:`StackedLoRA.key` is what a captured CUDA graph depends on (on or off, which mask
+buffers, which stacked tensors), so the engine keys its graphs with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+# Layers that read the same input tensor in Qwen2/Llama-style decoder layers: stacked together.
+SHARED_INPUT = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+_PREFIX = "base_model.model."
+_UNSUPPORTED = {"use_dora": "DoRA adapters", "lora_bias": "LoRA bias terms", "fan_in_fan_out": "fan_in_fan_out layers"}
+
+
+def read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
+    """(config, {module path: (A [r, in], B [out, r], scale)}) of a saved PEFT LoRA adapter."""
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{adapter_dir}: a {config['peft_type']} adapter; the evaluation applies LoRA adapters")
+    if config.get("modules_to_save"):
+        raise ValueError(f"{adapter_dir}: adapters with modules_to_save replace whole modules; "
+                         "the evaluation applies LoRA layers only")
+    for key, what in _UNSUPPORTED.items():
+        if config.get(key):
+            raise ValueError(f"{adapter_dir}: adapter_config.json {key} is set; {what} are not supported here")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise ValueError(f"{adapter_dir}: adapter_config.json rank_pattern/alpha_pattern are set; "
+                         "per-layer ranks are not supported here (train with one r and alpha)")
+    if config.get("bias", "none") != "none":
+        raise ValueError(f"{adapter_dir}: adapter_config.json bias is {config['bias']!r}; only 'none' is supported")
+    r, alpha = config["r"], config["lora_alpha"]
+    scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    weights = load_file(adapter_dir / "adapter_model.safetensors")
+    layers = {}
+    for key, a in weights.items():
+        if ".lora_A." not in key:
+            continue
+        module = key.split(".lora_A.")[0].removeprefix(_PREFIX)
+        layers[module] = (a, weights[key.replace(".lora_A.", ".lora_B.")], scale)
+    if not layers:
+        raise ValueError(f"{adapter_dir}: no lora_A weights in adapter_model.safetensors")
+    return config, layers
+
+
+class _Group:
+    """Target layers reading one input: ``A`` [in, k*n*R] stacked, ``B`` [k*n*R, sum of outs]
+    block-diagonal by member (fp32, the scale folded in)."""
+
+    def __init__(self, owner: StackedLoRA, members: list[str], widths: list[int]):
+        self.owner, self.members = owner, members
+        self.widths = widths
+        self.offsets = [sum(widths[:i]) for i in range(len(widths) + 1)]
+        self.A = self.B = None
+        self._x = self._parts = None
+        self._pending = 0
+
+    def delta(self, x, member: int):
+        """Member ``member``'s ``scale * B(A(x))`` in fp32, each row with its own adapter. Every
+        member's is computed at the first one's call (q, k and v receive the same tensor): one
+        cast, two matrix products and a split per group; a few ops, none of them per member."""
+        if self._x is not x:
+            owner = self.owner
+            x32 = x if x.dtype == self.A.dtype else x.to(self.A.dtype)
+            h = x32.matmul(self.A)
+            if owner.masked:
+                mask = owner.masks[len(self.members)]  # [slots, 1, columns]
+                h = h * (mask if mask.shape[0] == x.shape[0] else mask[:x.shape[0]])
+            delta = h.matmul(self.B)
+            parts = delta.split(self.widths, dim=-1) if len(self.members) > 1 else (delta,)
+            self._x, self._parts, self._pending = x, parts, len(self.members)
+        part = self._parts[member]
+        self._pending -= 1
+        if self._pending == 0:
+            self._x = self._parts = None  # the last member used it: keep no activations alive
+        return part
+
+    def hook(self, member: int):
+        def add_delta(module, args, out):
+            if not self.owner.enabled:
+                return None
+            # In place, computed in fp32 and rounded once to the output's dtype: PEFT's
+            # ``(result + delta).to(result.dtype)`` in one op.
+            return out.add_(self.delta(args[0], member))
+
+        return add_delta
+
+
+class StackedLoRA:
+    """Adapters ``entries`` (``None``: the base alone) on ``model``'s layers; rows pick one by index."""
+
+    def __init__(self, model, entries: list[Path | None]):
+        import torch
+
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+        self.enabled = True
+        self.generation = 0  # bumped whenever the stacked tensors are reallocated
+        self.shape: tuple = ()
+        self.groups: dict[tuple[str, tuple[str, ...]], _Group] = {}
+        self.handles: list = []
+        self.masks: dict[int, torch.Tensor] = {}
+        self._decode_masks: dict[int, torch.Tensor] = {}
+        self._decode_rows: list[int] | None = None
+        self.load(entries)
+
+    # -- weights ------------------------------------------------------------------------
+
+    def load(self, entries: list[Path | None]) -> None:
+        """Put ``entries``' weights in place: into the current tensors when the shape is unchanged
+        (captured CUDA graphs stay valid), else into new ones (``key()`` changes)."""
+        import torch
+
+        if not entries or all(e is None for e in entries):
+            raise ValueError("StackedLoRA needs at least one adapter; use the base model without it")
+        read = [None if e is None else read_adapter(e)[1] for e in entries]
+        modules = sorted({m for layers in read if layers for m in layers})
+        rank = max(a.shape[0] for layers in read if layers for a, _, _ in layers.values())
+        shape = (len(entries), rank, tuple(modules))
+        self.n, self.rank, self.masked = len(entries), rank, len(entries) > 1
+        named = dict(self.model.named_modules())
+        missing = [m for m in modules if not isinstance(named.get(m), torch.nn.Linear)]
+        if missing:
+            raise ValueError(f"adapter layers {missing[:3]} are not linear layers of the loaded base model")
+        if shape != self.shape:
+            self._build(modules, named)
+            self.shape = shape
+            self.generation += 1
+            self.masks = self._decode_masks = {}
+        with torch.no_grad():
+            for group in self.groups.values():
+                self._fill(group, read, named)
+        self._decode_rows = None  # rewritten at the next decode step, in the same buffers
+
+    def _build(self, modules: list[str], named: dict) -> None:
+        self.remove()
+        by_parent: dict[str, list[str]] = {}
+        for m in modules:
+            by_parent.setdefault(m.rpartition(".")[0], []).append(m.rpartition(".")[2])
+        for parent, children in by_parent.items():
+            grouped = [[c for c in shared if c in children] for shared in SHARED_INPUT]
+            grouped = [g for g in grouped if g] + [[c] for c in children if not any(c in s for s in SHARED_INPUT)]
+            for members in grouped:
+                paths = [f"{parent}.{c}" for c in members]
+                group = _Group(self, paths, [named[p].out_features for p in paths])
+                self.groups[(parent, tuple(members))] = group
+                for i, path in enumerate(group.members):
+                    self.handles.append(named[path].register_forward_hook(group.hook(i)))
+
+    def _fill(self, group: _Group, read: list, named: dict) -> None:
+        """Stack the entries' ``A`` (columns: member, adapter, rank) and ``B`` (rows likewise; each
+        member's block feeds its own output columns only; the scale folded in)."""
+        import torch
+
+        n, rank = self.n, self.rank
+        in_features = named[group.members[0]].in_features
+        A = torch.zeros(in_features, len(group.members) * n * rank, dtype=torch.float32)
+        B = torch.zeros(len(group.members) * n * rank, group.offsets[-1], dtype=torch.float32)
+        for m, path in enumerate(group.members):
+            for a, layers in enumerate(read):
+                if not layers or path not in layers:
+                    continue  # the base row, or an adapter without this layer: zeros
+                lora_a, lora_b, scale = layers[path]
+                r, start = lora_a.shape[0], (m * n + a) * rank
+                A[:, start:start + r] = lora_a.float().T
+                B[start:start + r, group.offsets[m]:group.offsets[m + 1]] = (lora_b.float() * scale).T
+        if group.A is None or group.A.shape != A.shape or group.B.shape != B.shape:
+            group.A, group.B = A.to(self.device), B.to(self.device)
+        else:
+            group.A.copy_(A)
+            group.B.copy_(B)
+
+    def remove(self) -> None:
+        """The hooks off: the model is the base again."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles, self.groups = [], {}
+        self.shape = ()
+
+    # -- which adapter each row uses -------------------------------------------------------
+
+    def key(self):
+        """What a captured forward depends on: off, or these stacked tensors with or without masks."""
+        return ("lora", self.generation, self.masked, self.n, self.rank) if self.enabled else ("base",)
+
+    def _masks_for(self, adapters, rows: int) -> dict:
+        import torch
+
+        index = torch.as_tensor(adapters, dtype=torch.long)
+        onehot = torch.zeros(rows, self.n, dtype=torch.float32)
+        if len(adapters):
+            onehot[:len(adapters)] = torch.nn.functional.one_hot(index, self.n).float()
+        per_adapter = onehot.repeat_interleave(self.rank, dim=1)
+        sizes = {len(g.members) for g in self.groups.values()}
+        return {k: per_adapter.repeat(1, k).unsqueeze(1).to(self.device) for k in sizes}  # [rows, 1, columns]
+
+    def select_rows(self, adapters: list[int]) -> None:
+        """Rows ``0..len-1`` of the next forward (a prefill) use these entries."""
+        self._check(adapters)
+        if self.masked:
+            self.masks = self._masks_for(adapters, len(adapters))
+
+    def select_decode_rows(self, adapters: list[int], slots: int) -> None:
+        """The decode step's rows: written into fixed buffers of ``slots`` rows (what a CUDA
+        graph reads), rewritten only when the rows' adapters changed."""
+        if not self.masked:
+            return
+        if not self._decode_masks or next(iter(self._decode_masks.values())).shape[0] != slots:
+            self._decode_masks = self._masks_for([], slots)  # new buffers: graphs captured on the old ones are stale
+            self._decode_rows = None
+            self.generation += 1
+        if adapters != self._decode_rows:
+            self._check(adapters)
+            for k, fresh in self._masks_for(adapters, slots).items():
+                self._decode_masks[k].copy_(fresh)
+            self._decode_rows = list(adapters)
+        self.masks = self._decode_masks
+
+    def _check(self, adapters: list[int]) -> None:
+        if any(not 0 <= a < self.n for a in adapters):
+            raise ValueError(f"request adapter index out of range 0..{self.n - 1}: {sorted(set(adapters))}")
+
+
+def attach(model, lora: StackedLoRA | None) -> None:
+    """Record on ``model`` the adapters its hooks apply (``None``: none), for the decode engine."""
+    model._thinktune_lora = lora
+
+
+def lora_of(model) -> StackedLoRA | None:
+    return getattr(model, "_thinktune_lora", None)
