@@ -128,7 +128,8 @@ def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], pr
     """(records, decode) of each named model (``None``: the base alone), from the cache where
     this exact evaluation was done before; the rest generated together (one model load, one
     batch: each row applies its own checkpoint's adapter, so the base weights are read once
-    per step for all of them; each answer is the one its checkpoint gives decoded alone),
+    per step for all of them; each answer is the one its checkpoint gives decoded alone, up to
+    the rounding a different prefill batch can give in bf16),
     then graded and cached one checkpoint at a time. ``decode[name]``: the decode engine's
     figures when those answers were generated (CUDA graphs used or why not; ``tokens_per_s``
     of the shared run, ``new_tokens`` of this checkpoint's answers)."""
