@@ -7,17 +7,11 @@ cache:
 
 - a row that ends frees its slot at once (the last active row moves into the hole, so the
   active rows are always slots ``0..n-1`` and a step computes only them);
-- a free slot is refilled from the waiting prompts (longest first). Prompts are prefilled
-  in batches of up to ``PREFILL_TOKENS`` distinct tokens, the next ones in line included, so
-  most refills copy keys and values already computed instead of stalling the batch for a
-  forward; each prompt is prefilled once and its keys and values are copied into the slot of
-  every one of its samples, whenever that sample is admitted;
-- each row writes its next token's keys and values at its own column. A new row's prompt
-  ends at the column where the furthest live row writes next if its answer fits after that,
-  else at the width of its prefill batch; a boolean mask marks the valid columns and
-  positions come from the row's own length, so rows that entered at different times share
-  the step, attention reads only up to the furthest live row, and a slot needs at most the
-  longest prompt + ``max_new_tokens`` columns.
+- a free slot is refilled from the waiting prompts, prefilled ahead and shared by their
+  samples (``thinktune.generation.admission`` says which prompts enter and where they go);
+- each row writes its next token's keys and values at its own column. A boolean mask marks
+  the valid columns and positions come from the row's own length, so rows that entered at
+  different times share the step and attention reads only up to the furthest live row.
 
 Attention is transformers' SDPA path: for a one-token query it folds the query heads of
 each key/value head into the query length (``pack_gqa``), so grouped-query attention reads
@@ -28,10 +22,9 @@ the graph reads. Graphs are kept while the model's weights stay in place, so swa
 LoRA adapters in place (``thinktune.models.host``) reuses them; a graph replays the LoRA
 state it was captured in (adapters on or off, which stacked tensors, row masks or none) so
 that state is part of its key. Each request names the adapter its row applies
-(``Request.adapter``, ``thinktune.models.lora``): rows of a run's checkpoints share a step,
-and a prompt's prefill is shared per (prompt, adapter). ``torch.compile`` is not
-used: through ``generate(cache_implementation="static")`` it recompiled on an H200 and did
-not pay.
+(``Request.adapter``, ``thinktune.models.lora``): rows of a run's checkpoints share a step.
+``torch.compile`` is not used: through ``generate(cache_implementation="static")`` it
+recompiled on an H200 and did not pay.
 
 Greedy answers equal ``model.generate``'s (tests compare them on a tiny model), up to the
 floating-point effects of batch shape that ``generate`` itself has.
@@ -40,9 +33,9 @@ floating-point effects of batch shape that ``generate`` itself has.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from thinktune.generation.admission import EngineStats, Request, Run, place
 from thinktune.generation.sampling import TokenChooser
 from thinktune.logs import get_logger
 from thinktune.models.hardware import release_freed_heap
@@ -60,59 +53,10 @@ WINDOW_BUCKET = 512
 PREFILL_TOKENS = 4096
 
 
-@dataclass(frozen=True)
-class Request:
-    prompt_ids: list[int]
-    key: int  # the prompt's index in the caller's list (also its sampling seed)
-    sample: int = 0
-    adapter: int = 0  # which of the model's stacked LoRA adapters this row applies (thinktune.models.lora)
-
-    @property
-    def prefill_key(self) -> tuple[int, int]:
-        """Requests with equal keys share one prefill: the same prompt through the same adapter."""
-        return self.key, self.adapter
-
-
 @dataclass
 class Completion:
     token_ids: list[int]
     hit_token_limit: bool
-
-
-@dataclass
-class EngineStats:
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    decode_steps: int = 0
-    prefills: int = 0
-    graphs_captured: int = 0
-    shifts: int = 0
-    prefill_tokens: int = 0  # prompt tokens run through the model (each distinct prompt once)
-    cuda_graphs: bool = False
-    graphs_off_reason: str | None = None  # why decoding ran without CUDA graphs (None: it used them)
-    max_active: int = 0
-    decode_tokens: int = field(default=0)  # tokens produced by decode steps (not by prefills)
-
-    def as_dict(self) -> dict:
-        wall = self.prefill_s + self.decode_s
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "prefill_tokens": self.prefill_tokens,
-            "prefills": self.prefills,
-            "new_tokens": self.new_tokens,
-            "prefill_s": round(self.prefill_s, 3),
-            "decode_s": round(self.decode_s, 3),
-            "decode_steps": self.decode_steps,
-            "tokens_per_s": round(self.new_tokens / wall, 2) if wall else None,
-            "decode_tokens_per_s": round(self.decode_tokens / self.decode_s, 2) if self.decode_s else None,
-            "cuda_graphs": self.cuda_graphs,
-            "graphs_off_reason": self.graphs_off_reason,
-            "graphs_captured": self.graphs_captured,
-            "shifts": self.shifts,
-            "max_active": self.max_active,
-        }
 
 
 def _slot_cache_classes():
@@ -204,7 +148,7 @@ class DecodeEngine:
         self.graph_pool = None
         self.weights_at = self._weights_signature()
         self.lora = lora_of(model)
-        self._run: _Run | None = None  # the run in progress (its slots' requests name their adapters)
+        self._run: Run | None = None  # the run in progress (its slots' requests name their adapters)
 
     # -- the model calls ----------------------------------------------------------------
 
@@ -311,7 +255,7 @@ class DecodeEngine:
         if self.lora is not None and self.lora.enabled and max(r.adapter for r in requests) >= self.lora.n:
             raise ValueError(f"a request names adapter {max(r.adapter for r in requests)} but the model "
                              f"carries {self.lora.n} LoRA adapter(s)")
-        run = _Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
+        run = Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
         self._run = run
         with torch.inference_mode():
             while run.waiting or run.slot_row:
@@ -323,7 +267,7 @@ class DecodeEngine:
         run.stats.graphs_off_reason = self.graphs_off_reason
         return [Completion(run.out[i], run.limit_hit[i]) for i in range(len(requests))], run.stats
 
-    def _decode_step(self, run: _Run) -> None:
+    def _decode_step(self, run: Run) -> None:
         """One token for every active slot; the finished ones leave, unused left columns go."""
         rows = len(run.slot_row)
         run.stats.max_active = max(run.stats.max_active, rows)
@@ -344,94 +288,34 @@ class DecodeEngine:
         if run.slot_row and (waste := min(run.start)) >= max(WINDOW_BUCKET // 4, run.column // 4):
             self._shift_left(run, waste)  # the rows that held the leftmost columns have ended
 
-    def _admit(self, run: _Run) -> None:
+    def _admit(self, run: Run) -> None:
         """Fill free slots from ``run.waiting``: prefill what is not prefilled yet, copy into the slots."""
         import torch
 
-        group = run.next_group(self.slots - len(run.slot_row))
+        group = run.next_group(self.slots - len(run.slot_row), PREFILL_TOKENS)
         if not group:
             return
         began = time.perf_counter()
-        missing = list(dict.fromkeys(r.prefill_key for r in map(run.requests.__getitem__, group)
-                                     if r.prefill_key not in run.ready))
+        missing = run.unprefilled(group)
         if missing:
             self._prefill_ahead(run, missing)
-        slots, tokens = self._place(run, group)
+        slots, tokens = place(self, run, group)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         run.stats.prefill_s += time.perf_counter() - began
         run.stats.prompt_tokens += sum(len(run.requests[i].prompt_ids) for i in group)
         self._release(run, [s for s, t in zip(slots, tokens.tolist(), strict=True) if run.finish(run.slot_row[s], t)])
 
-    def _prefill_ahead(self, run: _Run, keys: list[tuple[int, int]]) -> None:
+    def _prefill_ahead(self, run: Run, keys: list[tuple[int, int]]) -> None:
         """Prefill the prompts of ``keys`` and, within ``PREFILL_TOKENS``, the next ones in line;
         each stays in ``run.ready`` until its last sample is placed."""
-        prompts = {key: run.prompt_of[key] for key in keys}
-        tokens = sum(map(len, prompts.values()))
-        for i in reversed(run.waiting):  # the next requests in line
-            key = run.requests[i].prefill_key
-            if key in prompts or key in run.ready:
-                continue
-            if tokens + len(run.prompt_of[key]) > PREFILL_TOKENS:
-                break
-            prompts[key] = run.prompt_of[key]
-            tokens += len(prompts[key])
+        prompts = run.prefill_ahead(keys, PREFILL_TOKENS)
         if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
             release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
         logits, kv = self._prefill(list(prompts.values()), [adapter for _, adapter in prompts])
-        batch = _Prefilled(logits, kv, width=max(map(len, prompts.values())))
-        for row, key in enumerate(prompts):
-            run.ready[key] = (batch, row)
-        run.stats.prefills += 1
-        run.stats.prefill_tokens += tokens
+        run.hold(prompts, logits, kv)
 
-    def _place(self, run: _Run, group: list[int]) -> tuple[list[int], object]:
-        """Copy ``group``'s prefilled keys and values into the next free slots and choose each row's
-        first token; returns the slots and those tokens."""
-        import torch
-
-        requests = run.requests
-        slots = list(range(len(run.slot_row), len(run.slot_row) + len(group)))
-        members: dict[int, tuple[_Prefilled, list[tuple[int, int, int]]]] = {}  # per prefill batch
-        for slot, i in zip(slots, group, strict=True):
-            batch, row = run.ready[requests[i].prefill_key]
-            members.setdefault(id(batch), (batch, []))[1].append((slot, row, len(requests[i].prompt_ids)))
-        cols = torch.arange(self.capacity, device=self.device)
-        ends, column = {}, run.column if run.slot_row else 0
-        for batch, rows in members.values():
-            # The prompts end where the furthest live row writes next when the answers fit after
-            # that (the columns the rows before them have, so the attention sums run as they did
-            # when all rows shared one column), else at the batch's own width.
-            end = max(batch.width, column)
-            end = ends[id(batch)] = end if end + run.max_new_tokens <= self.capacity else batch.width
-            column = max(column, end)
-            index = torch.tensor([slot for slot, _, _ in rows], device=self.device)
-            source = torch.tensor([row for _, row, _ in rows], device=self.device)
-            for layer, (k, v) in zip(self.cache.layers, batch.kv, strict=True):
-                layer.keys[index, :, end - batch.width:end] = k[source].to(self.dtype)
-                layer.values[index, :, end - batch.width:end] = v[source].to(self.dtype)
-            lengths = torch.tensor([length for _, _, length in rows], device=self.device)
-            self.valid[index] = (cols[None, :] >= end - lengths[:, None]) & (cols[None, :] < end)
-            self.positions[index, 0] = lengths
-            self.cache.column[index] = end
-        firsts = [run.ready[requests[i].prefill_key] for i in group]
-        logits = torch.stack([batch.logits[row] for batch, row in firsts])
-        for slot, i in zip(slots, group, strict=True):
-            run.chooser.start(slot, requests[i].prompt_ids, requests[i].key, requests[i].sample)
-        tokens = run.chooser.choose(logits, slots)
-        self.input_ids[slots[0]:slots[-1] + 1, 0] = tokens
-        for i, (batch, _) in zip(group, firsts, strict=True):
-            run.slot_row.append(i)
-            run.end.append(ends[id(batch)])
-            run.start.append(ends[id(batch)] - len(requests[i].prompt_ids))
-            key = requests[i].prefill_key
-            run.unplaced[key] -= 1
-            if not run.unplaced[key]:
-                del run.ready[key]  # every sample placed: the prefill's memory can go
-        run.column = column
-        return slots, tokens
-
-    def _release(self, run: _Run, done: list[int]) -> None:
+    def _release(self, run: Run, done: list[int]) -> None:
         """Free the slots in ``done``: the last active slot moves into each hole."""
         for slot in sorted(done, reverse=True):
             last = len(run.slot_row) - 1
@@ -455,7 +339,7 @@ class DecodeEngine:
         run.column = max(run.end, default=0)  # the furthest live row's next column
 
 
-    def _shift_left(self, run: _Run, by: int) -> None:
+    def _shift_left(self, run: Run, by: int) -> None:
         """Drop ``by`` leading columns that no active row uses."""
         column, rows = run.column, len(run.slot_row)
         for layer in self.cache.layers:
@@ -468,59 +352,3 @@ class DecodeEngine:
         run.end = [end - by for end in run.end]
         run.start = [start - by for start in run.start]
         run.stats.shifts += 1
-
-
-@dataclass
-class _Prefilled:
-    """One prefill forward's output, kept until every sample of its prompts is in a slot."""
-
-    logits: object  # [prompts, vocab], each prompt's last-token logits
-    kv: list  # per layer (keys, values) [prompts, kv_heads, width, head_dim], prompts left-padded
-    width: int  # the longest prompt of the batch
-
-
-class _Run:
-    """One :meth:`DecodeEngine.run`'s bookkeeping: the queue, the answers, which request is in which slot."""
-
-    def __init__(self, requests: list[Request], chooser: TokenChooser, stop_ids: set[int], max_new_tokens: int,
-                 progress, stats: EngineStats):
-        self.requests, self.chooser, self.stop_ids = requests, chooser, stop_ids
-        self.max_new_tokens, self.progress, self.stats = max_new_tokens, progress, stats
-        self.waiting = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt_ids), i))
-        self.waiting.reverse()  # pop() takes the longest
-        self.out: list[list[int]] = [[] for _ in requests]
-        self.limit_hit = [False] * len(requests)
-        self.slot_row: list[int] = []  # request index in each active slot
-        self.end: list[int] = []  # each active slot's next column (where its next token's keys go)
-        self.start: list[int] = []  # first valid column of each active slot
-        self.column = 0  # the furthest of those: a step reads columns [0, column]
-        self.prompt_of = {r.prefill_key: r.prompt_ids for r in requests}
-        self.unplaced = Counter(r.prefill_key for r in requests)  # samples of each (prompt, adapter) not yet in a slot
-        self.ready: dict[tuple[int, int], tuple[_Prefilled, int]] = {}  # prefilled (prompt, adapter): (batch, row)
-
-    def finish(self, i: int, token: int) -> bool:
-        """Record ``token`` for request i; True when its answer is complete."""
-        if token in self.stop_ids:
-            return True
-        self.out[i].append(token)
-        self.stats.new_tokens += 1
-        if len(self.out[i]) >= self.max_new_tokens:
-            self.limit_hit[i] = True
-            return True
-        return False
-
-    def next_group(self, free: int) -> list[int]:
-        """Up to ``free`` waiting requests, longest first, whose prompts not yet prefilled fit one prefill."""
-        group: list[int] = []
-        distinct: set[tuple[int, int]] = set()
-        tokens = 0
-        while self.waiting and len(group) < free:
-            request = self.requests[self.waiting[-1]]
-            new = request.prefill_key not in distinct and request.prefill_key not in self.ready  # samples share a prefill
-            if group and new and tokens + len(request.prompt_ids) > PREFILL_TOKENS:
-                break
-            group.append(self.waiting.pop())
-            if new:
-                distinct.add(request.prefill_key)
-                tokens += len(request.prompt_ids)
-        return group
