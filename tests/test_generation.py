@@ -388,8 +388,8 @@ def test_samples_of_one_prompt_share_its_prefill(tiny_model_dir, monkeypatch):
 
 
 def test_prefill_is_split_under_its_token_budget_with_the_same_answers(tiny_model_dir, monkeypatch):
-    """Prompts are prefilled in groups of at most PREFILL_TOKENS distinct prompt tokens (the
-    evaluation's memory peak); every free slot is still filled before decoding, and greedy
+    """Prompts are prefilled in groups of at most ``prefill_budget`` distinct prompt tokens (the
+    evaluation's memory peak; half of PREFILL_TOKENS in fp32); every free slot is still filled before decoding, and greedy
     answers are the ones of a single prefill."""
     from thinktune.generation.engine import DecodeEngine
 
@@ -405,7 +405,8 @@ def test_prefill_is_split_under_its_token_budget_with_the_same_answers(tiny_mode
         calls.append([len(p) for p in batch])
         return original(self, batch, *rest)
 
-    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", budget)
+    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", 2 * budget)  # a 16-bit model's budget: fp32 gets half
+    assert engine_module.prefill_budget(model.dtype) == budget
     monkeypatch.setattr(DecodeEngine, "_prefill", recording)
     split = generate_tokens(model, prompts, settings, set(), progress=False)
     assert len(calls) > 1 and all(sum(c) <= budget or len(c) == 1 for c in calls), calls

@@ -4,7 +4,7 @@ The engine (``thinktune.generation.engine``) runs the model; this module keeps o
 bookkeeping and decides what enters a freed slot and at which columns:
 
 - a free slot is refilled from the waiting prompts (longest first). Prompts are prefilled
-  in batches of up to the engine's ``PREFILL_TOKENS`` distinct tokens, the next ones in line
+  in batches of up to the engine's ``prefill_budget`` distinct tokens (half in fp32), the next ones in line
   included, so most refills copy keys and values already computed instead of stalling the
   batch for a forward; each prompt is prefilled once and its keys and values are copied into
   the slot of every one of its samples, whenever that sample is admitted;

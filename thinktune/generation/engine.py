@@ -46,11 +46,18 @@ log = get_logger("engine")
 # CUDA graphs are captured per bucket: the batch rounded up to a power of two (or the slot
 # count), the attended columns rounded up to this many.
 WINDOW_BUCKET = 512
-# Distinct prompt tokens prefilled in one forward (at least one prompt): bounds the prefill's
-# activations, which are what the evaluation's peak memory is made of (the 12 default prompts,
-# ~7k tokens, at once took an fp32 0.5B's evaluation past 4 GiB RSS); freed slots are still all
-# filled before the next decode step, by as many prefills as it takes.
+# Distinct prompt tokens prefilled in one forward (at least one prompt) by a model computing in
+# 16 bits: bounds the prefill's activations, which are what the evaluation's peak memory is made
+# of; freed slots are still all filled before the next decode step, by as many prefills as it
+# takes. A 32-bit model's activations take twice the bytes, so it gets half the tokens
+# (``prefill_budget``): with a run's two checkpoints in one batch, 4,096 tokens took the fp32
+# evaluation of the 0.5B to 4.56 GiB RSS (2,048: see docs/measurements.md).
 PREFILL_TOKENS = 4096
+
+
+def prefill_budget(dtype) -> int:
+    """Distinct prompt tokens one prefill forward takes in ``dtype``: the same activation bytes."""
+    return max(1, PREFILL_TOKENS * 2 // dtype.itemsize)
 
 
 @dataclass
@@ -292,7 +299,7 @@ class DecodeEngine:
         """Fill free slots from ``run.waiting``: prefill what is not prefilled yet, copy into the slots."""
         import torch
 
-        group = run.next_group(self.slots - len(run.slot_row), PREFILL_TOKENS)
+        group = run.next_group(self.slots - len(run.slot_row), prefill_budget(self.dtype))
         if not group:
             return
         began = time.perf_counter()
@@ -307,9 +314,9 @@ class DecodeEngine:
         self._release(run, [s for s, t in zip(slots, tokens.tolist(), strict=True) if run.finish(run.slot_row[s], t)])
 
     def _prefill_ahead(self, run: Run, keys: list[tuple[int, int]]) -> None:
-        """Prefill the prompts of ``keys`` and, within ``PREFILL_TOKENS``, the next ones in line;
+        """Prefill the prompts of ``keys`` and, within ``prefill_budget``, the next ones in line;
         each stays in ``run.ready`` until its last sample is placed."""
-        prompts = run.prefill_ahead(keys, PREFILL_TOKENS)
+        prompts = run.prefill_ahead(keys, prefill_budget(self.dtype))
         if self.device.type == "cpu":  # the heap the last prefill and decode steps freed, back before this
             release_freed_heap()       # prefill's activations (fp32 evaluation of the 0.5B: 4.01 -> 3.74 GiB)
         logits, kv = self._prefill(list(prompts.values()), [adapter for _, adapter in prompts])
