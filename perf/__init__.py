@@ -16,3 +16,11 @@ def load_file(relative_path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def add_model_arguments(parser) -> None:
+    """The options every decoding script shares: which params, base model, problems and precision."""
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
+    parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
+    parser.add_argument("--precision", default=None, help="default: eval.precision")

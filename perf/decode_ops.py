@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from perf.generation_speed import load_text, random_adapters
+from perf import add_model_arguments
 from thinktune.benchmarks.base import get_benchmark
 from thinktune.config.params import load_params
 from thinktune.data.chat import eval_messages
@@ -170,10 +171,7 @@ def time_paths(host: ModelHost, adapters: list[Path], prompts, settings: Decodin
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
-    parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
-    parser.add_argument("--precision", default=None, help="default: eval.precision")
+    add_model_arguments(parser)
     parser.add_argument("--checkpoints", type=int, default=2, help="random adapters (r 16, the seven projections)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=None, help="default: eval.batch_size")

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from perf._hf_generate import hf_generate_chats
+from perf import add_model_arguments
 from thinktune.benchmarks.base import get_benchmark
 from thinktune.config.params import QWEN2_LINEAR_MODULES, load_params
 from thinktune.data.chat import eval_messages
@@ -128,12 +129,9 @@ def compare(args, params, precision: str, settings: DecodingSettings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
-    parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
+    add_model_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=None, help="default: eval.batch_size")
-    parser.add_argument("--precision", default=None, help="default: eval.precision")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of (old, new) or (new, old), alternating")
     parser.add_argument("--new-first", action="store_true", help="start with the engine (default: the old code)")
     parser.add_argument("--skip-switch", action="store_true", help="do not time checkpoint switches")

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from perf.generation_speed import alternate, load_text, random_adapters
+from perf import add_model_arguments
 from thinktune.benchmarks.base import get_benchmark
 from thinktune.config.params import load_params
 from thinktune.data.chat import eval_messages
@@ -99,13 +100,10 @@ def compare_speed(args, params, adapter: Path, precision: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
+    add_model_arguments(parser)
     parser.add_argument("--adapters", type=Path, nargs="*", default=None)
     parser.add_argument("--delta-scale", type=float, default=1.0, help="multiply every B (0.05: lr 5e-5 vs 1e-3)")
-    parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--precision", default=None, help="default: eval.precision")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(argv)

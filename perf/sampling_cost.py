@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from perf import add_model_arguments
 from thinktune.generation.chats import chat_prompt_ids, generate_tokens
 from thinktune.generation.settings import DecodingSettings
 
@@ -103,10 +104,7 @@ def timed(name: str, model, prompts, keys, settings, stops, counts) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
-    parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
-    parser.add_argument("--precision", default=None, help="default: eval.precision")
+    add_model_arguments(parser)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--prompts", type=int, default=0, help="use the first N prompts (0: all)")
     parser.add_argument("--samples", type=int, default=10)
