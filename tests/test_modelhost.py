@@ -225,19 +225,32 @@ def test_no_adapter_is_the_base_itself(tiny_model_dir):
         torch.testing.assert_close(logits(model, ids), logits(base, ids), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("blocks", [False, True], ids=["one-op", "row-blocks"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_several_adapters_in_one_batch_each_row_as_peft_unmerged(tiny_model_dir, adapters, precision, cpu_kind):
+def test_several_adapters_in_one_batch_each_row_as_peft_unmerged(tiny_model_dir, adapters, precision, blocks,
+                                                                  cpu_kind, monkeypatch):
     """A run's checkpoints share a batch (thinktune.models.lora): row i applies only its own
-    adapter, as PEFT's own unmerged model of that adapter does, and a base row none."""
+    adapter, as PEFT's own unmerged model of that adapter does, and a base row none. Both ways of
+    adding the delta: in one op (decode steps, GPUs) and by row blocks of each member's own part
+    of ``B`` (a CPU prefill; forced here with blocks of 5 rows, which do not divide the 36)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from thinktune.models import lora
 
     dtype = {"fp32": "float32", "bf16": "bfloat16"}[precision]
     host = ModelHost(tiny_model_dir, precision)
     ids = torch.randint(0, 300, (3, 12), generator=torch.Generator().manual_seed(3))
+    widths = {m.out_features for m in host.model.modules() if isinstance(m, torch.nn.Linear)}
+    if blocks:  # every layer's delta above the bound: 5 rows of the widest layer
+        monkeypatch.setattr(lora, "CHUNK_BYTES", 4 * 5 * max(widths))
+    block_adds = []
+    monkeypatch.setattr(lora._Group, "_add_in_blocks", lambda self, out, member, add=lora._Group._add_in_blocks:
+                        block_adds.append(out.shape) or add(self, out, member))
     with host.adapted_set([adapters[0], None, adapters[1]]) as model:
         model._thinktune_lora.select_rows([0, 1, 2])  # what the decode engine does before a forward
         together = logits(model, ids)
+    assert bool(block_adds) == blocks, len(block_adds)
     references = [peft_unmerged(tiny_model_dir, adapters[0], dtype),
                   AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype)).eval(),
                   peft_unmerged(tiny_model_dir, adapters[1], dtype)]
