@@ -415,6 +415,67 @@ def test_prefill_is_split_under_its_token_budget_with_the_same_answers(tiny_mode
     assert split.stats.max_active == 6  # all slots filled before the first decode step
 
 
+def test_prefill_groups_prompts_of_similar_length():
+    """A prefill forward pads its prompts to its longest: the engine cuts a prefill into forwards
+    whose padding is at most MAX_PADDING of their tokens, never splitting prompts of one length
+    (a prompt's adapters and samples); the sample prompts' lengths, each twice (two checkpoints)."""
+    from thinktune.generation.engine import MAX_PADDING, length_groups
+
+    lengths = [150, 151, 160, 162, 164, 172, 182, 220, 220, 239, 242, 266] * 2
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        held = [lengths[i] for i in group]
+        assert len(group) * max(held) - sum(held) <= MAX_PADDING * sum(held), held
+        assert all(lengths[i] not in held for other in groups if other is not group for i in other)
+    padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+    assert padded <= (1 + MAX_PADDING) * sum(lengths) < len(lengths) * max(lengths)  # one forward: 37% more
+    assert length_groups([12] * 5) == [[0, 1, 2, 3, 4]]
+    assert length_groups([5, 400, 5]) == [[1], [0, 2]]
+
+
+def test_prefill_forwards_by_length_answer_as_one_forward(tiny_model_dir, monkeypatch):
+    """Prompts of very different lengths are prefilled in several forwards (one call of the
+    prefill), their keys and values put back left-padded to the longest: greedy answers are the
+    ones of a single padded forward (fp32; measured identical)."""
+    import torch
+
+    from thinktune.generation.engine import DecodeEngine
+
+    model, tokenizer = load(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(tokenizer, CHATS)
+    settings = DecodingSettings(max_new_tokens=8, batch_size=len(prompts))
+    forwards = []
+    original = DecodeEngine._prefill_padded
+
+    def recording(self, batch, *rest):
+        forwards.append(sorted(map(len, batch)))
+        return original(self, batch, *rest)
+
+    monkeypatch.setattr(DecodeEngine, "_prefill_padded", recording)
+    grouped = generate_tokens(model, prompts, settings, set(), progress=False)
+    assert grouped.stats.prefills == 1 and len(forwards) > 1, forwards
+    monkeypatch.setattr(engine_module, "MAX_PADDING", float("inf"))  # every prompt in one forward
+    forwards.clear()
+    single = generate_tokens(model, prompts, settings, set(), progress=False)
+    assert len(forwards) == 1
+    assert [c[0].token_ids for c in grouped.completions] == [c[0].token_ids for c in single.completions]
+
+    # And what the prefill hands on, row by row: last-token logits, and keys and values on each
+    # prompt's own (right-aligned) columns, to fp32 rounding (matrix products of other batch
+    # shapes sum in another order: measured 9e-8 here; a row moved or misplaced is off by ~0.1).
+    engine = DecodeEngine(model, slots=len(prompts), capacity=max(map(len, prompts)) + 8)
+    with torch.inference_mode():
+        single_logits, single_kv = engine._prefill(prompts)
+        monkeypatch.setattr(engine_module, "MAX_PADDING", 0.125)
+        grouped_logits, grouped_kv = engine._prefill(prompts)
+    torch.testing.assert_close(grouped_logits, single_logits, rtol=1e-5, atol=1e-5)
+    for row, prompt in enumerate(prompts):
+        for pair_single, pair_grouped in zip(single_kv, grouped_kv, strict=True):
+            for a, b in zip(pair_single, pair_grouped, strict=True):
+                torch.testing.assert_close(b[row, :, -len(prompt):], a[row, :, -len(prompt):], rtol=1e-5, atol=1e-5)
+
+
 def counting_prefills(monkeypatch) -> list[list[tuple[int, ...]]]:
     """Each call of the engine's prefill forward, as the prompts it ran."""
     from thinktune.generation.engine import DecodeEngine
