@@ -10,7 +10,8 @@ at one token per row those small ops cost as much as the base model's own. Here:
   rank-r projection; one block-diagonal ``B`` then gives every member's delta, split into
   the members' parts (views), and each member adds its part to its base output in place.
   o and down are groups of one. Per decoder layer that is 19 compute ops where PEFT runs 42
-  (``perf.decode_ops`` counts them).
+  (``perf.decode_ops`` counts them). A CPU prefill (many rows) adds each member's part by row
+  blocks instead (``CHUNK_BYTES`` says why).
 - **In fp32, rounded once, as PEFT does.** ``A`` and ``B`` stay fp32 (PEFT's
   ``autocast_adapter_dtype``, the precision they were trained in), with the scale folded into
   ``B`` (exact for the study's power-of-two ``alpha / r``); the bf16 input is cast to fp32
@@ -83,12 +84,13 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
     return config, layers
 
 
-# A CPU prefill adds a long fp32 delta to its bf16 output: in one mixed-dtype op over the whole
-# forward that took 187 ms per gate|up layer of 4,096 tokens against 203 ms for the base
-# product itself (2-core AMD EPYC with AVX512-BF16), as the fp32 delta went to memory and back.
-# Cut into row blocks whose fp32 delta stays in cache (this many bytes), and added as cast,
-# add and round (each vectorized), the same sum takes 31 ms, bit for bit the same.
-# ``perf.lora_prefill`` measures it; GPUs and decode steps (a few rows) keep the single op.
+# A CPU prefill adds a long fp32 delta to its bf16 output. In one mixed-dtype op over the whole
+# forward (with the rank-32 product) that took 185 ms per gate|up layer of 4,096 tokens, near
+# the ~200 ms of the base product itself (2-core AMD EPYC with AVX512-BF16): the fp32 delta went
+# to memory and back and the mixed-dtype add is not vectorized. Cut into row blocks whose fp32
+# delta stays in cache (this many bytes) and added as cast, add and round (each vectorized),
+# the same sum takes 53 ms, bit for bit the same (``perf.prefill_speed``). GPUs and decode
+# steps (a few rows) keep the single op.
 CHUNK_BYTES = 1 << 21
 
 
