@@ -141,7 +141,7 @@ class _Group:
         width = self.owner.n * self.owner.rank
         h = self._h[:, member * width:(member + 1) * width]
         B = self.B_parts[member]
-        flat = out.view(-1, out.shape[-1])
+        flat = out.view(-1, out.shape[-1])  # a linear layer's output: a fresh contiguous tensor
         step = max(1, CHUNK_BYTES // (4 * out.shape[-1]))
         for start in range(0, flat.shape[0], step):
             block = flat[start:start + step]
