@@ -190,7 +190,7 @@ class DecodeEngine:
         self.graphs_off_reason = None if self.use_graphs else (
             f"decode mode {mode!r} (eval.cuda_graphs false)" if on_cuda else f"not a CUDA device ({self.device})")
         self.bucketed = self.use_graphs or mode == "buckets"
-        # (batch bucket, window bucket, LoRA state, chooser settings) -> (graph, its output tokens)
+        # (batch bucket, window bucket, LoRA state, chooser settings) -> (graph, its output: tokens or logits)
         self.graphs: dict[tuple, tuple] = {}
         self._choosers: dict[tuple, TokenChooser] = {}  # per chooser settings: whose buffers the graphs read
         self._chooser_key: tuple = ()
