@@ -255,10 +255,44 @@ def compare_decodes(a, b) -> dict:
             "prompts_identical": sum(f is None for f in first), "logits_max_rel_diff_on_same_prefix": rel}
 
 
+def chosen_in_step(model, prompts, slots: int, new_tokens: int, mode: str, settings) -> list[list[int]]:
+    """The tokens of the project's own chooser, whose choice a graph captures with the forward."""
+    from thinktune.generation.engine import DecodeEngine, Request
+    from thinktune.generation.sampling import TokenChooser
+
+    engine = DecodeEngine(model, slots=slots, capacity=max(map(len, prompts)) + new_tokens, mode=mode)
+    chooser = TokenChooser(settings, slots, model.config.vocab_size, engine.device)
+    done, _ = engine.run([Request(p, key=i) for i, p in enumerate(prompts)], chooser, stop_ids=set(),
+                         max_new_tokens=new_tokens)
+    return [c.token_ids for c in done]
+
+
+def in_step_choice(model, prompts, scale: Scale, graph_mode: str, reference_mode: str) -> dict:
+    """Greedy and sampled tokens of ``TokenChooser`` (chosen inside the graph's step, padded rows
+    included: one prompt fewer than the slots) in ``graph_mode`` vs ``reference_mode``: each
+    setting's share of identical tokens."""
+    from thinktune.generation.settings import DecodingSettings
+
+    new_tokens = max(scale.new_tokens // 2, 4)
+    shares = {}
+    for name, settings in (("greedy", DecodingSettings(max_new_tokens=new_tokens)),
+                           ("sampled", DecodingSettings(max_new_tokens=new_tokens, temperature=1.0, top_p=0.9,
+                                                        repetition_penalty=1.1, seed=scale.seed))):
+        got, want = (chosen_in_step(model, prompts[:-1], len(prompts), new_tokens, mode, settings)
+                     for mode in (graph_mode, reference_mode))
+        same = sum(a == b for g, w in zip(got, want, strict=True) for a, b in zip(g, w, strict=True))
+        shares[name] = same / sum(map(len, want))
+    return {"against": reference_mode, "rows": len(prompts) - 1, "slots": len(prompts), "new_tokens": new_tokens,
+            "identical_token_share": shares}
+
+
 def graphs_vs_eager(record: dict, scale: Scale, device: str) -> str:
     """Greedy decoding with CUDA graphs vs eager (exact shapes) on the same prompts; on CUDA also
     graphs vs ``buckets`` (the padded shapes a graph replays, run eagerly): those must agree
-    exactly. Without CUDA ``buckets`` stands in for ``graphs``."""
+    exactly, for the logit recorder (chosen after the step) and for the project's chooser, greedy
+    and sampled, whose choice the graph captures. Without CUDA ``buckets`` stands in for
+    ``graphs`` (and the chooser's tokens are compared with eager ones, for the record only: bf16
+    rounds the padded shapes' logits differently, which may move a sampled draw)."""
     config, source = config_for(scale)
     model = build_model(config, "bf16", "sdpa", device, scale.seed).eval()
     prompts = synthetic_prompts(scale.prompts, *scale.prompt_tokens, config.vocab_size, scale.seed)
@@ -275,9 +309,17 @@ def graphs_vs_eager(record: dict, scale: Scale, device: str) -> str:
     eager = decode(model, prompts, scale.new_tokens, "eager")
     record["vs_eager"] = compare_decodes(graphed, eager)
     passed = record["vs_eager"]["logits_max_rel_diff_on_same_prefix"] <= LOGITS_TOL
+    record["in_step_choice"] = in_step_choice(model, prompts, scale, graph_mode, "buckets" if on_cuda else "eager")
     if on_cuda:
         record["vs_buckets"] = compare_decodes(graphed, decode(model, prompts, scale.new_tokens, "buckets"))
         passed = passed and record["vs_buckets"]["identical_token_share"] == 1.0 and stats.cuda_graphs
+        # A graph replays the kernels `buckets` runs: equal logits, so equal tokens. A sampled draw
+        # moves with a logit's last bit (a random model's flat distribution puts boundaries close
+        # together), so sampled tokens are judged where the recorder saw bit-equal logits.
+        shares, bitwise = record["in_step_choice"]["identical_token_share"], \
+            record["vs_buckets"]["logits_max_rel_diff_on_same_prefix"] == 0.0
+        record["in_step_choice"]["sampled_judged"] = bitwise
+        passed = passed and shares["greedy"] == 1.0 and (shares["sampled"] == 1.0 or not bitwise)
     record["passed"] = passed
     return "passed" if passed else "FAILED"
 

@@ -11,7 +11,9 @@ sized for a short GPU lease, in phases with their own time budgets:
    padding-free row (flex attention on CUDA; sdpa on a CPU, recorded) vs a right-padded sdpa
    batch, bf16. Control: chats that see each other.
 2. ``graphs_vs_eager``: decode-engine greedy tokens with CUDA graphs vs eager (and vs the
-   ``buckets`` shapes the graphs replay); ``buckets`` stands in for graphs without CUDA.
+   ``buckets`` shapes the graphs replay); ``buckets`` stands in for graphs without CUDA. Also the
+   project's chooser, greedy and sampled, whose token choice the graph captures with the forward:
+   graphs vs ``buckets``, token for token.
 3. ``engine_vs_peft``: engine logits with a LoRA adapter applied unmerged by ModelHost vs PEFT's
    own unmerged model decoded by the same engine, bf16 (they must agree); control: the bf16 merge.
 4. ``eval_decode`` (``perf._gpu_eval``): decode tokens/s and peak memory through the evaluation's
@@ -206,6 +208,10 @@ def summary(report: dict) -> list[str]:
             lines.append(f"{head}: {r['graph_mode']} vs eager: {e['identical_token_share']:.1%} tokens identical, "
                          f"{e['prompts_identical']}/{r['prompts']} prompts, logits {e['logits_max_rel_diff_on_same_prefix']:.2e}"
                          f" of max; graphs {r['cuda_graphs']} ({r['graphs_off_reason']})")
+            if "in_step_choice" in r:
+                chosen = r["in_step_choice"]
+                lines[-1] += f"; in-step choice vs {chosen['against']}: " + ", ".join(
+                    f"{k} {v:.1%}" for k, v in chosen["identical_token_share"].items())
         elif name == "engine_vs_peft" and "engine_changed" in r:
             lines.append(f"{head}: engine changes {r['engine_changed']:.2f} of PEFT's logits, a bf16 merge "
                          f"{r['merge_changed']:.2f}")

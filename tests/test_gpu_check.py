@@ -68,6 +68,10 @@ def test_buckets_stand_in_for_graphs_on_a_cpu(tiny):
     assert 0 <= e["identical_token_share"] <= 1 and len(e["first_divergence"]) == r["prompts"]
     assert e["logits_max_rel_diff_on_same_prefix"] <= checks.LOGITS_TOL
     assert "vs_buckets" not in r  # only on CUDA
+    chosen = r["in_step_choice"]  # the project's chooser, its choice in the padded step; vs eager on a CPU
+    assert chosen["against"] == "eager" and chosen["rows"] == chosen["slots"] - 1 == r["prompts"] - 1
+    assert set(chosen["identical_token_share"]) == {"greedy", "sampled"}
+    assert all(0 <= share <= 1 for share in chosen["identical_token_share"].values())
 
 
 def test_engine_keeps_the_adapter_a_bf16_merge_loses(tiny, cpu_kind):

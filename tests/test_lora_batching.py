@@ -1,16 +1,18 @@
-"""A run's checkpoints decoded in one batch (thinktune.models.lora), and the LoRA state in the
-decode engine's CUDA-graph key.
+"""A run's checkpoints decoded in one batch (thinktune.models.lora), and the LoRA state and the
+token chooser in the decode engine's CUDA-graph key.
 
 The reference for a batch of several adapters is the same engine decoding one adapter at a
 time (greedy, same precision, same batch size): each row must apply its own checkpoint's
 weights and nothing else. The reference for the graph key is eager decoding: a captured
-graph replays the ops it recorded, so a stand-in for capture that replays the LoRA state seen
-at capture time shows what a key without that state would replay.
+graph replays the ops it recorded, so a stand-in for capture that replays the LoRA state and
+the token chooser seen at capture time (``graph_stand_in``) shows what a key without them would
+replay.
 """
 
 from __future__ import annotations
 
 import pytest
+from graph_stand_in import stand_in_graphs
 from test_generation import CHATS
 from test_modelhost import random_adapter
 
@@ -18,7 +20,6 @@ from thinktune.generation.chats import chat_prompt_ids, generate_tokens
 from thinktune.generation.engine import DecodeEngine
 from thinktune.generation.settings import DecodingSettings
 from thinktune.models.host import ModelHost
-from thinktune.models.lora import lora_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,30 +68,6 @@ def test_checkpoints_in_one_batch_answer_as_each_alone(tiny_model_dir, adapters,
     assert run.stats.max_active == 4
 
 
-class ReplayStandIn:
-    """What ``torch.cuda.graph`` gives on replay, on a CPU: the step as it ran when captured. The
-    tensors are read live (a graph reads them by address), but Python state such as whether the
-    LoRA hooks apply is the one at capture (a graph ignores flags flipped later)."""
-
-    def __init__(self, engine, rows, window):
-        self.engine, self.rows, self.window = engine, rows, window
-        captured = lora_of(engine.model)
-        self.lora_on = captured is not None and captured.enabled
-        self.logits = engine._forward_step(rows, window).clone()
-
-    def replay(self):
-        lora = lora_of(self.engine.model)
-        if lora is None:
-            assert not self.lora_on  # no hooks to replay
-            self.logits.copy_(self.engine._forward_step(self.rows, self.window))
-            return
-        now, lora.enabled = lora.enabled, self.lora_on
-        try:
-            self.logits.copy_(self.engine._forward_step(self.rows, self.window))
-        finally:
-            lora.enabled = now
-
-
 def test_base_after_an_adapter_replays_the_base_graph(tiny_model_dir, adapters, monkeypatch):
     host = ModelHost(tiny_model_dir, "fp32")
     prompts = chat_prompt_ids(host.tokenizer, CHATS[:3])
@@ -103,13 +80,7 @@ def test_base_after_an_adapter_replays_the_base_graph(tiny_model_dir, adapters, 
     base_eager, adapter_eager = eager(None), eager(adapters[0])
     assert base_eager != adapter_eager
 
-    def capture(self, rows, window):
-        graph = ReplayStandIn(self, rows, window)
-        return graph, graph.logits
-
-    monkeypatch.setattr(DecodeEngine, "_capture", capture)
-    graphed = DecodeEngine(host.model, slots=4, capacity=256, mode="buckets")
-    graphed.use_graphs = True  # the capture path of a CUDA device, with the stand-in above
+    graphed = stand_in_graphs(DecodeEngine(host.model, slots=4, capacity=256, mode="buckets"), monkeypatch)
 
     def replayed(entry):
         with host.adapted(entry) as model:
@@ -124,3 +95,65 @@ def test_base_after_an_adapter_replays_the_base_graph(tiny_model_dir, adapters, 
     assert with_adapter == adapter_eager  # not the base graph replayed
     assert captured_adapter > 0 and captured_again == 0  # the base graphs were kept and reused
     assert base_again == base_eager  # not the adapter's graph replayed
+
+
+def test_sampling_after_greedy_replays_its_own_graph(tiny_model_dir, monkeypatch):
+    """The token choice is inside the captured step: one engine decoding greedy, then sampled
+    (two seeds), then greedy again through the capture path gives each run the answers of eager
+    decoding. A graph key without the chooser's settings would replay greedy tokens for the
+    sampled run; a run whose chooser kept its own buffers would replay against the previous
+    run's tables (the stand-in reads the buffers of the chooser it captured, as a graph does)."""
+    host = ModelHost(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(host.tokenizer, CHATS[:3])
+    greedy = DecodingSettings(max_new_tokens=10, batch_size=4)
+    sampled = [DecodingSettings(max_new_tokens=10, temperature=1.0, top_p=0.9, n_samples=3, seed=seed, batch_size=4)
+               for seed in (3, 4)]
+
+    def answers(run) -> list[list[list[int]]]:
+        return [[c.token_ids for c in samples] for samples in run.completions]
+
+    def eager(settings):
+        return answers(generate_tokens(host.model, prompts, settings, set(), progress=False, mode="eager"))
+
+    expected = [eager(greedy), eager(sampled[0]), eager(sampled[1])]
+    assert expected[0] != expected[1] != expected[2]  # the settings and seeds change the answers
+
+    graphed = stand_in_graphs(DecodeEngine(host.model, slots=4, capacity=256, mode="buckets"), monkeypatch)
+
+    def replayed(settings):
+        run = generate_tokens(host.model, prompts, settings, set(), engine=graphed, progress=False)
+        assert run.engine is graphed and run.stats.cuda_graphs
+        return answers(run), run.stats.graphs_captured
+
+    got = [replayed(s) for s in (greedy, sampled[0], sampled[1], greedy)]
+    assert [tokens for tokens, _ in got] == [*expected, expected[0]]
+    captured = [n for _, n in got]
+    assert captured[0] > 0 and captured[1] > 0  # the sampled run captured its own graphs...
+    assert captured[2] == captured[3] == 0  # ...which another seed reuses, as greedy its own
+
+
+def test_a_chooser_a_graph_cannot_capture_chooses_after_the_replay(tiny_model_dir, monkeypatch):
+    """A chooser without ``graph_key`` (the GPU check's logit recorder: Python lists, which a graph
+    would fill once, at capture) gets the live rows' logits after the replay: through the capture
+    path it records eager decoding's tokens and logits, and no padded row's."""
+    import torch
+
+    from perf._gpu_checks import RecordingChooser
+    from thinktune.generation.engine import Request
+
+    host = ModelHost(tiny_model_dir, "fp32")
+    prompts = chat_prompt_ids(host.tokenizer, CHATS[:3])  # 3 rows in a bucket of 4: one padded row
+
+    def decode(engine):
+        chooser = RecordingChooser()
+        done, stats = engine.run([Request(p, key=i) for i, p in enumerate(prompts)], chooser, set(), 8)
+        return [c.token_ids for c in done], [torch.stack(chooser.seen[i]) for i in range(len(prompts))], stats
+
+    graphed = decode(stand_in_graphs(DecodeEngine(host.model, slots=4, capacity=256, mode="buckets"), monkeypatch))
+    eager = decode(DecodeEngine(host.model, slots=4, capacity=256, mode="eager"))
+    assert graphed[2].graphs_captured > 0 and graphed[0] == eager[0]
+    for got, want in zip(graphed[1], eager[1], strict=True):
+        assert got.shape == want.shape == (8, host.model.config.vocab_size)  # one row of logits per token
+        # Padded shapes sum in another order: fp32 rounding (measured 1.2e-7 on a 2-core AMD EPYC,
+        # natively and with AVX-512 hidden; logits up to 0.4); another prompt's rows differ by 0.5.
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

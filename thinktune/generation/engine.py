@@ -18,11 +18,23 @@ each key/value head into the query length (``pack_gqa``), so grouped-query atten
 the cache without repeating it. On CUDA each decode step of a given (batch bucket,
 window bucket) shape is captured once as a CUDA graph and replayed (one launch instead of
 hundreds of kernel launches per token); the cache, inputs and mask are static buffers
-the graph reads. Graphs are kept while the model's weights stay in place, so swapping
-LoRA adapters in place (``thinktune.models.host``) reuses them; a graph replays the LoRA
-state it was captured in (adapters on or off, which stacked tensors, row masks or none) so
-that state is part of its key. Each request names the adapter its row applies
-(``Request.adapter``, ``thinktune.models.lora``): rows of a run's checkpoints share a step.
+the graph reads. The graph holds the whole step: the forward and the token choice
+(``thinktune.generation.sampling``: the penalty, then argmax or the batched inverse-CDF
+draw) over every row of the bucket, its output the next tokens, which the loop reads with
+one host sync. The padded rows choose too, harmlessly (the chooser resets a slot when a row
+enters and clamps their step counters). ``buckets`` mode runs this same padded step eagerly,
+so CPU tests check it; no GPU has run the capture of the token choice yet.
+
+Graphs are kept while the model's weights stay in place, so swapping LoRA adapters in place
+(``thinktune.models.host``) reuses them; a graph replays the LoRA state it was captured in
+(adapters on or off, which stacked tensors, row masks or none) and the chooser it captured
+(its settings, its buffers by address), so both are part of its key: the chooser's
+``graph_key`` (greedy or sampling, penalty, temperature, top-k, top-p, table width), and a
+run's chooser takes the buffers of the first chooser of equal key the engine saw, so the
+next run with those settings replays the same graphs.
+
+Each request names the adapter its row applies (``Request.adapter``,
+``thinktune.models.lora``): rows of a run's checkpoints share a step.
 ``torch.compile`` is not used: through ``generate(cache_implementation="static")`` it
 recompiled on an H200 and did not pay.
 
@@ -178,7 +190,11 @@ class DecodeEngine:
         self.graphs_off_reason = None if self.use_graphs else (
             f"decode mode {mode!r} (eval.cuda_graphs false)" if on_cuda else f"not a CUDA device ({self.device})")
         self.bucketed = self.use_graphs or mode == "buckets"
-        self.graphs: dict[tuple, tuple] = {}  # (batch bucket, window bucket, LoRA state) -> (graph, logits)
+        # (batch bucket, window bucket, LoRA state, chooser settings) -> (graph, its output: tokens or logits)
+        self.graphs: dict[tuple, tuple] = {}
+        self._choosers: dict[tuple, TokenChooser] = {}  # per chooser settings: whose buffers the graphs read
+        self._chooser_key: tuple = ()
+        self._choice_in_step = True  # the chooser's choice runs inside the step (and its graph)
         self.graph_pool = None
         self.weights_at = self._weights_signature()
         self.lora = lora_of(model)
@@ -252,16 +268,25 @@ class DecodeEngine:
             self.lora.select_decode_rows([run.requests[i].adapter for i in run.slot_row[:rows]], self.slots)
 
     def _step(self, rows: int, window: int, stats: EngineStats):
+        """The next token of slots ``0..rows-1`` (reading columns ``[0, window)``). A chooser that a
+        graph cannot capture (one without ``graph_key``, such as the GPU check's logit recorder)
+        chooses after the step, for the live rows only."""
+        out = self._padded_step(rows, window, stats)
+        return out if self._choice_in_step else self._run.chooser.choose(out, list(range(rows)))
+
+    def _padded_step(self, rows: int, window: int, stats: EngineStats):
+        """:meth:`_step_body` of slots ``0..rows-1``; bucketed, of the whole padded bucket, as a graph
+        replays it (its first ``rows`` rows returned)."""
         self._select_adapters(rows)
         if not self.bucketed:
-            return self._forward_step(rows, window)
+            return self._step_body(rows, window)
         bucket = next((b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b >= rows and b <= self.slots), self.slots)
         span = min(self.capacity, -(-window // WINDOW_BUCKET) * WINDOW_BUCKET)
         self.valid[rows:bucket] = False  # rows past the active ones compute garbage that no one reads...
         self.valid[rows:bucket, window - 1] = True  # ...but finite: each attends to its own new column
         if not self.use_graphs:
-            return self._forward_step(bucket, span)[:rows]
-        key = (bucket, span, self._lora_state())
+            return self._step_body(bucket, span)[:rows]
+        key = (bucket, span, self._lora_state(), self._chooser_key)
         if key not in self.graphs:
             try:
                 self.graphs[key] = self._capture(bucket, span)
@@ -271,10 +296,16 @@ class DecodeEngine:
                             type(exc).__name__, exc)
                 self.use_graphs = self.bucketed = False
                 self.graphs_off_reason = f"capture failed: {type(exc).__name__}: {exc}"[:300]
-                return self._forward_step(rows, window)
-        graph, logits = self.graphs[key]
+                return self._step_body(rows, window)
+        graph, out = self.graphs[key]
         graph.replay()
-        return logits[:rows]
+        return out[:rows]
+
+    def _step_body(self, rows: int, window: int):
+        """What a graph captures: the forward of slots ``0..rows-1`` and the run's token choice for
+        each (its tokens), or the logits when the chooser chooses after the step."""
+        logits = self._forward_step(rows, window)
+        return self._run.chooser.choose(logits, list(range(rows))) if self._choice_in_step else logits
 
     def _capture(self, rows: int, window: int):
         import torch
@@ -285,13 +316,37 @@ class DecodeEngine:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                for _ in range(2):  # warm up allocator and kernels outside the graph (same writes as the step)
-                    self._forward_step(rows, window)
+                self._warm_up(rows, window)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.graph_pool):
-                logits = self._forward_step(rows, window)
-        return graph, logits  # logits: the graph's output buffer, refreshed by each replay
+                out = self._step_body(rows, window)
+        return graph, out  # the graph's output buffer (tokens, or logits), refreshed by each replay
+
+    def _warm_up(self, rows: int, window: int) -> None:
+        """Run the step twice before its capture (allocator and kernels warm, outside the graph),
+        then put the chooser's state back: the warm-ups' draws are not the rows' tokens. The
+        forward's writes are the step's own (each row's keys and values at its column)."""
+        chooser = self._run.chooser
+        before = chooser.state() if self._choice_in_step else None
+        for _ in range(2):
+            self._step_body(rows, window)
+        if before is not None:
+            chooser.load_state(before)
+
+    def _take_chooser(self, chooser: TokenChooser) -> None:
+        """A graph reads the chooser's buffers by address and replays the settings it was captured
+        with, so the settings are part of each graph's key, and a run's chooser takes the buffers
+        of the first one of equal settings this engine saw: that one's graphs replay for it."""
+        self._choice_in_step = hasattr(chooser, "graph_key")
+        if not self._choice_in_step:
+            self._chooser_key = ("chosen after the step",)  # the graph's output is the logits
+            return
+        self._chooser_key = chooser.graph_key()
+        if self.use_graphs:
+            held = self._choosers.setdefault(self._chooser_key, chooser)
+            if held is not chooser:
+                chooser.share_buffers(held)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -309,6 +364,7 @@ class DecodeEngine:
         if self.lora is not None and self.lora.enabled and max(r.adapter for r in requests) >= self.lora.n:
             raise ValueError(f"a request names adapter {max(r.adapter for r in requests)} but the model "
                              f"carries {self.lora.n} LoRA adapter(s)")
+        self._take_chooser(chooser)
         run = Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
         self._run = run
         with torch.inference_mode():
@@ -327,8 +383,7 @@ class DecodeEngine:
         run.stats.max_active = max(run.stats.max_active, rows)
         began = time.perf_counter()
         self.valid[:rows].scatter_(1, self.cache.column[:rows, None], True)  # each row's new column
-        logits = self._step(rows, run.column + 1, run.stats)
-        tokens = run.chooser.choose(logits, list(range(rows)))
+        tokens = self._step(rows, run.column + 1, run.stats)
         self.input_ids[:rows, 0] = tokens
         self.positions[:rows] += 1
         self.cache.column[:rows] += 1

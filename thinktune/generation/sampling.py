@@ -16,6 +16,13 @@ the sum). That uniform is the ``step``-th output of a counter-based Philox strea
 expanded into a table when the answer enters a slot, and each step reads its column. An
 answer therefore depends on nothing but its key and its own logits: not on which rows share
 its batch, which slot it sits in, when it entered the batch or which process decodes it.
+
+The decode engine captures ``choose`` in its CUDA graph with the forward, over every row of a
+padded batch bucket: the rows past the live ones choose too, from garbage logits, into slots
+that a new row resets when it enters (``start_rows``), and their step counters, which keep
+counting, are clamped where they index the table. A captured graph replays the ops and scalars
+of the chooser it saw and reads its buffers by address, so choosers of equal ``graph_key`` can
+share one set of buffers (``share_buffers``) and with it the graphs.
 """
 
 from __future__ import annotations
@@ -59,10 +66,41 @@ class TokenChooser:
         self.seen = (torch.zeros(slots, vocab_size, dtype=torch.bool, device=device)
                      if self.penalty != 1.0 else None)
         self.top_k = min(settings.top_k, vocab_size)
-        if not self.greedy:
-            # Each slot's answer: its uniforms for every step, and how many tokens it has drawn.
-            self.uniforms = torch.zeros(slots, max(settings.max_new_tokens, 1), dtype=torch.float64, device=device)
-            self.step = torch.zeros(slots, 1, dtype=torch.long, device=device)
+        # Each slot's answer: its uniforms for every step, and how many tokens it has drawn.
+        self.uniforms = (torch.zeros(slots, max(settings.max_new_tokens, 1), dtype=torch.float64, device=device)
+                         if not self.greedy else None)
+        self.step = torch.zeros(slots, 1, dtype=torch.long, device=device) if not self.greedy else None
+
+    def graph_key(self) -> tuple:
+        """What a captured :meth:`choose` holds fixed besides the contents of the buffers: which ops
+        run, the scalars they were recorded with and the buffers' shapes (the seed only fills the
+        uniforms table, when a row enters)."""
+        shapes = tuple(None if t is None else (tuple(t.shape), str(t.device)) for t in self._buffers())
+        if self.greedy:
+            return ("greedy", self.penalty, shapes)
+        settings = self.settings
+        return ("sampling", self.penalty, settings.temperature, self.top_k, settings.top_p, shapes)
+
+    def _buffers(self) -> tuple:
+        return self.seen, self.uniforms, self.step
+
+    def share_buffers(self, other: TokenChooser) -> None:
+        """Read and write ``other``'s buffers from now on (equal ``graph_key``): a graph captured
+        with ``other`` then replays for this chooser. No row's state carries over: each slot is
+        reset when a row enters it."""
+        if other.graph_key() != self.graph_key():
+            raise ValueError(f"choosers of other settings or shapes share no buffers: {other.graph_key()} "
+                             f"vs {self.graph_key()}")
+        self.seen, self.uniforms, self.step = other._buffers()
+
+    def state(self) -> tuple:
+        """A copy of what :meth:`choose` changes (for a graph's warm-up steps, which must not count)."""
+        return tuple(None if t is None else t.clone() for t in (self.seen, self.step))
+
+    def load_state(self, state: tuple) -> None:
+        for buffer, saved in zip((self.seen, self.step), state, strict=True):
+            if buffer is not None:
+                buffer.copy_(saved)
 
     def start(self, slot: int, prompt_ids: list[int], key: int, sample: int) -> None:
         """A new row enters ``slot``."""
@@ -141,7 +179,9 @@ class TokenChooser:
         cumulative = probs.cumsum(dim=-1)
         # Inverse CDF: the first token whose cumulative mass exceeds u * total. u <= 1 - 2^-53, so
         # the target stays below the total and a token of zero probability is never reached.
-        uniform = self.uniforms[rows].gather(1, self.step[rows])
+        # A real row draws at most max_new_tokens times; a padded row of a graph's bucket keeps
+        # counting, so its index is clamped into the table (its token is never read).
+        uniform = self.uniforms[rows].gather(1, self.step[rows].clamp(max=self.uniforms.shape[1] - 1))
         target = uniform * cumulative[:, -1:]
         pick = (cumulative <= target).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
         self.step[rows] += 1
