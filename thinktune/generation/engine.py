@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 from thinktune.generation.admission import EngineStats, Request, Run, place
 from thinktune.generation.sampling import TokenChooser
+from thinktune.generation.slot_cache import slot_cache_class
 from thinktune.logs import get_logger
 from thinktune.models.hardware import release_freed_heap
 from thinktune.models.lora import lora_of
@@ -105,54 +106,6 @@ class Completion:
     hit_token_limit: bool
 
 
-def _slot_cache_classes():
-    """The KV cache classes, built on first use (importing transformers is slow)."""
-    from transformers.cache_utils import Cache, CacheLayerMixin
-
-    class SlotLayer(CacheLayerMixin):
-        is_compileable = True
-
-        def __init__(self, owner, keys, values):
-            super().__init__()
-            self.owner, self.keys, self.values, self.is_initialized = owner, keys, values, True
-
-        def lazy_initialization(self, key_states, value_states) -> None:  # allocated up front
-            pass
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            rows, window = key_states.shape[0], self.owner.window
-            at = self.owner.column[:rows].view(rows, 1, 1, 1).expand_as(key_states)  # each row's own column
-            self.keys[:rows].scatter_(2, at, key_states)
-            self.values[:rows].scatter_(2, at, value_states)
-            return self.keys[:rows, :, :window], self.values[:rows, :, :window]
-
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            return self.owner.window, 0
-
-        def get_seq_length(self) -> int:
-            return self.owner.window
-
-        def get_max_length(self) -> int:
-            return self.keys.shape[2]
-
-    class SlotCache(Cache):
-        """``layers`` of [slots, kv_heads, capacity, head_dim]; row r writes at ``column[r]``, reads ``[:window]``."""
-
-        def __init__(self, config, slots: int, capacity: int, dtype, device):
-            import torch
-
-            heads = config.num_key_value_heads
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            self.column = torch.zeros(slots, dtype=torch.long, device=device)
-            self.window = 1
-            shape = (slots, heads, capacity, head_dim)
-            super().__init__(layers=[SlotLayer(self, torch.zeros(shape, dtype=dtype, device=device),
-                                               torch.zeros(shape, dtype=dtype, device=device))
-                                     for _ in range(config.num_hidden_layers)])
-
-    return SlotCache
-
-
 MODES = ("auto", "eager", "buckets", "graphs")
 
 
@@ -176,7 +129,7 @@ class DecodeEngine:
         self.device = model.device
         self.slots, self.capacity = slots, capacity
         self.dtype = next(model.parameters()).dtype
-        self.cache = _slot_cache_classes()(config, slots, capacity, self.dtype, self.device)
+        self.cache = slot_cache_class()(config, slots, capacity, self.dtype, self.device)
         self.layer_types = sorted(set(getattr(config, "layer_types", None) or ["full_attention"]))
         self.input_ids = torch.zeros(slots, 1, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(slots, 1, dtype=torch.long, device=self.device)
