@@ -54,6 +54,7 @@ class EngineStats:
     graphs_off_reason: str | None = None  # why decoding ran without CUDA graphs (None: it used them)
     max_active: int = 0
     decode_tokens: int = field(default=0)  # tokens produced by decode steps (not by prefills)
+    packed_linears: int = 0  # linear layers run on weights packed once for oneDNN (bf16 on CPU)
 
     def as_dict(self) -> dict:
         wall = self.prefill_s + self.decode_s
@@ -72,6 +73,7 @@ class EngineStats:
             "graphs_captured": self.graphs_captured,
             "shifts": self.shifts,
             "max_active": self.max_active,
+            "packed_linears": self.packed_linears,
         }
 
 

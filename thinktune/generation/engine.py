@@ -53,6 +53,7 @@ from thinktune.generation.slot_cache import slot_cache_class
 from thinktune.logs import get_logger
 from thinktune.models.hardware import release_freed_heap
 from thinktune.models.lora import lora_of
+from thinktune.models.packed_linear import packed_linears
 
 log = get_logger("engine")
 
@@ -320,7 +321,8 @@ class DecodeEngine:
         self._take_chooser(chooser)
         run = Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
         self._run = run
-        with torch.inference_mode():
+        with torch.inference_mode(), packed_linears(self.model, self.slots) as packed:
+            run.stats.packed_linears = packed
             while run.waiting or run.slot_row:
                 while run.waiting and len(run.slot_row) < self.slots:
                     self._admit(run)
