@@ -24,3 +24,15 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--problems", type=Path, default=Path("data/sample/livecodebench_sample.jsonl"))
     parser.add_argument("--precision", default=None, help="default: eval.precision")
+
+
+def sample_chats(params, problems_path: Path) -> list[list[dict]]:
+    """The evaluation's chats for the LiveCodeBench problems in ``problems_path`` (a sample file),
+    as the study prompts them."""
+    from thinktune.benchmarks.base import get_benchmark
+    from thinktune.data.chat import eval_messages
+
+    benchmark = get_benchmark("livecodebench")
+    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
+                                                                      "sample_file": str(problems_path)}))
+    return [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]

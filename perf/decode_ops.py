@@ -30,10 +30,8 @@ import time
 from pathlib import Path
 
 from perf.generation_speed import load_text, random_adapters
-from perf import add_model_arguments
-from thinktune.benchmarks.base import get_benchmark
+from perf import add_model_arguments, sample_chats
 from thinktune.config.params import load_params
-from thinktune.data.chat import eval_messages
 from thinktune.generation.chats import chat_prompt_ids, decode_answers, generate_tokens
 from thinktune.generation.settings import DecodingSettings
 from thinktune.models import packed_linear
@@ -192,10 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     precision = args.precision or params.eval.precision
     settings = DecodingSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size or params.eval.batch_size)
-    benchmark = get_benchmark("livecodebench")
-    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
-                                                                      "sample_file": str(args.problems)}))
-    chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    chats = sample_chats(params, args.problems)
     import torch
 
     torch.set_num_threads(args.threads)

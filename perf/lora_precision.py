@@ -28,10 +28,8 @@ import time
 from pathlib import Path
 
 from perf.generation_speed import alternate, load_text, random_adapters
-from perf import add_model_arguments
-from thinktune.benchmarks.base import get_benchmark
+from perf import add_model_arguments, sample_chats
 from thinktune.config.params import load_params
-from thinktune.data.chat import eval_messages
 from thinktune.generation.chats import generate_chats
 from thinktune.generation.settings import DecodingSettings
 from thinktune.models.hardware import describe_environment, resolve_precision
@@ -77,10 +75,7 @@ def delta_kept(base_dir: Path, adapter: Path) -> dict:
 def compare_speed(args, params, adapter: Path, precision: str) -> None:
     from peft import PeftModel
 
-    benchmark = get_benchmark("livecodebench")
-    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
-                                                                      "sample_file": str(args.problems)}))
-    chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    chats = sample_chats(params, args.problems)
     settings = DecodingSettings(max_new_tokens=args.max_new_tokens, batch_size=params.eval.batch_size)
     merged_model, tokenizer = load_base(args.base_model, precision)
     merged_model = PeftModel.from_pretrained(merged_model, adapter).merge_and_unload()

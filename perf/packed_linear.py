@@ -16,11 +16,9 @@ import argparse
 import time
 from unittest import mock
 
-from perf import add_model_arguments
+from perf import add_model_arguments, sample_chats
 from perf.generation_speed import load_text
-from thinktune.benchmarks.base import get_benchmark
 from thinktune.config.params import load_params
-from thinktune.data.chat import eval_messages
 from thinktune.generation.chats import chat_prompt_ids, generate_tokens
 from thinktune.generation.settings import DecodingSettings
 from thinktune.models import packed_linear
@@ -91,10 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     precision = args.precision or "bf16"
-    benchmark = get_benchmark("livecodebench")
-    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
-                                                                      "sample_file": str(args.problems)}))
-    chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    chats = sample_chats(params, args.problems)
     print(describe_environment(precision))
     host = ModelHost(args.base_model, precision)
     if not packed_linear.packable_layers(host.model):

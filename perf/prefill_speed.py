@@ -21,11 +21,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from perf import add_model_arguments
+from perf import add_model_arguments, sample_chats
 from perf.generation_speed import load_text, random_adapters
-from thinktune.benchmarks.base import get_benchmark
 from thinktune.config.params import load_params
-from thinktune.data.chat import eval_messages
 from thinktune.generation import engine as engine_module
 from thinktune.generation.chats import chat_prompt_ids
 from thinktune.models import lora
@@ -122,10 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     precision = args.precision or params.eval.precision
-    benchmark = get_benchmark("livecodebench")
-    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
-                                                                      "sample_file": str(args.problems)}))
-    chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    chats = sample_chats(params, args.problems)
     print(describe_environment(precision))
     host = ModelHost(args.base_model, precision)
     prompts = chat_prompt_ids(host.tokenizer, chats)

@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from perf import add_model_arguments
+from perf import add_model_arguments, sample_chats
 from thinktune.generation.chats import chat_prompt_ids, generate_tokens
 from thinktune.generation.settings import DecodingSettings
 
@@ -47,16 +47,11 @@ def prompts_and_model(args):
 
         model, tokenizer = load_base(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"), "fp32")
         return model, [tokenizer(f"question {i} " * (20 + 7 * i)).input_ids for i in range(args.prompts or 4)]
-    from thinktune.benchmarks.base import get_benchmark
     from thinktune.config.params import load_params
-    from thinktune.data.chat import eval_messages
 
     params = load_params(args.params)
     model, tokenizer = load_base(args.base_model, args.precision or params.eval.precision)
-    benchmark = get_benchmark("livecodebench")
-    problems = benchmark.load_problems(params.eval.model_copy(update={"source": "sample",
-                                                                      "sample_file": str(args.problems)}))
-    chats = [eval_messages(params.format.system_prompt, benchmark.user_prompt(p, "study")) for p in problems]
+    chats = sample_chats(params, args.problems)
     return model, chat_prompt_ids(tokenizer, chats)[: args.prompts or None]
 
 
