@@ -95,10 +95,7 @@ def time_add(dtype_name: str, repeat: int) -> None:
 
     def blocks():
         result = out.clone()
-        step = max(1, lora.CHUNK_BYTES // (4 * width))
-        for start in range(0, rows, step):
-            block = result[start:start + step]
-            block.copy_(block.float().add_(h[start:start + step] @ B))
+        lora.add_in_row_blocks(result, h, B)
         return result
 
     timings = {}

@@ -86,18 +86,20 @@ def length_groups(lengths: list[int], max_padding: float | None = None) -> list[
     ``max_padding`` of each group's tokens. Groups are cut only between distinct lengths, so the
     rows of one prompt (its samples, or its adapters) always share a forward."""
     max_padding = MAX_PADDING if max_padding is None else max_padding
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    by_length: dict[int, list[int]] = {}  # longest first, each length's rows together
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        by_length.setdefault(lengths[i], []).append(i)
     groups: list[list[int]] = []
-    for i in order:
-        if groups and lengths[i] != lengths[groups[-1][-1]]:
-            group = groups[-1]
-            longest, tokens = lengths[group[0]], sum(lengths[j] for j in group)
-            same = sum(1 for j in order if lengths[j] == lengths[i])  # this length's rows join together
-            if (len(group) + same) * longest - tokens - same * lengths[i] > max_padding * (tokens + same * lengths[i]):
-                groups.append([])
-        elif not groups:
-            groups.append([])
-        groups[-1].append(i)
+    tokens = 0  # the last group's real tokens
+    for length, rows in by_length.items():
+        if groups:
+            held = tokens + length * len(rows)
+            if (len(groups[-1]) + len(rows)) * lengths[groups[-1][0]] - held <= max_padding * held:
+                groups[-1].extend(rows)
+                tokens = held
+                continue
+        groups.append(list(rows))
+        tokens = length * len(rows)
     return groups
 
 

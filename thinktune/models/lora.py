@@ -94,6 +94,21 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
 CHUNK_BYTES = 1 << 21
 
 
+def add_in_row_blocks(out, h, B) -> None:
+    """``out += h @ B`` in place, ``CHUNK_BYTES`` of fp32 delta at a time: each block's product in
+    fp32, then cast, add and round once to ``out``'s dtype (what the mixed-dtype add computes).
+    ``out``: a linear layer's output (a fresh contiguous tensor), ``h``: its rows flattened."""
+    flat = out.view(-1, out.shape[-1])
+    step = max(1, CHUNK_BYTES // (4 * out.shape[-1]))
+    for start in range(0, flat.shape[0], step):
+        block = flat[start:start + step]
+        delta = h[start:start + step].matmul(B)
+        if block.dtype == delta.dtype:
+            block.add_(delta)
+        else:
+            block.copy_(block.to(delta.dtype).add_(delta))
+
+
 class _Group:
     """Target layers reading one input: ``A`` [in, k*n*R] stacked, ``B`` [k*n*R, sum of outs]
     block-diagonal by member (fp32, the scale folded in); ``B_parts[m]``: member m's block."""
@@ -137,19 +152,9 @@ class _Group:
         return out
 
     def _add_in_blocks(self, out, member: int) -> None:
-        """The same sum, a block of rows at a time, multiplying only this member's block of ``B``."""
+        """The same sum, multiplying only this member's block of ``B``."""
         width = self.owner.n * self.owner.rank
-        h = self._h[:, member * width:(member + 1) * width]
-        B = self.B_parts[member]
-        flat = out.view(-1, out.shape[-1])  # a linear layer's output: a fresh contiguous tensor
-        step = max(1, CHUNK_BYTES // (4 * out.shape[-1]))
-        for start in range(0, flat.shape[0], step):
-            block = flat[start:start + step]
-            delta = h[start:start + step].matmul(B)
-            if block.dtype == delta.dtype:
-                block.add_(delta)
-            else:  # cast, add in fp32, round once: what the mixed-dtype op computes, vectorized
-                block.copy_(block.to(delta.dtype).add_(delta))
+        add_in_row_blocks(out, self._h[:, member * width:(member + 1) * width], self.B_parts[member])
 
     def hook(self, member: int):
         def add_delta(module, args, out):
