@@ -7,7 +7,8 @@ One forward and backward of :class:`thinktune.training.LoraTrainer` (bf16 autoca
 checkpointing, the preset's LoRA targets and dropout) on a random-initialised model of the
 model's architecture cut to ``--layers`` layers, twice in the same run: PEFT's own LoRA forward
 (each input cast to the fp32 adapter, torch's dropout of that copy) and the trainer's (input in
-bf16, :class:`thinktune.training.session.InputDropout`). Printed for each: bytes written by all
+bf16, :class:`thinktune.training.lora_dropout.LoraDropout`, its masks drawn as torch's dropout draws them
+here, so both sides drop the same elements; ``perf.lora_dropout`` times the masks). Printed for each: bytes written by all
 ops (a ``TorchDispatchMode`` sums every op's output size: the memory traffic a GPU pays in
 writes, reads are about as many), bytes of bf16 -> fp32 copies, the step's median seconds over
 ``--repeats`` (timed without the counting mode, the two sides' steps interleaved), CUDA peak memory on a GPU; and whether the loss
@@ -20,6 +21,7 @@ import argparse
 import statistics
 import sys
 import time
+from unittest import mock
 
 from perf._gpu_study import ARCHITECTURES, TINY, preset_params, synthetic_chats
 
@@ -106,6 +108,15 @@ def timed(step, device: str) -> tuple[float, int | None, tuple]:
 
 def measure(args) -> tuple[dict, dict]:
     """Both forwards, their steps interleaved so that a change of the machine's load hits both alike."""
+    import torch
+
+    from thinktune.training import lora_dropout
+
+    with mock.patch.object(lora_dropout, "keep_mask", lambda like, keep: torch.empty_like(like).bernoulli_(keep)):
+        return _measure(args)
+
+
+def _measure(args) -> tuple[dict, dict]:
     sides = {"peft": setup(args, peft_forward=True), "trainer": setup(args, peft_forward=False)}
     out = {name: {"seconds": [], "device": device} for name, (_, device) in sides.items()}
     for _ in range(args.repeats):

@@ -2,8 +2,9 @@
 PEFT's own forward (which casts each input to the fp32 adapter first), without the fp32 copies.
 
 Reference: the same trainer with PEFT's cast switched back on (``cast_input_dtype_enabled``,
-PEFT's default) and torch's dropout of the fp32 copy, the same dropout masks (same seed), lora
-dropout 0.05 as params.yaml. Under bf16 autocast ``lora_A``'s matmul runs in bf16 either way, a
+PEFT's default) and torch's dropout of the fp32 copy, lora dropout 0.05 as params.yaml. The same
+dropout masks on both sides: torch's ``bernoulli_`` draws after the same seed (``keep_mask`` is
+pointed at torch's draw here; its own draw is tested in ``test_lora_dropout.py``). Under bf16 autocast ``lora_A``'s matmul runs in bf16 either way, a
 bf16 -> fp32 -> bf16 round trip is exact and the dropout scales in fp32 as PEFT's does, so equality
 is expected; the tolerance (1e-6 of the largest value) leaves room for a kernel that orders an
 fp32 product differently. torch's own dropout of the bf16 input is not equal on a CPU (its scale
@@ -59,6 +60,14 @@ def restore_peft_forward(trainer) -> None:
         for name, dropout in layer.lora_dropout.items():
             if not isinstance(dropout, torch.nn.Identity):
                 layer.lora_dropout[name] = torch.nn.Dropout(dropout.p)
+
+
+@pytest.fixture(autouse=True)
+def torch_masks(monkeypatch):
+    """LoraDropout draws its masks as torch's dropout does, so both sides drop the same elements."""
+    from thinktune.training import lora_dropout
+
+    monkeypatch.setattr(lora_dropout, "keep_mask", lambda like, keep: torch.empty_like(like).bernoulli_(keep))
 
 
 def loss_and_grads(trainer, batch):
@@ -122,6 +131,15 @@ def test_the_fp32_copies_are_gone(tiny_model_dir, tmp_path):
     assert peft_default - skipped == config.num_hidden_layers * per_layer, (skipped, peft_default)
 
 
-def test_fp32_training_keeps_peft_defaults(tiny_model_dir, tmp_path):
-    trainer, _ = trainer_for(tiny_model_dir, tmp_path, "fp32")
-    assert all(layer.cast_input_dtype_enabled for layer in lora_layers(trainer))  # no autocast: nothing to skip
+def test_fp32_training_keeps_the_cast_and_the_numbers(tiny_model_dir, tmp_path):
+    from thinktune.training.lora_dropout import LoraDropout
+
+    trainer, batch = trainer_for(tiny_model_dir, tmp_path, "fp32")
+    layers = lora_layers(trainer)
+    assert all(layer.cast_input_dtype_enabled for layer in layers)  # no autocast: nothing to skip
+    assert all(isinstance(d, LoraDropout) for layer in layers for d in layer.lora_dropout.values())
+    loss, grads = loss_and_grads(trainer, batch)
+    restore_peft_forward(trainer)  # torch's own F.dropout
+    want_loss, want_grads = loss_and_grads(trainer, batch)
+    assert torch.equal(loss, want_loss)
+    assert all(torch.equal(grads[k], want_grads[k]) for k in want_grads), "fp32 dropout is F.dropout's product"

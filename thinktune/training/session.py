@@ -28,6 +28,7 @@ import torch
 
 from thinktune.config.params import LoraParams, TrainParams
 from thinktune.models.hardware import resolve_precision
+from thinktune.training.lora_dropout import prepare_lora_layers
 from thinktune.training.batching import flatten, plan_step
 from thinktune.training.data import TokenizedChat
 from thinktune.training.loss import (
@@ -123,54 +124,6 @@ def choose_attention(requested: str, device, probe=flash_attention_problem) -> t
     return "flex_attention", problem
 
 
-class InputDropout(torch.nn.Module):
-    """Dropout of a bf16/fp16 LoRA input with the numbers of PEFT's fp32 one, without an fp32 copy.
-
-    PEFT drops out the fp32 copy of the input: ``x32 * (bernoulli(1 - p) / (1 - p))`` in fp32, which
-    autocast then rounds to the compute dtype for ``lora_A``. ``F.dropout`` of the bf16 input itself
-    differs on a CPU (it divides its bf16 mask by ``1 - p`` in bf16: a scale of 1.0547 for p = 0.05,
-    not 1.0526); here the same mask (the same draws) keeps ``x``, and the fp32 scale multiplies it
-    in the kernel's fp32 arithmetic, rounded once, as PEFT's result is. The backward does the same.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-        self.scale = float(torch.ones(1).div_(1 - p))  # fp32's 1 / (1 - p), as torch's dropout computes it
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = torch.empty_like(x).bernoulli_(1 - self.p)
-        return x * keep * self.scale
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def skip_lora_input_casts(peft_model) -> int:
-    """Stop PEFT casting each LoRA layer's input to the adapter's fp32; the number of layers changed.
-
-    PEFT keeps adapter weights in fp32 (``autocast_adapter_dtype``) and casts every LoRA input
-    ``x`` to fp32 before the adapter's dropout and ``lora_A``: an fp32 copy of the layer's input
-    and an fp32 dropout output, written and read in every forward, checkpoint recompute and
-    backward. Under mixed-precision autocast, which training always runs bf16/fp16 in,
-    ``lora_A``'s matmul casts its operands to the compute dtype anyway and a bf16 -> fp32 -> bf16
-    round trip is exact; the dropout keeps PEFT's numbers through :class:`InputDropout`. The
-    adapter weights stay fp32 (the optimizer's master copy). Only call it when the forward runs
-    under autocast (a bf16 input against an fp32 weight is an error without it).
-    """
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
-    for layer in layers:
-        layer.cast_input_dtype_enabled = False
-        for name, dropout in layer.lora_dropout.items():
-            if isinstance(dropout, torch.nn.Dropout):
-                layer.lora_dropout[name] = InputDropout(dropout.p)
-    return len(layers)
-
-
 def compile_flex_attention_once() -> bool:
     """One compiled flex attention for training and evaluation alike; whether it applies.
 
@@ -256,8 +209,7 @@ class LoraTrainer:
             compile_flex_attention_once()
         torch.manual_seed(train.seed)  # the adapter's initial weights: identical on every process
         peft_model = get_peft_model(model, lora_config(lora))
-        if self.accelerator.mixed_precision in ("bf16", "fp16"):  # autocast on: see skip_lora_input_casts
-            skip_lora_input_casts(peft_model)
+        prepare_lora_layers(peft_model, autocast=self.accelerator.mixed_precision in ("bf16", "fp16"))
         if train.gradient_checkpointing:
             peft_model.get_base_model().gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
