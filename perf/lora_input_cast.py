@@ -8,7 +8,7 @@ checkpointing, the preset's LoRA targets and dropout) on a random-initialised mo
 model's architecture cut to ``--layers`` layers, twice in the same run: PEFT's own LoRA forward
 (each input cast to the fp32 adapter, torch's dropout of that copy) and the trainer's (input in
 bf16, :class:`thinktune.training.lora_dropout.LoraDropout`, its masks drawn as torch's dropout draws them
-here, so both sides drop the same elements; ``perf.lora_dropout`` times the masks). Printed for each: bytes written by all
+here, so both sides drop the same elements; ``perf.training_step`` times the masks). Printed for each: bytes written by all
 ops (a ``TorchDispatchMode`` sums every op's output size: the memory traffic a GPU pays in
 writes, reads are about as many), bytes of bf16 -> fp32 copies, the step's median seconds over
 ``--repeats`` (timed without the counting mode, the two sides' steps interleaved), CUDA peak memory on a GPU; and whether the loss

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from thinktune.data.chat import training_messages
+from thinktune.training import packed_attention
 from thinktune.training.batching import flatten
 from thinktune.training.data import IGNORE, tokenize_chat
 from thinktune.training.loss import CausalLMLoss, chunked_linear_cross_entropy
@@ -36,6 +37,8 @@ def chats(tiny_model_dir):
 def load(tiny_model_dir, attention):
     from transformers import AutoModelForCausalLM
 
+    if attention == packed_attention.NAME:
+        packed_attention.register()
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention)
 
@@ -85,8 +88,10 @@ def padded_per_chat(model, chats, pad_id):
     return losses, gradients
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", packed_attention.NAME])
 def test_flattened_batch_gives_the_padded_losses_and_gradients(tiny_model_dir, chats, attention):
+    """Each attention the flattened row may run (CPU training runs ``sdpa_per_sequence``) against
+    the padded batch, which even ``sdpa_per_sequence`` runs through transformers' own SDPA and mask."""
     model = load(tiny_model_dir, attention)
     flat_losses, flat_grads = flattened_per_chat(model, chats)
     pad_losses, pad_grads = padded_per_chat(model, chats, pad_id=0)
@@ -127,3 +132,47 @@ def test_an_empty_micro_batch_has_zero_loss_and_reaches_every_adapter_weight(tin
     loss.backward()
     assert loss.item() == 0 and int(count) == 0
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_sequence_starts_of_a_packed_row():
+    from thinktune.training.packed_attention import sequence_starts
+
+    row = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
+    assert sequence_starts(row).tolist() == [0, 3, 5, 9]
+    assert sequence_starts(torch.arange(4)[None]).tolist() == [0, 4]
+
+
+def test_cpu_training_attends_chat_by_chat(tiny_model_dir):
+    """The trainer switches SDPA to the per-chat version, and its loss module tells it where chats start."""
+    from transformers import AutoModelForCausalLM
+
+    from thinktune.config.params import LoraParams, TrainParams
+    from thinktune.training.session import LoraTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    train = TrainParams(epochs=1, learning_rate=1e-3, lr_scheduler="constant", warmup_ratio=0.0, weight_decay=0.0,
+                        effective_batch_size=2, gradient_checkpointing=False, precision="fp32", seeds=[0],
+                        save_steps=10, logging_steps=1)
+    trainer = LoraTrainer(model, LoraParams(r=2, alpha=4, dropout=0.0, target_modules=["q_proj"]), train, 1)
+    assert model.config._attn_implementation == packed_attention.NAME
+    seen = []
+    real = packed_attention.sdpa_per_sequence
+
+    def spy(*args, cu_seq_lens_q=None, **kwargs):
+        seen.append(None if cu_seq_lens_q is None else cu_seq_lens_q.tolist())
+        return real(*args, cu_seq_lens_q=cu_seq_lens_q, **kwargs)
+
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(packed_attention.NAME, spy)
+    try:
+        trainer.model(**flatten([_chat(5), _chat(3)]))
+    finally:
+        packed_attention.register()
+    assert seen and all(s == [0, 5, 8] for s in seen), seen
+
+
+def _chat(n: int):
+    from thinktune.training.data import TokenizedChat
+
+    return TokenizedChat(input_ids=list(range(1, n + 1)), labels=[IGNORE] + list(range(2, n + 1)))

@@ -13,7 +13,7 @@ arithmetic:
   ``1 - p``; torch's own draw compares a 24-bit uniform), independently. The generator is
   seeded by one draw from torch's CPU generator, so ``torch.manual_seed``, a resumed run's
   restored RNG state and the checkpoint's recompute (which replays torch's RNG state) all give
-  the same masks. ``python -m perf.lora_dropout`` times both draws. On a GPU torch's own
+  the same masks. ``python -m perf.training_step`` times both draws. On a GPU torch's own
   draw is already fast and is kept.
 - **The fp32 copy.** Under mixed-precision autocast (which training always runs bf16/fp16
   in) PEFT casts each input to the fp32 adapter and drops out that copy: an fp32 copy of the

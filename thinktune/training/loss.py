@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from thinktune.training.data import IGNORE
+from thinktune.training.packed_attention import attends_per_sequence, sequence_starts
 
 LossImpl = Literal["auto", "liger", "chunked"]
 
@@ -108,8 +109,11 @@ class CausalLMLoss(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         causal_lm = self._causal_lm
+        packed = {}
+        if attention_mask is None and input_ids.shape[0] == 1 and attends_per_sequence(causal_lm):
+            packed["cu_seq_lens_q"] = sequence_starts(position_ids)  # where each chat of the row starts
         hidden = causal_lm.get_decoder()(input_ids=input_ids, position_ids=position_ids,
-                                         attention_mask=attention_mask, use_cache=False).last_hidden_state
+                                         attention_mask=attention_mask, use_cache=False, **packed).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1])
         targets = targets.reshape(-1).to(hidden.device)
         keep = targets != IGNORE

@@ -28,6 +28,7 @@ import torch
 
 from thinktune.config.params import LoraParams, TrainParams
 from thinktune.models.hardware import resolve_precision
+from thinktune.training import packed_attention
 from thinktune.training.lora_dropout import prepare_lora_layers
 from thinktune.training.batching import flatten, plan_step
 from thinktune.training.data import TokenizedChat
@@ -207,6 +208,8 @@ class LoraTrainer:
 
         if getattr(model.config, "_attn_implementation", None) == "flex_attention":
             compile_flex_attention_once()
+        if getattr(model.config, "_attn_implementation", None) == "sdpa":  # the same SDPA, chat by chat
+            model.set_attn_implementation(packed_attention.register())
         torch.manual_seed(train.seed)  # the adapter's initial weights: identical on every process
         peft_model = get_peft_model(model, lora_config(lora))
         prepare_lora_layers(peft_model, autocast=self.accelerator.mixed_precision in ("bf16", "fp16"))

@@ -1,16 +1,19 @@
-"""What drawing the LoRA dropout masks with ``keep_mask`` saves in a CPU training step.
+"""What the CPU training step's dropout masks and per-chat attention save, each against what it replaced.
 
-    python -m perf.lora_dropout                       # the 0.5B's layer shapes, 4 layers, 1,024 tokens, bf16
-    python -m perf.lora_dropout --precision fp32
+    python -m perf.training_step                       # the 0.5B's layer shapes, 4 layers, bf16
+    python -m perf.training_step --precision fp32 --layers 24
 
-Two figures, each measured both ways in the same run (torch's ``bernoulli_``, which PEFT's and
-torch's dropout use, against :func:`thinktune.training.lora_dropout.keep_mask`, numpy's PCG64):
+Measured in the same run:
 
-- one mask for each LoRA input width of a ``--tokens`` micro-batch (the hidden size: q, k, v, o,
-  gate, up; the MLP's: down), drawn and applied as :class:`LoraDropout` applies it (median ms);
+- one dropout mask for each LoRA input width of a ``--tokens`` micro-batch (the hidden size: q,
+  k, v, o, gate, up; the MLP's: down), drawn and applied as :class:`LoraDropout` applies it: with
+  torch's ``bernoulli_`` (what PEFT's and torch's dropout use) and with
+  :func:`thinktune.training.lora_dropout.keep_mask` (median ms);
 - one forward and backward of :class:`thinktune.training.LoraTrainer` (activation checkpointing,
   the preset's LoRA and dropout) on a random-initialised model of the architecture cut to
-  ``--layers`` layers, the two sides' steps interleaved (median s).
+  ``--layers`` layers, over one packed row of ``--chats`` chats, three ways, their steps
+  interleaved: torch's masks and one SDPA over the row's block-diagonal mask (before), then
+  ``keep_mask``, then also SDPA chat by chat (``thinktune.training.packed_attention``, now).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from unittest import mock
 
 from perf._gpu_study import preset_params, synthetic_chats
 from perf.lora_input_cast import build
+from thinktune.training import packed_attention
 
 
 def torch_keep_mask(like, keep):
@@ -53,46 +58,56 @@ def mask_times(hidden: int, intermediate: int, tokens: int, dtype, p: float) -> 
               f"({old / new:.1f}x faster)")
 
 
-def step_times(args, dtype_name: str) -> None:
+VARIANTS = (("torch masks, one masked SDPA", True, "sdpa"), ("keep_mask, one masked SDPA", False, "sdpa"),
+            ("keep_mask, SDPA chat by chat", False, packed_attention.NAME))
 
+
+def step_times(args) -> None:
     from thinktune.training import lora_dropout
     from thinktune.training.batching import flatten
     from thinktune.training.session import LoraTrainer
 
     params = preset_params(args.preset)
     model = build(args.model, args.layers, "cpu")
-    if dtype_name == "fp32":
+    if args.precision == "fp32":
         model = model.float()
-    train = params.train.model_copy(update={"precision": dtype_name, "gradient_checkpointing": True})
+    train = params.train.model_copy(update={"precision": args.precision, "gradient_checkpointing": True})
     trainer = LoraTrainer(model, params.lora, train, total_steps=1)
-    chats = synthetic_chats(1, args.tokens, args.tokens, 0.7, model.config.vocab_size, "dropout")
+    low, high = args.chat_tokens
+    chats = synthetic_chats(args.chats, low, high, 0.5, model.config.vocab_size, "training-step")
     batch = flatten(chats)
 
-    def step():
-        loss, _ = trainer.model(**batch)
-        loss.backward()
-        trainer.optimizer.zero_grad(set_to_none=True)
-
-    seconds = {"torch bernoulli_": [], "keep_mask": []}
-    step()  # warm-up
-    for _ in range(args.repeats):
-        with mock.patch.object(lora_dropout, "keep_mask", torch_keep_mask):
+    def step(torch_masks: bool, attention: str) -> float:
+        model.set_attn_implementation(attention)
+        with mock.patch.object(lora_dropout, "keep_mask", torch_keep_mask) if torch_masks else nullcontext():
             start = time.perf_counter()
-            step()
-            seconds["torch bernoulli_"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        step()
-        seconds["keep_mask"].append(time.perf_counter() - start)
-    old, new = (statistics.median(v) for v in seconds.values())
-    print(f"  training step (forward + backward, checkpointed), {args.layers} layers, {args.tokens} tokens: "
-          f"torch bernoulli_ {old:.3f} s, keep_mask {new:.3f} s ({new / old:.2f}x the time)")
+            loss, _ = trainer.model(**batch)
+            loss.backward()
+            seconds = time.perf_counter() - start
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return seconds
+
+    step(False, packed_attention.NAME)  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name, *_ in VARIANTS}
+    for round_ in range(args.repeats):
+        for name, torch_masks, attention in VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]:
+            seconds[name].append(step(torch_masks, attention))
+    print(f"  one forward + backward (checkpointed), {args.layers} layers, {len(chats)} chats, "
+          f"{batch['input_ids'].shape[1]} tokens in one packed row, median of {args.repeats}:")
+    first = statistics.median(seconds[VARIANTS[0][0]])
+    for name, *_ in VARIANTS:
+        median = statistics.median(seconds[name])
+        print(f"    {name:30s} {median:6.3f} s  ({median / first:.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="Qwen/Qwen2.5-Coder-0.5B")
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--tokens", type=int, default=1024)
+    p.add_argument("--tokens", type=int, default=1024, help="tokens of the masks timed alone")
+    p.add_argument("--chats", type=int, default=3, help="chats packed in the step's row")
+    p.add_argument("--chat-tokens", type=int, nargs=2, default=(250, 400), metavar=("LOW", "HIGH"),
+                   help="each chat's length, uniform in [LOW, HIGH] (the sample chats: 150 to 360)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--preset", default="cpu", help="LoRA and train params from this preset (default cpu)")
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = ARCHITECTURES[args.model]
     print(f"{args.model} shapes, lora.dropout {dropout}, {args.precision}, torch threads {torch.get_num_threads()}:")
     mask_times(shape["hidden_size"], shape["intermediate_size"], args.tokens, dtype, dropout)
-    step_times(args, args.precision)
+    step_times(args)
     return 0
 
 
