@@ -1,13 +1,16 @@
-"""bf16 linear layers with oneDNN-packed weights (``thinktune.models.packed_linear``) against torch's
-``F.linear``, in the same run: each distinct layer shape of the base model at decode and prefill
-row counts, then the decode engine's greedy decode of the sample prompts both ways.
+"""Linear layers run by oneDNN (``thinktune.models.packed_linear``: bf16 on packed weights, fp32 on
+the weights as stored) against torch's ``F.linear``, in the same run: each distinct layer shape
+of the base model at decode and prefill row counts, then the decode engine's greedy decode of the
+sample prompts both ways.
 
     python -m perf.packed_linear                      # models/base in bf16, 12 prompts, 64 new tokens
+    python -m perf.packed_linear --precision fp32
     python -m perf.packed_linear --max-new-tokens 128 --repeat 3
 
-Per shape it prints the milliseconds of each (best of three rounds) and whether the outputs are
-bit-identical; the decode part prints ms per decode step, prefill seconds and whether the
-answers are identical, alternating the order each round, with the machine's load average.
+Per shape it prints the milliseconds of each (best of three rounds) and how far apart the
+outputs are (bf16: identical or not; fp32: the largest difference as a share of the largest
+output); the decode part prints ms per decode step, prefill seconds and whether the answers are
+identical, alternating the order each round, with the machine's load average.
 """
 
 from __future__ import annotations
@@ -40,26 +43,29 @@ def best_ms(fn, calls: int) -> float:
 def layer_table(model, rows: list[int]) -> None:
     import torch
 
-    print("per layer shape (ms, F.linear -> packed; identical outputs):")
+    print("per layer shape (ms, F.linear -> oneDNN; how far apart):")
     shapes = {}
     for layer in packed_linear.packable_layers(model):
         shapes.setdefault((layer.out_features, layer.in_features, layer.bias is not None), layer)
     with torch.inference_mode():
         for (out_f, in_f, bias), layer in shapes.items():
-            packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows[0])
+            bf16 = layer.weight.dtype == torch.bfloat16
+            packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows[0]) if bf16 else layer.weight
             cells = []
             for n in rows:
                 x = torch.randn(n, in_f).to(layer.weight.dtype)
                 plain = best_ms(lambda x=x: torch.nn.functional.linear(x, layer.weight, layer.bias), 20 if n < 100 else 3)
                 fast = best_ms(lambda x=x: packed_linear._packed_forward(packed, layer.bias, x), 20 if n < 100 else 3)
-                same = torch.equal(packed_linear._packed_forward(packed, layer.bias, x),
-                                   torch.nn.functional.linear(x, layer.weight, layer.bias))
-                cells.append(f"{n} rows {plain:.2f} -> {fast:.2f}{'' if same else ' DIFFERENT'}")
+                ours = packed_linear._packed_forward(packed, layer.bias, x)
+                want = torch.nn.functional.linear(x, layer.weight, layer.bias)
+                apart = ("" if torch.equal(ours, want) else " DIFFERENT") if bf16 else \
+                    f" ({float((ours - want).abs().max() / want.abs().max()):.1e} apart)"
+                cells.append(f"{n} rows {plain:.2f} -> {fast:.2f}{apart}")
             print(f"  {out_f} x {in_f}{' +bias' if bias else ''}: " + "; ".join(cells))
 
 
 def decode_both(model, prompts, settings: DecodingSettings, repeat: int) -> None:
-    runs: dict[str, list] = {"F.linear": [], "packed": []}
+    runs: dict[str, list] = {"F.linear": [], "oneDNN": []}
     for round_ in range(repeat):
         for name in (list(runs) if round_ % 2 == 0 else list(runs)[::-1]):
             off = mock.patch.object(packed_linear, "packable_layers", return_value=[]) if name == "F.linear" else None
@@ -75,9 +81,9 @@ def decode_both(model, prompts, settings: DecodingSettings, repeat: int) -> None
         per_step = [1000 * r.stats.decode_s / r.stats.decode_steps for r in done]
         print(f"  {name:<9} {min(per_step):6.1f} ms per step best of {repeat} "
               f"({', '.join(f'{t:.1f}' for t in per_step)}); prefill {min(r.stats.prefill_s for r in done):.2f} s; "
-              f"packed layers {done[0].stats.packed_linears}")
+              f"layers on oneDNN {done[0].stats.packed_linears}")
     same = [a[0].token_ids == b[0].token_ids for a, b in zip(runs["F.linear"][0].completions,
-                                                              runs["packed"][0].completions, strict=True)]
+                                                              runs["oneDNN"][0].completions, strict=True)]
     print(f"  answers identical: {sum(same)}/{len(same)}")
 
 
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     print(describe_environment(precision))
     host = ModelHost(args.base_model, precision)
     if not packed_linear.packable_layers(host.model):
-        raise SystemExit("nothing to pack: packing applies to bf16 models on a CPU whose oneDNN has bf16 kernels")
+        raise SystemExit("no layer to run on oneDNN: fp32 models on a CPU, or bf16 ones where oneDNN has bf16 kernels")
     prompts = chat_prompt_ids(host.tokenizer, chats)
     with host.adapted(None) as model:
         layer_table(model, [12, 24, 2000])

@@ -1,8 +1,11 @@
-"""bf16 linear layers on weights packed once for oneDNN (``thinktune.models.packed_linear``): the same
-bits as ``F.linear``, the same answers from the decode engine, and the layers restored after.
+"""Linear layers run by oneDNN while decoding (``thinktune.models.packed_linear``): bf16 on weights
+packed once, the same bits as ``F.linear``; fp32 on the weights as stored, within fp32 rounding of
+``F.linear`` (another summation order: measured at most 1.7e-6 of the largest output on the 0.5B's
+layers, natively and with AVX-512 hidden, so ``TOLERANCE`` = 1e-5 leaves 5x); the same answers from
+the decode engine, and the layers restored after.
 
-Packing needs oneDNN's bf16 kernels (AVX512-BF16, or AVX-512 BW/VL/DQ, or AVX-NE-CONVERT); on a CPU
-without them nothing is packed, and these tests check that instead."""
+bf16 packing needs oneDNN's bf16 kernels (AVX512-BF16, or AVX-512 BW/VL/DQ, or AVX-NE-CONVERT); on
+a CPU without them no bf16 layer is packed, and these tests check that instead."""
 
 from __future__ import annotations
 
@@ -62,12 +65,46 @@ def test_packed_layers_compute_what_f_linear_computes(tiny_model_dir):
     assert not any("forward" in layer.__dict__ for layer in layers)  # the class's forward again
 
 
-def test_engine_answers_the_same_with_packed_layers(tiny_model_dir, adapters_for_packing):
-    """The decode engine packs a bf16 model's layers for its run (recorded in its stats): greedy
-    answers of the base and of two adapters in one batch equal those with packing turned off."""
+def test_fp32_layers_run_on_onednn_within_fp32_rounding_of_f_linear(tiny_model_dir):
+    """Every fp32 layer of the tiny model, unpacked (no second copy of the weights), at decode and
+    prefill row counts and with 3-d inputs: within ``TOLERANCE`` of the largest entry of torch's own
+    F.linear (the reference); a product off by a whole term would be of order one."""
+    import torch
+
+    model = ModelHost(tiny_model_dir, "fp32").model
+    layers = packed_linear.packable_layers(model)
+    assert len(layers) >= 7 and all(layer.weight.dtype == torch.float32 for layer in layers)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in layers:
+            if layer.bias is not None:
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
+    inputs = {layer: [torch.randn(*shape, layer.in_features, generator=generator)
+                      for shape in ((1,), (4,), (24,), (3, 1), (2, 37))] for layer in layers}
+    with torch.inference_mode():
+        expected = {layer: [torch.nn.functional.linear(x, layer.weight, layer.bias) for x in xs]
+                    for layer, xs in inputs.items()}
+        weights = [layer.weight.data_ptr() for layer in layers]
+        with packed_linear.packed_linears(model, rows=4) as packed:
+            assert packed == len(layers)
+            assert [layer.weight.data_ptr() for layer in layers] == weights  # run on the weights as stored
+            for layer, xs in inputs.items():
+                assert "forward" in layer.__dict__
+                for x, want in zip(xs, expected[layer], strict=True):
+                    got = layer(x)
+                    assert (got - want).abs().max() <= packed_linear.TOLERANCE * want.abs().max(), (layer, x.shape)
+    assert not any("forward" in layer.__dict__ for layer in layers)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_engine_answers_the_same_with_packed_layers(tiny_model_dir, adapters_for_packing, precision):
+    """The decode engine runs a model's layers on oneDNN for its run (recorded in its stats):
+    greedy answers of the base and of two adapters in one batch equal those with it turned off
+    (fp32: oneDNN's sums are within rounding of MKL's, and no answer of the tiny model sits on a
+    tie that rounding could flip)."""
     from unittest import mock
 
-    host = ModelHost(tiny_model_dir, "bf16")
+    host = ModelHost(tiny_model_dir, precision)
     settings = DecodingSettings(max_new_tokens=12, batch_size=8)
 
     def answers(model, adapters):
@@ -80,7 +117,8 @@ def test_engine_answers_the_same_with_packed_layers(tiny_model_dir, adapters_for
             with mock.patch.object(packed_linear, "packable_layers", return_value=[]):
                 plain, plain_stats = answers(model, adapters)
         assert plain_stats.packed_linears == 0
-        assert stats.packed_linears == (len(packed_linear.packable_layers(host.model)) if bf16_packing_supported() else 0)
+        runs_on_onednn = precision == "fp32" or bf16_packing_supported()
+        assert stats.packed_linears == (len(packed_linear.packable_layers(host.model)) if runs_on_onednn else 0)
         assert packed == plain
 
 
@@ -102,6 +140,23 @@ def test_a_packed_layer_that_differs_is_not_used(tiny_model_dir, monkeypatch):
         with packed_linear.packed_linears(model, rows=4):
             raise RuntimeError("inside")
     assert not any("forward" in layer.__dict__ for layer in layers)
+
+
+def test_an_fp32_layer_beyond_rounding_is_not_used(tiny_model_dir, monkeypatch):
+    """fp32: an output one step of float rounding away is accepted; one 1e-3 of the largest entry
+    away (a hundred times ``TOLERANCE``) is not, and then no layer runs on oneDNN."""
+    import torch
+
+    model = ModelHost(tiny_model_dir, "fp32").model
+    real = packed_linear._packed_forward
+    monkeypatch.setattr(packed_linear, "_packed_forward",
+                        lambda weight, bias, x: torch.nextafter(real(weight, bias, x), torch.tensor(1e9)))
+    with packed_linear.packed_linears(model, rows=4) as packed:
+        assert packed == len(packed_linear.packable_layers(model))
+    monkeypatch.setattr(packed_linear, "_packed_forward",
+                        lambda weight, bias, x: (out := real(weight, bias, x)) + 1e-3 * out.abs().max())
+    with packed_linear.packed_linears(model, rows=4) as packed:
+        assert packed == 0
 
 
 @pytest.fixture(scope="module")
