@@ -224,3 +224,17 @@ def test_readers_are_shared_per_file_and_the_reader_given_back(tmp_path, monkeyp
         assert gguf.GGUFReader is not original
         raise RuntimeError("inside the block")
     assert gguf.GGUFReader is original
+
+
+def test_the_parse_reads_a_plain_view_and_leaves_numpy_alone(tmp_path):
+    """The shared reader parses through a plain ndarray view of the file's mapping (no memmap
+    slices), and only gguf's own name for numpy is swapped, only while it parses."""
+    import numpy
+
+    path = metadata_only_gguf(tmp_path / "a.gguf", "a")
+    memmap = numpy.memmap
+    with modelsource._gguf_parsed_once():
+        reader = gguf.GGUFReader(path)
+        assert numpy.memmap is memmap and gguf.gguf_reader.np is numpy
+    assert type(reader.data) is numpy.ndarray and isinstance(reader.data.base, numpy.memmap)
+    assert type(gguf.GGUFReader(path).data) is numpy.memmap  # outside the block: gguf as it comes

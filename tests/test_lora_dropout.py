@@ -51,6 +51,19 @@ def test_masks_follow_torch_seed():
     assert not torch.equal(a, b)
 
 
+def test_processes_seeded_alike_draw_masks_of_their_own(monkeypatch):
+    """Data-parallel processes all run ``torch.manual_seed(train.seed)``: the rank keeps their masks apart."""
+    from thinktune.training import lora_dropout
+
+    like = torch.empty(4096)
+    masks = []
+    for rank in (0, 1):
+        monkeypatch.setattr(lora_dropout, "process_rank", lambda rank=rank: rank)
+        torch.manual_seed(11)
+        masks.append(keep_mask(like, 0.5))
+    assert not torch.equal(*masks)
+
+
 def test_keep_probability_one_keeps_everything():
     assert torch.equal(keep_mask(torch.empty(64), 1.0), torch.ones(64))
 

@@ -176,3 +176,14 @@ def _chat(n: int):
     from thinktune.training.data import TokenizedChat
 
     return TokenizedChat(input_ids=list(range(1, n + 1)), labels=[IGNORE] + list(range(2, n + 1)))
+
+
+def test_chat_by_chat_sdpa_only_where_it_is_the_same_attention(tiny_model_dir):
+    """On a CPU with SDPA and full attention in every layer; not on a GPU (a host sync per layer),
+    not with another attention, not where a sliding window lived in the mask."""
+    model = load(tiny_model_dir, "sdpa")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert packed_attention.applies(model, cpu) and not packed_attention.applies(model, gpu)
+    assert not packed_attention.applies(load(tiny_model_dir, "eager"), cpu)
+    model.config.use_sliding_window = True
+    assert not packed_attention.applies(model, cpu)

@@ -13,8 +13,8 @@ gate|up's weight, 29 against 15 ms for the LM head; 2-core AMD EPYC with AVX512-
 (about 1 GB for the 0.5B) for as long as the block lasts.
 
 torch's CPU ``F.linear`` in fp32 goes to MKL's sgemm, which at a decode step's few rows is far
-from the memory bandwidth the product needs: the 0.5B's LM head took 100 ms at 12 rows where
-oneDNN's linear on the same plain fp32 weight took 38 (gate|up's weight 2.5 against 1.2 ms; the
+from the memory bandwidth the product needs: the 0.5B's LM head took 92 ms at 12 rows where
+oneDNN's linear on the same plain fp32 weight took 36 (gate|up's weight 1.7 against 1.0 ms; the
 same machine, ``python -m perf.packed_linear --precision fp32``). fp32 weights are not packed:
 a second copy of the 0.5B's 2 GB would take the fp32 evaluation past its 4 GiB. oneDNN sums
 in another order than MKL, so fp32 outputs are not MKL's bits but within fp32 rounding of them

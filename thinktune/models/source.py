@@ -108,6 +108,22 @@ def fetch_gguf(gguf: GgufSource) -> Path:
     return gguf_path
 
 
+class _PlainMemmapNumpy:
+    """numpy as the GGUF reader sees it while parsing: ``memmap`` gives a plain ndarray view of the
+    mapping (see ``_gguf_parsed_once``), everything else is numpy's own."""
+
+    def __getattr__(self, name):
+        import numpy
+
+        return getattr(numpy, name)
+
+    @staticmethod
+    def memmap(*args, **kwargs):
+        import numpy
+
+        return numpy.memmap(*args, **kwargs).view(numpy.ndarray)
+
+
 @contextmanager
 def _gguf_parsed_once():
     """transformers reads the GGUF file through ``gguf.GGUFReader`` three times (the config, the
@@ -124,17 +140,13 @@ def _gguf_parsed_once():
     (its base is the memmap); the parse took 2.0-2.8 s instead of 7.3-8.2 s on that machine,
     every tensor's bytes equal, and dequantize-and-save 22 s (the saved model byte-identical)."""
     import gguf
-    import numpy as np
 
-    original, readers, np_memmap = gguf.GGUFReader, {}, np.memmap
-
-    def plain_memmap(*args, **kwargs):
-        return np_memmap(*args, **kwargs).view(np.ndarray)
+    original, readers = gguf.GGUFReader, {}
 
     def shared_reader(path, mode="r"):
         key = (str(Path(path).resolve()), mode)
         if key not in readers:
-            with mock.patch.object(gguf.gguf_reader.np, "memmap", plain_memmap):  # only while it parses
+            with mock.patch.object(gguf.gguf_reader, "np", _PlainMemmapNumpy()):  # gguf's own name only
                 readers[key] = original(path, mode)
         return readers[key]
 

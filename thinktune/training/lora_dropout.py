@@ -51,11 +51,17 @@ def keep_mask(like: torch.Tensor, keep_probability: float) -> torch.Tensor:
         return torch.ones_like(like)
     n = like.numel()
     seed = int(torch.randint(0, 2 ** 62, (1,)))  # torch's CPU generator: seeds, resumes and recomputes replay it
-    bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
+    bits = np.random.PCG64([seed, process_rank()]).random_raw((n + 1) // 2).view(np.uint32)[:n]
     unsigned, one = _ONE_BITS[like.dtype]
     keep = (bits < np.uint32(threshold)).view(np.uint8).astype(unsigned)
     keep *= unsigned(one)
     return torch.from_numpy(keep).view(like.dtype).view(like.shape)
+
+
+def process_rank() -> int:
+    """This process's rank among data-parallel processes (0 when it is the only one)."""
+    distributed = torch.distributed
+    return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0
 
 
 class LoraDropout(torch.nn.Module):

@@ -8,7 +8,8 @@ out SDPA's grouped-query mode. On a CPU, where SDPA is what training runs, atten
 17% of a bf16 step of the 0.5B with about three chats per 1,024-token micro-batch
 (``torch.profiler``), most of it spent on pairs the mask then discards.
 
-``sdpa_per_sequence`` runs transformers' own SDPA attention once per chat, causal, with no mask:
+``sdpa_per_sequence`` runs transformers' own SDPA attention once per chat, causal, with no mask
+(training on a CPU, models whose layers all attend fully: ``applies``):
 the same attention (each query attends to its chat's earlier tokens), a fraction of the work.
 It is registered with transformers' attention interface (and SDPA's mask function, used
 whenever a forward does not say where its chats start), and
@@ -62,6 +63,17 @@ def register() -> str:
     AttentionInterface.register(NAME, sdpa_per_sequence)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
+
+
+def applies(model, device) -> bool:
+    """Whether a model training on ``device`` attends chat by chat: SDPA on a CPU, every layer full
+    attention (a sliding window lived in the mask). On a GPU, where SDPA is the last fallback, the
+    chat boundaries would cost a host sync in every layer; flex attention and FlashAttention 2
+    already attend chat by chat there."""
+    config = model.config
+    full = all(t == "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
+    return (device.type == "cpu" and getattr(config, "_attn_implementation", None) == "sdpa" and full
+            and not getattr(config, "use_sliding_window", False))
 
 
 def attends_per_sequence(model) -> bool:

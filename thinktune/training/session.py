@@ -208,7 +208,7 @@ class LoraTrainer:
 
         if getattr(model.config, "_attn_implementation", None) == "flex_attention":
             compile_flex_attention_once()
-        if getattr(model.config, "_attn_implementation", None) == "sdpa":  # the same SDPA, chat by chat
+        if packed_attention.applies(model, self.accelerator.device):  # the same SDPA, chat by chat
             model.set_attn_implementation(packed_attention.register())
         torch.manual_seed(train.seed)  # the adapter's initial weights: identical on every process
         peft_model = get_peft_model(model, lora_config(lora))
