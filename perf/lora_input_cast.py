@@ -108,11 +108,10 @@ def timed(step, device: str) -> tuple[float, int | None, tuple]:
 
 def measure(args) -> tuple[dict, dict]:
     """Both forwards, their steps interleaved so that a change of the machine's load hits both alike."""
-    import torch
 
     from thinktune.training import lora_dropout
 
-    with mock.patch.object(lora_dropout, "keep_mask", lambda like, keep: torch.empty_like(like).bernoulli_(keep)):
+    with mock.patch.object(lora_dropout, "keep_mask", lora_dropout.torch_keep_mask):
         return _measure(args)
 
 

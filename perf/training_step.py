@@ -27,11 +27,7 @@ from unittest import mock
 
 from perf._gpu_study import preset_params, synthetic_chats
 from perf.lora_input_cast import build
-from thinktune.training import packed_attention
-
-
-def torch_keep_mask(like, keep):
-    return like.new_empty(like.shape).bernoulli_(keep)
+from thinktune.training import lora_dropout, packed_attention
 
 
 def median_ms(fn, repeats: int = 20) -> float:
@@ -47,12 +43,12 @@ def median_ms(fn, repeats: int = 20) -> float:
 def mask_times(hidden: int, intermediate: int, tokens: int, dtype, p: float) -> None:
     import torch
 
-    from thinktune.training.lora_dropout import keep_mask
+    keep_mask = lora_dropout.keep_mask
 
     scale = float(torch.ones(1).div_(1 - p))
     for width in (hidden, intermediate):
         x = torch.randn(1, tokens, width, dtype=dtype)
-        old = median_ms(lambda: x * torch_keep_mask(x, 1 - p) * scale)
+        old = median_ms(lambda: x * lora_dropout.torch_keep_mask(x, 1 - p) * scale)
         new = median_ms(lambda: x * keep_mask(x, 1 - p) * scale)
         print(f"  mask and apply, {tokens} x {width}: torch bernoulli_ {old:6.2f} ms, keep_mask {new:6.2f} ms "
               f"({old / new:.1f}x faster)")
@@ -63,7 +59,6 @@ VARIANTS = (("torch masks, one masked SDPA", True, "sdpa"), ("keep_mask, one mas
 
 
 def step_times(args) -> None:
-    from thinktune.training import lora_dropout
     from thinktune.training.batching import flatten
     from thinktune.training.session import LoraTrainer
 
@@ -79,7 +74,7 @@ def step_times(args) -> None:
 
     def step(torch_masks: bool, attention: str) -> float:
         model.set_attn_implementation(attention)
-        with mock.patch.object(lora_dropout, "keep_mask", torch_keep_mask) if torch_masks else nullcontext():
+        with mock.patch.object(lora_dropout, "keep_mask", lora_dropout.torch_keep_mask) if torch_masks else nullcontext():
             start = time.perf_counter()
             loss, _ = trainer.model(**batch)
             loss.backward()

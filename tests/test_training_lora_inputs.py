@@ -67,7 +67,7 @@ def torch_masks(monkeypatch):
     """LoraDropout draws its masks as torch's dropout does, so both sides drop the same elements."""
     from thinktune.training import lora_dropout
 
-    monkeypatch.setattr(lora_dropout, "keep_mask", lambda like, keep: torch.empty_like(like).bernoulli_(keep))
+    monkeypatch.setattr(lora_dropout, "keep_mask", lora_dropout.torch_keep_mask)
 
 
 def loss_and_grads(trainer, batch):

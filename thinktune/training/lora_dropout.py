@@ -41,11 +41,16 @@ _ONE_BITS = {torch.bfloat16: (np.uint16, 0x3F80), torch.float16: (np.uint16, 0x3
              torch.float32: (np.uint32, 0x3F800000)}
 
 
+def torch_keep_mask(like: torch.Tensor, keep_probability: float) -> torch.Tensor:
+    """The same mask drawn by torch's ``bernoulli_``, as PEFT's and torch's dropout draw it."""
+    return torch.empty_like(like).bernoulli_(keep_probability)
+
+
 def keep_mask(like: torch.Tensor, keep_probability: float) -> torch.Tensor:
     """A dropout mask for ``like``: 1 where an element is kept (probability ``keep_probability``),
     else 0, in ``like``'s dtype, shape and device; drawn from torch's generators (see the module)."""
     if like.device.type != "cpu" or like.dtype not in _ONE_BITS:
-        return torch.empty_like(like).bernoulli_(keep_probability)
+        return torch_keep_mask(like, keep_probability)
     threshold = round(keep_probability * 2 ** _BITS)
     if threshold >= 2 ** _BITS:
         return torch.ones_like(like)
