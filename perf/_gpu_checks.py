@@ -357,10 +357,18 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     """Decode-engine logits with the adapter applied unmerged by ModelHost against PEFT's own
     unmerged model, loaded on its own and decoded by the same engine in the same shapes (the same
     rounding on any device: they must agree); negative control: PEFT's bf16 merge of the same
-    adapter, decoded the same way. Reported beside: the engine against PEFT's whole-sequence forward
-    (teacher-forced on the engine's tokens), which differs by bf16 rounding in other shapes."""
+    adapter, decoded the same way. Both on the model's own forward (PEFT's layers rule out the
+    fused step); the engine's fused decode step (``thinktune.generation.fused_step``) is judged
+    against that: the same tokens, logits within ``LOGITS_TOL`` (a GPU's stacked q|k|v and gate|up
+    products may sum in another order; on a CPU they are the same bits). Reported beside: the
+    engine against PEFT's whole-sequence forward (teacher-forced on the engine's tokens), which
+    differs by bf16 rounding in other shapes."""
+    from unittest import mock
+
     import torch
     from peft import PeftModel
+
+    from thinktune.generation import engine as engine_module
 
     config, source = config_for(scale)
     base = build_model(config, "bf16", "sdpa", device, scale.seed).eval()
@@ -373,8 +381,16 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     prompts = synthetic_prompts(scale.prompts, *scale.prompt_tokens, config.vocab_size, scale.seed + 1)
     host = host_for(copy.deepcopy(base), device)
     with host.adapted(adapter_dir) as model:
-        tokens, produced, _ = decode(model, prompts, scale.new_tokens, "eager")
+        fused_tokens, fused_logits, fused_stats = decode(model, prompts, scale.new_tokens, "eager")
+        with mock.patch.object(engine_module, "fusable", return_value="the GPU check's reference"):
+            tokens, produced, _ = decode(model, prompts, scale.new_tokens, "eager")
     del host, model
+    fused_rows = [logits[:len(tokens_) if tokens_ == ref else
+                         next(t for t, (a, b) in enumerate(zip(tokens_, ref, strict=True)) if a != b) + 1]
+                  for tokens_, ref, logits in zip(fused_tokens, tokens, fused_logits, strict=True)]
+    record.update({"fused_step": fused_stats.decode_forward, "fused_tokens_as_unfused": fused_tokens == tokens,
+                   "fused_logits_max_rel_diff": max(_rel(f, u[:len(f)]) for f, u in zip(fused_rows, produced,
+                                                                                          strict=True))})
     reference = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).eval()
     ref_tokens, ref_logits, _ = decode(reference, prompts, scale.new_tokens, "eager")
     merged = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).merge_and_unload().eval()
@@ -405,5 +421,6 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
                                       "other shapes is of a small adapter effect's size)"})
     record["control_separates"] = merge_changed > MERGE_MIN_CHANGED
     record["passed"] = (record["tokens_as_reference"] and engine_changed <= ENGINE_MAX_CHANGED
-                        and record["control_separates"])
+                        and record["control_separates"] and record["fused_step"] == "fused"
+                        and record["fused_tokens_as_unfused"] and record["fused_logits_max_rel_diff"] <= LOGITS_TOL)
     return "passed" if record["passed"] else "FAILED"

@@ -1,5 +1,7 @@
-"""Ops per decode step and decode time of the unmerged-LoRA evaluation path: PEFT's layers (the
-previous path) against the stacked adapters of ``thinktune.models.lora``, in the same run.
+"""Ops per decode step and decode time of the unmerged-LoRA evaluation path: PEFT's layers on
+transformers' forward (the previous path) against the stacked adapters of
+``thinktune.models.lora`` on the fused decode step of ``thinktune.generation.fused_step``, in the
+same run.
 
     python -m perf.decode_ops                          # models/base, 2 random r-16 adapters, 12 sample prompts
     python -m perf.decode_ops --max-new-tokens 32 --skip-timing
@@ -8,16 +10,19 @@ Ops: torch.profiler on the CPU records every aten op a decode step dispatches (o
 is one or more kernel launches), counted with ``F.linear`` as a GPU runs it (the packed bf16
 linear layers of a CPU decode are turned off for the count). The script profiles the same greedy decode for two lengths
 and divides the difference by the extra steps, so the prefill and setup cancel: ops per step
-for the bare base, the base with one adapter through PEFT's layers, the same adapter
-stacked, and two adapters stacked in one batch (each row its own). ``top-level`` counts the
-ops the model's Python code calls; ``all`` adds the ops those run inside (e.g. ``linear``
--> ``t`` + ``addmm``); ``compute`` counts the innermost ops that are not views (``view``,
-``slice``, ``t``, allocations, an eval-mode dropout): on a GPU, about the kernel launches.
+for the bare base (transformers' forward, then the fused step), the base with one adapter through
+PEFT's layers, the same adapter stacked (on transformers' forward, then on the fused step), and
+two adapters stacked in one batch (each row its own). ``top-level`` counts the ops the model's
+Python code calls; ``all`` adds the ops those run inside (e.g. ``linear`` -> ``t`` +
+``addmm``); ``compute`` counts the innermost ops that are neither views (``view``, ``slice``,
+``t``), allocations, an eval-mode dropout, nor a ``to`` that returns its input: on a GPU, about
+the kernel launches.
 
 Timing: the same chats decoded greedily by (a) PEFT's unmerged layers, one checkpoint after
-the other (the previous evaluation), (b) the stacked adapters one checkpoint after the other
-and (c) both checkpoints in one batch (the evaluation now), alternating the order each round,
-with wall and process CPU time and the machine's load average; the answers of (b) and (c)
+the other (the previous evaluation), (b) the stacked adapters one checkpoint after the other,
+(c) both checkpoints in one batch on transformers' forward and (d) on the fused step (the
+evaluation now), alternating the order each round,
+with wall and process CPU time and the machine's load average; the answers of (b), (c) and (d)
 are compared with (a)'s.
 """
 
@@ -32,6 +37,7 @@ from pathlib import Path
 from perf.generation_speed import load_text, random_adapters
 from perf import add_model_arguments, sample_chats
 from thinktune.config.params import load_params
+from thinktune.generation import engine
 from thinktune.generation.chats import chat_prompt_ids, decode_answers, generate_tokens
 from thinktune.generation.settings import DecodingSettings
 from thinktune.models import packed_linear
@@ -59,7 +65,15 @@ NO_KERNEL_OPS = {"aten::dropout", "aten::view", "aten::reshape", "aten::_unsafe_
                  "aten::select", "aten::t", "aten::transpose", "aten::unsqueeze", "aten::squeeze", "aten::expand",
                  "aten::as_strided", "aten::split", "aten::split_with_sizes", "aten::narrow", "aten::permute",
                  "aten::alias", "aten::detach", "aten::lift_fresh", "aten::empty", "aten::empty_strided",
-                 "aten::result_type", "aten::resolve_conj", "aten::resolve_neg", "aten::_reshape_alias", "aten::unbind"}
+                 "aten::result_type", "aten::resolve_conj", "aten::resolve_neg", "aten::_reshape_alias", "aten::unbind",
+                 "aten::empty_like"}
+# Ops that launch nothing when they run no op inside: a cast to the tensor's own dtype returns it.
+NO_KERNEL_IF_EMPTY = {"aten::to", "aten::type_as", "aten::contiguous"}
+
+
+def launches(event) -> bool:
+    """Whether an innermost op is a computation (not a view, allocation or no-op cast)."""
+    return event.name not in NO_KERNEL_OPS and not (event.name in NO_KERNEL_IF_EMPTY and not event.cpu_children)
 
 
 def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
@@ -77,8 +91,8 @@ def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
                             mode="eager", adapters=adapters)
         aten = [e for e in prof.events() if e.name.startswith(OP_NAMESPACES)]
         top = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith(OP_NAMESPACES)]
-        compute = [e for e in aten if e.name not in NO_KERNEL_OPS  # innermost: no compute op inside
-                   and not any(c.name.startswith(OP_NAMESPACES) and c.name not in NO_KERNEL_OPS for c in e.cpu_children)]
+        compute = [e for e in aten if launches(e)  # innermost: no computation inside
+                   and not any(c.name.startswith(OP_NAMESPACES) and launches(c) for c in e.cpu_children)]
         counts.append((len(top), len(aten), len(compute)))
     assert len(prompts) * adapters <= settings.batch_size, "every row in one batch: one step per new token"
     extra = steps[1] - steps[0]
@@ -88,24 +102,32 @@ def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
 def ops_table(host: ModelHost, adapters: list[Path], prompts, settings: DecodingSettings, steps) -> None:
     rows = len(prompts)
     print(f"ops per decode step ({rows} rows per adapter, batch of every row; torch.profiler, CPU):")
+    unfused = mock.patch.object(engine, "fusable", return_value="counting transformers' forward")
+    with host.adapted(None) as model, unfused:
+        base_unfused = count_ops(model, prompts, settings, 1, steps)
     with host.adapted(None) as model:
         base = count_ops(model, prompts, settings, 1, steps)
     with host.adapted(None):  # the stacked adapters off while PEFT's layers run
         wrapped = peft_model(host, adapters[0])
         old = count_ops(host.model, prompts, settings, 1, steps)
         wrapped.unload()
+    with host.adapted(adapters[0]) as model, unfused:
+        stacked_unfused = count_ops(model, prompts, settings, 1, steps)
     with host.adapted(adapters[0]) as model:
         new = count_ops(model, prompts, settings, 1, steps)
     with host.adapted_set(adapters) as model:
         both = count_ops(model, prompts, settings, len(adapters), steps)
     kinds = ("top-level", "all", "compute")
-    for name, counted in (("base model alone", base), ("1 adapter, PEFT layers (before)", old),
-                          ("1 adapter, stacked (after)", new), (f"{len(adapters)} adapters in one batch, stacked", both)):
-        print(f"  {name:<38} " + "  ".join(f"{k} {c:6.0f}" for k, c in zip(kinds, counted, strict=True))
-              + "   LoRA's own: " + "  ".join(f"{c - b:5.0f}" for c, b in zip(counted, base, strict=True)))
+    for name, counted in (("base alone, transformers' forward", base_unfused), ("base alone, fused step", base),
+                          ("1 adapter, PEFT layers (before)", old),
+                          ("1 adapter stacked, transformers' forward", stacked_unfused),
+                          ("1 adapter stacked, fused step (after)", new),
+                          (f"{len(adapters)} adapters in one batch, fused step", both)):
+        print(f"  {name:<42} " + "  ".join(f"{k} {c:6.0f}" for k, c in zip(kinds, counted, strict=True)))
     print("  after/before, whole step: " + ", ".join(f"{k} {n / o:.2f}" for k, n, o in zip(kinds, new, old, strict=True))
-          + "; LoRA's own ops: " + ", ".join(f"{k} {(n - b) / (o - b):.2f}"
-                                              for k, n, o, b in zip(kinds, new, old, base, strict=True)))
+          + "; LoRA's own ops (on transformers' forward, stacked/PEFT): "
+          + ", ".join(f"{k} {(n - b) / (o - b):.2f}" for k, n, o, b in zip(kinds, stacked_unfused, old, base_unfused,
+                                                                               strict=True)))
 
 
 def timed(name: str, run) -> tuple[list, float, float]:
@@ -151,7 +173,12 @@ def time_paths(host: ModelHost, adapters: list[Path], prompts, settings: Decodin
             run = generate_tokens(model, prompts, settings, set(), progress=False, adapters=len(adapters))
         return [decode_answers(tokenizer, run, a) for a in range(len(adapters))], [run.stats]
 
+    def stacked_together_unfused():
+        with mock.patch.object(engine, "fusable", return_value="timing transformers' forward"):
+            return stacked_together()
+
     paths = {"PEFT, one checkpoint at a time": peft_one_by_one, "stacked, one at a time": stacked_one_by_one,
+             "together, transformers' forward": stacked_together_unfused,
              "stacked, checkpoints together": stacked_together}
     together = settings.batch_size if len(prompts) * len(adapters) > settings.batch_size else "all"
     print(f"decode time (torch threads {torch.get_num_threads()}), {len(adapters)} checkpoints x {len(prompts)} prompts, greedy, {settings.max_new_tokens} "

@@ -136,10 +136,12 @@ def test_summary_records_how_each_checkpoint_was_decoded(tmp_path, params):
                                                                 "reasoning_chars": 0, "reasoning_tokens": 0,
                                                                 "hit_token_limit": False, "passed": False}]}]}
     decode = {"checkpoint-2": {"cuda_graphs": False, "graphs_off_reason": "capture failed: X", "tokens_per_s": 3.0,
-                               "new_tokens": 9, "cached": False, "decode_steps": 4}}
+                               "new_tokens": 9, "cached": False, "decode_steps": 4,
+                               "decode_forward": "the model's own: hooks on decoder layers"}}
     write_results(tmp_path / "deep", "deep", records, {"checkpoint-2": 2}, params.eval, ["<|im_end|>"], decode)
     summary = json.loads((tmp_path / "deep" / "summary.json").read_text())
     assert summary["decode_engine"] == {"checkpoint-2": {"cuda_graphs": False, "graphs_off_reason": "capture failed: X",
+                                                         "decode_forward": "the model's own: hooks on decoder layers",
                                                          "tokens_per_s": 3.0, "new_tokens": 9, "cached": False}}
 
 

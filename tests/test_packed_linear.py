@@ -109,16 +109,20 @@ def test_engine_answers_the_same_with_packed_layers(tiny_model_dir, adapters_for
 
     def answers(model, adapters):
         run = generate_tokens(model, prompts(), settings, set(), progress=False, mode="eager", adapters=adapters)
-        return [[c[0].token_ids for c in per] for per in run.by_adapter], run.stats
+        return [[c[0].token_ids for c in per] for per in run.by_adapter], run.stats, run.engine
 
     for context, adapters in ((host.adapted(None), 1), (host.adapted_set(adapters_for_packing), 2)):
         with context as model:
-            packed, stats = answers(model, adapters)
+            packed, stats, engine = answers(model, adapters)
             with mock.patch.object(packed_linear, "packable_layers", return_value=[]):
-                plain, plain_stats = answers(model, adapters)
+                plain, plain_stats, _ = answers(model, adapters)
         assert plain_stats.packed_linears == 0
         runs_on_onednn = precision == "fp32" or bf16_packing_supported()
-        assert stats.packed_linears == (len(packed_linear.packable_layers(host.model)) if runs_on_onednn else 0)
+        # every linear layer the run calls: the model's, with the fused decode step's stacks in
+        # place of q, k, v, gate and up
+        assert stats.decode_forward == "fused"
+        assert len(engine.linear_layers()) < len(list(host.model.modules()))
+        assert stats.packed_linears == (len(packed_linear.packable_layers(engine.linear_layers())) if runs_on_onednn else 0)
         assert packed == plain
 
 

@@ -76,6 +76,7 @@ def test_repro_builds_every_output(project):
     engine = summary["decode_engine"]["base"]  # decoded here, on a CPU: no CUDA graphs, and why
     assert engine["cached"] is False and engine["cuda_graphs"] is False and engine["new_tokens"] > 0
     assert engine["graphs_off_reason"].startswith("not a CUDA device")
+    assert engine["decode_forward"] == "fused"  # the tiny Qwen2 decodes through the fused step
 
     record = json.loads((repo / "results/livecodebench/base/base.jsonl").read_text().splitlines()[0])
     sample = record["samples"][0]

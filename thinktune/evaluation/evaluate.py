@@ -190,8 +190,8 @@ def write_results(out_dir: Path, target: str, records: dict[str, list], steps: d
         "decoding": {**DecodingSettings.from_params(params).describe(), "prompt_style": params.prompt_style,
                      "stop_tokens": stop_tokens},
         "environment": describe_environment(params.precision),
-        "decode_engine": {name: {key: stats.get(key) for key in ("cuda_graphs", "graphs_off_reason", "tokens_per_s",
-                                                                 "new_tokens", "cached")}
+        "decode_engine": {name: {key: stats.get(key) for key in ("cuda_graphs", "graphs_off_reason", "decode_forward",
+                                                                 "tokens_per_s", "new_tokens", "cached")}
                           for name, stats in (decode or {}).items()},
         "checkpoints": {name: summarize(recs, steps[name]) for name, recs in records.items()},
     }

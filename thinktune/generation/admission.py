@@ -55,6 +55,7 @@ class EngineStats:
     max_active: int = 0
     decode_tokens: int = field(default=0)  # tokens produced by decode steps (not by prefills)
     packed_linears: int = 0  # linear layers run on weights packed once for oneDNN (bf16 on CPU)
+    decode_forward: str = ""  # "fused" (``thinktune.generation.fused_step``), or the model's own and why
 
     def as_dict(self) -> dict:
         wall = self.prefill_s + self.decode_s
@@ -74,6 +75,7 @@ class EngineStats:
             "shifts": self.shifts,
             "max_active": self.max_active,
             "packed_linears": self.packed_linears,
+            "decode_forward": self.decode_forward,
         }
 
 

@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 
 from thinktune.generation.admission import EngineStats, Request, Run, place
+from thinktune.generation.fused_step import fusable, fused_step
 from thinktune.generation.sampling import TokenChooser
 from thinktune.generation.slot_cache import slot_cache_class
 from thinktune.logs import get_logger
@@ -154,6 +155,8 @@ class DecodeEngine:
         self.graph_pool = None
         self.weights_at = self._weights_signature()
         self.lora = lora_of(model)
+        self.fused = None  # the fused decode step (``thinktune.generation.fused_step``), chosen per run
+        self.unfused_reason: str | None = None  # why a run's decode steps run the model's own forward
         self._run: Run | None = None  # the run in progress (its slots' requests name their adapters)
 
     # -- the model calls ----------------------------------------------------------------
@@ -162,6 +165,8 @@ class DecodeEngine:
         """One decode step for slots ``0..rows-1`` reading columns ``[0, window)``; logits [rows, vocab]."""
         self.cache.window = window
         mask = self.valid[:rows, None, None, :window]
+        if self.fused is not None:
+            return self.fused(self.input_ids[:rows], self.positions[:rows], mask, self.cache, self.lora)
         out = self.model(input_ids=self.input_ids[:rows], position_ids=self.positions[:rows],
                          attention_mask={t: mask for t in self.layer_types}, cache=self.cache, use_cache=True)
         return out.logits[:, -1, :]
@@ -313,17 +318,19 @@ class DecodeEngine:
 
         if max(len(r.prompt_ids) for r in requests) + max_new_tokens > self.capacity:
             raise ValueError("engine capacity below longest prompt + max_new_tokens")
+        self.lora = lora_of(self.model)  # the host may have applied other adapters since the last run
+        self._choose_forward()
         if self.use_graphs and self._weights_signature() != self.weights_at:
             self.graphs.clear()  # the weights moved: recapture against the new tensors
             self.weights_at = self._weights_signature()
-        self.lora = lora_of(self.model)  # the host may have applied other adapters since the last run
         if self.lora is not None and self.lora.enabled and max(r.adapter for r in requests) >= self.lora.n:
             raise ValueError(f"a request names adapter {max(r.adapter for r in requests)} but the model "
                              f"carries {self.lora.n} LoRA adapter(s)")
         self._take_chooser(chooser)
         run = Run(requests, chooser, stop_ids, max_new_tokens, progress, EngineStats(cuda_graphs=self.use_graphs))
+        run.stats.decode_forward = "fused" if self.fused is not None else f"the model's own: {self.unfused_reason}"
         self._run = run
-        with torch.inference_mode(), packed_linears(self.model, self.slots) as packed:
+        with torch.inference_mode(), packed_linears(self.linear_layers(), self.slots) as packed:
             run.stats.packed_linears = packed
             while run.waiting or run.slot_row:
                 while run.waiting and len(run.slot_row) < self.slots:
@@ -333,6 +340,28 @@ class DecodeEngine:
         run.stats.cuda_graphs = self.use_graphs  # false if a capture failed on the way
         run.stats.graphs_off_reason = self.graphs_off_reason
         return [Completion(run.out[i], run.limit_hit[i]) for i in range(len(requests))], run.stats
+
+    def _choose_forward(self) -> None:
+        """The fused decode step where it computes what the model's forward does, else the model's
+        forward (said once per engine: the reason is also in each run's stats)."""
+        reason = fusable(self.model, self.lora)
+        if reason is not None and reason != self.unfused_reason:
+            log.info("decode steps run the model's own forward: %s", reason)
+        self.fused = fused_step(self.model) if reason is None else None  # the first: stacks q|k|v, gate|up
+        self.unfused_reason = reason
+
+    def linear_layers(self) -> list:
+        """The model's linear layers in its dtype that the run calls, to run on oneDNN: a fused
+        step's stacks in place of their members (whose products only prefills need; bf16 weights
+        are packed once each, not twice). Layers in another dtype, such as the fp32 adapters of
+        PEFT's layers in a bf16 model, keep ``F.linear``, so PEFT's forward keeps its own bits."""
+        import torch
+
+        layers = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype == self.dtype]
+        if self.fused is None:
+            return layers
+        stacked = self.fused.unstacked_members()
+        return [m for m in layers if m not in stacked] + self.fused.stacked_linears()
 
     def _decode_step(self, run: Run) -> None:
         """One token for every active slot; the finished ones leave, unused left columns go."""
@@ -388,8 +417,7 @@ class DecodeEngine:
             if slot != last:
                 end = run.end[last]
                 for layer in self.cache.layers:
-                    layer.keys[slot, :, :end] = layer.keys[last, :, :end]
-                    layer.values[slot, :, :end] = layer.values[last, :, :end]
+                    layer.kv[slot, :, :end] = layer.kv[last, :, :end]
                 self.valid[slot] = self.valid[last]
                 self.input_ids[slot] = self.input_ids[last]
                 self.positions[slot] = self.positions[last]
@@ -409,8 +437,7 @@ class DecodeEngine:
         """Drop ``by`` leading columns that no active row uses."""
         column, rows = run.column, len(run.slot_row)
         for layer in self.cache.layers:
-            for tensor in (layer.keys, layer.values):
-                tensor[:rows, :, :column - by] = tensor[:rows, :, by:column].clone()
+            layer.kv[:rows, :, :column - by] = layer.kv[:rows, :, by:column].clone()
         self.valid[:rows, :column - by] = self.valid[:rows, by:column].clone()
         self.valid[:rows, column - by:column] = False
         self.cache.column[:rows] -= by

@@ -1,8 +1,10 @@
-"""The decode engine's KV cache: one preallocated tensor pair per layer, a row per batch slot.
+"""The decode engine's KV cache: one preallocated tensor per layer, a row per batch slot.
 
 Each slot's row writes its next token's keys and values at its own column (``column[r]``) and
 attention reads columns ``[0, window)``: rows that entered the batch at different times share
-one step. The classes plug into transformers' ``Cache`` interface, so the model's own attention
+one step. A layer's keys and values are the two halves of one tensor [slots, 2 x kv_heads,
+capacity, head_dim] (``keys``, ``values``: views), so the fused decode step writes both in one op
+(``thinktune.generation.fused_step``). The classes plug into transformers' ``Cache`` interface, so the model's own attention
 code reads and writes them; they are built on first use because importing transformers is slow.
 """
 
@@ -16,9 +18,10 @@ def slot_cache_class():
     class SlotLayer(CacheLayerMixin):
         is_compileable = True
 
-        def __init__(self, owner, keys, values):
+        def __init__(self, owner, kv, heads: int):
             super().__init__()
-            self.owner, self.keys, self.values, self.is_initialized = owner, keys, values, True
+            self.owner, self.kv, self.is_initialized = owner, kv, True
+            self.keys, self.values = kv[:, :heads], kv[:, heads:]  # views: one write can fill both
 
         def lazy_initialization(self, key_states, value_states) -> None:  # allocated up front
             pass
@@ -40,7 +43,8 @@ def slot_cache_class():
             return self.keys.shape[2]
 
     class SlotCache(Cache):
-        """``layers`` of [slots, kv_heads, capacity, head_dim]; row r writes at ``column[r]``, reads ``[:window]``."""
+        """``layers`` of keys and values [slots, kv_heads, capacity, head_dim] each; row r writes at
+        ``column[r]``, reads ``[:window]``."""
 
         def __init__(self, config, slots: int, capacity: int, dtype, device):
             import torch
@@ -49,9 +53,8 @@ def slot_cache_class():
             head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
             self.column = torch.zeros(slots, dtype=torch.long, device=device)
             self.window = 1
-            shape = (slots, heads, capacity, head_dim)
-            super().__init__(layers=[SlotLayer(self, torch.zeros(shape, dtype=dtype, device=device),
-                                               torch.zeros(shape, dtype=dtype, device=device))
+            shape = (slots, 2 * heads, capacity, head_dim)
+            super().__init__(layers=[SlotLayer(self, torch.zeros(shape, dtype=dtype, device=device), heads)
                                      for _ in range(config.num_hidden_layers)])
 
     return SlotCache

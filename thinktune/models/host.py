@@ -10,8 +10,9 @@ layers add ``scale * B(A(x))`` to each target layer's output at run time
 answers come from the model that was trained, in every precision, within the bf16 rounding of
 the delta itself (tests bound it against PEFT's own unmerged forward).
 
-The base weights never change and never move. The adapters ride on forward hooks of the base
-layers; the next set of the same shape (count, rank, targets: the checkpoints of one run) is
+The base weights never change. They move once: the decode engine's fused step stacks q|k|v and
+gate|up into one tensor each and makes the layers' weights views of it
+(``thinktune.generation.fused_step``). The adapters ride on forward hooks of the base layers; the next set of the same shape (count, rank, targets: the checkpoints of one run) is
 copied into the same stacked tensors in place, so the decode engine's CUDA graphs, captured
 against them, stay valid. A set of another shape gets new tensors, and ``StackedLoRA.key()``
 changes with it, as it does between the base (adapters off) and an adapter: the engine keys

@@ -8,17 +8,26 @@ at one token per row those small ops cost as much as the base model's own. Here:
 - **Stacked by shared input.** q, k and v read the same hidden state, as do gate and up. Their
   ``A`` matrices are concatenated, so one cast and one matrix product give every member's
   rank-r projection; one block-diagonal ``B`` then gives every member's delta, split into
-  the members' parts (views), and each member adds its part to its base output in place.
-  o and down are groups of one. Per decoder layer that is 19 compute ops where PEFT runs 42
+  the members' parts (views), and each member adds its part to its base output in place (the
+  engine's fused decode step adds the whole group's in one op to its stacked product). o and
+  down are groups of one. Per decoder layer the top-level ops fall from 42 to 21
   (``perf.decode_ops`` counts them). A CPU prefill (many rows) adds each member's part by row
   blocks instead (``CHUNK_BYTES`` says why).
+- **In PEFT's layout.** ``A`` and ``B`` are stored as PEFT's ``lora_A``/``lora_B`` weights are
+  ([out, in]) and applied with ``F.linear``, as PEFT applies them: CPU BLAS picks its kernel by
+  the operands' layout and, at one to three rows, ``x @ A`` on the transposed layout summed in
+  another order (fp32 deltas off by a last bit, which a bf16 rounding turns into a different
+  logit now and then, and a 24-layer model into different answers). At a single row the
+  block-diagonal ``B``'s zero columns change the sum's order too, so one row takes one product
+  per member. ``tests/test_fused_step.py`` checks every layer's fp32 delta against PEFT's, bit
+  for bit, at 1-12 rows and the 0.5B's widths.
 - **In fp32, rounded once, as PEFT does.** ``A`` and ``B`` stay fp32 (PEFT's
   ``autocast_adapter_dtype``, the precision they were trained in), with the scale folded into
   ``B`` (exact for the study's power-of-two ``alpha / r``); the bf16 input is cast to fp32
   once per group, and ``out.add_(delta)`` adds in fp32 and rounds once to the output's dtype,
   which is PEFT's ``(result + delta).to(result.dtype)`` in one op. So the logits equal PEFT's
-  unmerged ones exactly in bf16 and to ~1e-7 in fp32 (where only the stacked products' sum
-  order differs), both tested. ``A`` and ``B`` in bf16 with fp32 accumulation (one ``addmm``
+  unmerged ones exactly in bf16 and within 1e-5 in fp32 (where oneDNN's linear layers sum the
+  base products in another order: ``thinktune.models.packed_linear``), both tested. ``A`` and ``B`` in bf16 with fp32 accumulation (one ``addmm``
   per member) was tried first: it rounds ``x @ A`` and ``B`` to bf16 and, on the tiny model with
   an adapter trained at the study's learning rate, changed 37% of the engine's logits (by one
   bf16 step), nearly as many as a bf16 merge (58%): a test could no longer tell the two apart,
@@ -33,7 +42,9 @@ at one token per row those small ops cost as much as the base model's own. Here:
   adapter at all (the base model): an all-zero mask row. With one adapter there is no mask.
 
 The layers are wrapped by forward hooks on the base ``nn.Linear`` modules, so parameter names,
-the module tree and the base weights stay exactly as loaded. Which adapter each row uses is
+the module tree and the base weights' values stay as loaded. The engine's fused decode step
+(``thinktune.generation.fused_step``) computes q|k|v and gate|up as one product each and adds a
+group's delta (:meth:`_Group.delta`, the same sum) in one op instead. Which adapter each row uses is
 set by :meth:`StackedLoRA.select_rows` (the decode engine does it before each forward);
 :meth:`StackedLoRA.key` is what a captured CUDA graph depends on (on or off, which mask
 buffers, which stacked tensors), so the engine keys its graphs with it.
@@ -95,14 +106,17 @@ CHUNK_BYTES = 1 << 21
 
 
 def add_in_row_blocks(out, h, B) -> None:
-    """``out += h @ B`` in place, ``CHUNK_BYTES`` of fp32 delta at a time: each block's product in
-    fp32, then cast, add and round once to ``out``'s dtype (what the mixed-dtype add computes).
-    ``out``: a linear layer's output (a fresh contiguous tensor), ``h``: its rows flattened."""
+    """``out += F.linear(h, B)`` in place, ``CHUNK_BYTES`` of fp32 delta at a time: each block's
+    product in fp32, then cast, add and round once to ``out``'s dtype (what the mixed-dtype add
+    computes). ``out``: a linear layer's output (a fresh contiguous tensor), ``h``: its rows
+    flattened, ``B``: [out features, columns] as a linear layer stores its weight."""
+    import torch.nn.functional as F
+
     flat = out.view(-1, out.shape[-1])
     step = max(1, CHUNK_BYTES // (4 * out.shape[-1]))
     for start in range(0, flat.shape[0], step):
         block = flat[start:start + step]
-        delta = h[start:start + step].matmul(B)
+        delta = F.linear(h[start:start + step], B)
         if block.dtype == delta.dtype:
             block.add_(delta)
         else:
@@ -110,7 +124,8 @@ def add_in_row_blocks(out, h, B) -> None:
 
 
 class _Group:
-    """Target layers reading one input: ``A`` [in, k*n*R] stacked, ``B`` [k*n*R, sum of outs]
+    """Target layers reading one input, stored as linear layers store weights (PEFT's
+    ``lora_A``/``lora_B`` layout): ``A`` [k*n*R, in] stacked, ``B`` [sum of outs, k*n*R]
     block-diagonal by member (fp32, the scale folded in); ``B_parts[m]``: member m's block."""
 
     def __init__(self, owner: StackedLoRA, members: list[str], widths: list[int]):
@@ -128,19 +143,12 @@ class _Group:
         one's call (q, k and v receive the same tensor): one cast and one matrix product per
         group; a decode step adds every member's delta from one more product (views of it)."""
         if self._x is not x:
-            owner = self.owner
-            x32 = x if x.dtype == self.A.dtype else x.to(self.A.dtype)
-            h = x32.matmul(self.A)
-            if owner.masked:
-                mask = owner.masks[len(self.members)]  # [slots, 1, columns]
-                h = h * (mask if mask.shape[0] == x.shape[0] else mask[:x.shape[0]])
+            h = self.project(x)
             rows = x.numel() // x.shape[-1]
             if x.device.type == "cpu" and rows * max(self.widths) * 4 > CHUNK_BYTES:
                 self._h, self._parts = h.reshape(rows, h.shape[-1]), None
             else:
-                delta = h.matmul(self.B)
-                self._parts = delta.split(self.widths, dim=-1) if len(self.members) > 1 else (delta,)
-                self._h = None
+                self._parts, self._h = self.deltas(h)[1], None
             self._x, self._pending = x, len(self.members)
         if self._parts is not None:
             out.add_(self._parts[member])  # PEFT's ``(result + delta).to(result.dtype)`` in one op
@@ -150,6 +158,45 @@ class _Group:
         if self._pending == 0:
             self._x = self._h = self._parts = None  # the last member used it: keep no activations alive
         return out
+
+    def project(self, x):
+        """``F.linear(x, A)`` in fp32, each row's other adapters' columns zeroed: every member's
+        rank-r projection."""
+        import torch.nn.functional as F
+
+        x32 = x if x.dtype == self.A.dtype else x.to(self.A.dtype)
+        h = F.linear(x32, self.A)
+        if self.owner.masked:
+            mask = self.owner.masks[len(self.members)]  # [slots, 1, columns]
+            h = h * (mask if mask.shape[0] == x.shape[0] else mask[:x.shape[0]])
+        return h
+
+    def deltas(self, h):
+        """(every member's delta side by side, or ``None``; each member's delta), fp32, from the
+        projection ``h``: one product with the block-diagonal ``B`` (the parts its views), or, for
+        a single row of several members, one product per member. CPU BLAS sums a single row's
+        product (a matrix-vector kernel) in another order when the block-diagonal ``B`` brings the
+        other members' zero columns, so that row's delta would differ from PEFT's in the last fp32
+        bit; at two rows or more the stacked product gives PEFT's bits (``tests/test_fused_step.py``
+        checks both at the 0.5B's widths)."""
+        import torch.nn.functional as F
+
+        if h.numel() // h.shape[-1] > 1 or len(self.members) == 1:
+            whole = F.linear(h, self.B)
+            return whole, list(whole.split(self.widths, dim=-1)) if len(self.members) > 1 else [whole]
+        width = self.owner.n * self.owner.rank
+        return None, [F.linear(h[..., m * width:(m + 1) * width], part) for m, part in enumerate(self.B_parts)]
+
+    def add_stacked(self, out, x, starts: list[int]) -> None:
+        """Add every member's delta to ``out``, the members' outputs side by side in one tensor
+        (a fused step's stacked product), member m's from column ``starts[m]``: one add when the
+        members fill ``out`` in order, as they do when every stacked layer is adapted."""
+        whole, parts = self.deltas(self.project(x))
+        if whole is not None and starts == self.offsets[:-1] and self.offsets[-1] == out.shape[-1]:
+            out.add_(whole)
+            return
+        for start, width, part in zip(starts, self.widths, parts, strict=True):
+            out[..., start:start + width].add_(part)
 
     def _add_in_blocks(self, out, member: int) -> None:
         """The same sum, multiplying only this member's block of ``B``."""
@@ -228,24 +275,24 @@ class StackedLoRA:
                     self.handles.append(named[path].register_forward_hook(group.hook(i)))
 
     def _fill(self, group: _Group, read: list, named: dict) -> None:
-        """Stack the entries' ``A`` (columns: member, adapter, rank) and ``B`` (rows likewise; each
-        member's block feeds its own output columns only; the scale folded in)."""
+        """Stack the entries' ``A`` (rows: member, adapter, rank) and ``B`` (columns likewise; each
+        member's block feeds its own output rows only; the scale folded in)."""
         import torch
 
         n, rank = self.n, self.rank
         in_features = named[group.members[0]].in_features
-        A = torch.zeros(in_features, len(group.members) * n * rank, dtype=torch.float32)
-        B = torch.zeros(len(group.members) * n * rank, group.offsets[-1], dtype=torch.float32)
+        A = torch.zeros(len(group.members) * n * rank, in_features, dtype=torch.float32)
+        B = torch.zeros(group.offsets[-1], len(group.members) * n * rank, dtype=torch.float32)
         for m, path in enumerate(group.members):
             for a, layers in enumerate(read):
                 if not layers or path not in layers:
                     continue  # the base row, or an adapter without this layer: zeros
                 lora_a, lora_b, scale = layers[path]
                 r, start = lora_a.shape[0], (m * n + a) * rank
-                A[:, start:start + r] = lora_a.float().T
-                B[start:start + r, group.offsets[m]:group.offsets[m + 1]] = (lora_b.float() * scale).T
+                A[start:start + r] = lora_a.float()
+                B[group.offsets[m]:group.offsets[m + 1], start:start + r] = lora_b.float() * scale
         width = n * rank
-        parts = [B[m * width:(m + 1) * width, group.offsets[m]:group.offsets[m + 1]]
+        parts = [B[group.offsets[m]:group.offsets[m + 1], m * width:(m + 1) * width]
                  for m in range(len(group.members))]
         if group.A is None or group.A.shape != A.shape or group.B.shape != B.shape:
             group.A, group.B = A.to(self.device), B.to(self.device)

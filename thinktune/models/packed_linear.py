@@ -48,15 +48,18 @@ def _packed_forward(packed, bias, x):
 TOLERANCE = 1e-5
 
 
-def packable_layers(model) -> list:
-    """The model's plain linear layers on a CPU that oneDNN runs here: fp32 ones, and bf16 ones
-    where oneDNN has bf16 kernels (AVX512-BF16, or AVX-512 BW/VL/DQ, or AVX-NE-CONVERT)."""
+def packable_layers(modules) -> list:
+    """The plain linear layers among ``modules`` (a model: all of its modules) on a CPU that oneDNN
+    runs here: fp32 ones, and bf16 ones where oneDNN has bf16 kernels (AVX512-BF16, or AVX-512
+    BW/VL/DQ, or AVX-NE-CONVERT)."""
     import torch
 
     if not torch.backends.mkldnn.is_available():
         return []
+    if isinstance(modules, torch.nn.Module):
+        modules = modules.modules()
     dtypes = {torch.float32} | ({torch.bfloat16} if torch.ops.mkldnn._is_mkldnn_bf16_supported() else set())
-    return [m for m in model.modules() if type(m) is torch.nn.Linear
+    return [m for m in modules if type(m) is torch.nn.Linear
             and m.weight.dtype in dtypes and m.weight.device.type == "cpu"]
 
 
@@ -73,14 +76,15 @@ def _same_as_plain(layer, weight, rows: int) -> bool:
 
 
 @contextmanager
-def packed_linears(model, rows: int):
-    """Within the block, ``model``'s CPU linear layers run on oneDNN: bf16 ones on weights packed
-    once for ``rows``-row inputs (any row count works), fp32 ones on their weights as stored.
-    Yields the number of layers so run: 0 where nothing applies, or where a probe's output
-    differs from ``F.linear``'s (bf16: by a bit; fp32: beyond ``TOLERANCE``; then a warning)."""
+def packed_linears(modules, rows: int):
+    """Within the block, the CPU linear layers among ``modules`` (a model: all of its own) run on
+    oneDNN: bf16 ones on weights packed once for ``rows``-row inputs (any row count works), fp32
+    ones on their weights as stored. Yields the number of layers so run: 0 where nothing applies,
+    or where a probe's output differs from ``F.linear``'s (bf16: by a bit; fp32: beyond
+    ``TOLERANCE``; then a warning)."""
     import torch
 
-    layers = packable_layers(model)
+    layers = packable_layers(modules)
     if layers:
         with torch.inference_mode():
             packed = [torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows)
