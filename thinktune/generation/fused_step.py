@@ -37,6 +37,7 @@ Prefill keeps the model's forward (its ops are large).
 
 from __future__ import annotations
 
+from thinktune.models.hardware import release_freed_heap
 from thinktune.models.lora import StackedLoRA
 
 SUPPORTED = ("qwen2", "llama")
@@ -132,6 +133,8 @@ class FusedStep:
             attn, mlp = layer.self_attn, layer.mlp
             self.layers.append((layer, _stack([attn.q_proj, attn.k_proj, attn.v_proj]),
                                 _stack([mlp.gate_proj, mlp.up_proj])))
+        if model.device.type == "cpu":  # the unstacked weights' pages back to the OS: glibc keeps freed
+            release_freed_heap(above_bytes=0)  # heap (0.5B in bf16: 447 MB more RSS without this)
         config = model.config
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
