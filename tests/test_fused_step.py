@@ -42,18 +42,30 @@ def adapters(tiny_model_dir, tmp_path_factory):
     return {"full": full, "partial": root / "partial"}
 
 
-def decode(model, adapters_per_request: list[int], fused: bool):
-    """(tokens, logits [steps, vocab] per request, stats): 3 slots for 5 requests, so rows enter
-    as others leave and decode at different columns in one step."""
+def decode(model, adapters_per_request: list[int], fused: bool, slots: int = 3, mode: str = "eager",
+           prompts: list[list[int]] = PROMPTS, new_tokens: int = 9, capacity: int = 40, columns: set | None = None,
+           stop_ids: frozenset = frozenset()):
+    """(tokens, logits [steps, vocab] per request, stats): by default 3 slots for 5 requests, the
+    cache as tight as the longest prompt allows, so rows enter as others leave and decode at
+    different columns in one step (``columns`` collects how many distinct ones each step had)."""
     import torch
 
-    engine = DecodeEngine(model, slots=3, capacity=40, mode="eager")
+    from thinktune.generation.fused_step import FusedStep
+
+    engine = DecodeEngine(model, slots=slots, capacity=capacity, mode=mode)
     chooser = RecordingChooser()
-    requests = [Request(p, key=i, adapter=a) for i, (p, a) in enumerate(zip(PROMPTS, adapters_per_request, strict=True))]
+    requests = [Request(p, key=i, adapter=a) for i, (p, a) in enumerate(zip(prompts, adapters_per_request, strict=True))]
     off = mock.patch.object(engine_module, "fusable", return_value="turned off by the test")
-    with off if not fused else mock.MagicMock():
-        done, stats = engine.run(requests, chooser, stop_ids=set(), max_new_tokens=9)
-    return [c.token_ids for c in done], [torch.stack(chooser.seen[i]).float() for i in range(len(PROMPTS))], stats
+    step = FusedStep.__call__
+
+    def counting(self, input_ids, position_ids, mask, cache, lora):
+        columns.add(int(cache.column[:input_ids.shape[0]].unique().numel()))
+        return step(self, input_ids, position_ids, mask, cache, lora)
+
+    spy = mock.patch.object(FusedStep, "__call__", counting) if columns is not None else mock.MagicMock()
+    with (off if not fused else mock.MagicMock()), spy:
+        done, stats = engine.run(requests, chooser, stop_ids=set(stop_ids), max_new_tokens=new_tokens)
+    return [c.token_ids for c in done], [torch.stack(chooser.seen[i]).float() for i in range(len(prompts))], stats
 
 
 def assert_same(fused_run, reference_run, precision: str) -> None:
@@ -79,90 +91,48 @@ def test_fused_step_computes_what_the_models_forward_does(tiny_model_dir, adapte
                      "two adapters in one batch": (adapters["full"], [0, 1, 1, 0, 1]),
                      "adapter on some members": ([adapters["partial"]], [0] * 5)}[case]
     with host.adapted_set(entries) as model:
-        reference = decode(model, rows, fused=False)
-        assert_same(decode(model, rows, fused=True), reference, precision)
+        # a stop token that ends the first answer early: its slot refills while the others run on
+        stop = frozenset({decode(model, rows, fused=False)[0][0][2]})
+        tight = max(map(len, PROMPTS)) + 9  # a late prompt goes left of the running rows' columns
+        reference = decode(model, rows, fused=False, stop_ids=stop, capacity=tight)
+        columns: set = set()
+        assert_same(decode(model, rows, fused=True, columns=columns, stop_ids=stop, capacity=tight), reference,
+                    precision)
+        assert max(columns) > 1  # some steps decoded rows at different columns
+        if case == "adapter on some members":  # one row: one product per stacked member
+            assert_same(decode(model, rows, fused=True, slots=1), decode(model, rows, fused=False, slots=1), precision)
 
 
-@pytest.fixture(scope="module")
-def wide_model(tiny_model_dir, tmp_path_factory):
-    """One decoder layer at the 0.5B's widths (hidden 896, 14 query and 2 key/value heads,
-    intermediate 4,864) and an r-16 adapter on the study's seven targets: where CPU BLAS picks
-    its kernels by shape, as the tiny model's 32-wide layers never show."""
+def test_fused_step_in_padded_buckets_past_the_first_window(tiny_model_dir):
+    """The padded step a CUDA graph captures (``buckets``, run eagerly on a CPU): its padded rows
+    keep the columns of rows that left, which can lie past the attended window's bucket once the
+    batch refills; their writes stay inside the cache, as the model's own forward keeps them."""
+    host = ModelHost(tiny_model_dir, "fp32")
+    prompts = [[3 + i, 5, 7 + i] for i in range(7)]
+    with host.adapted(None) as model:
+        args = dict(slots=4, mode="buckets", prompts=prompts, new_tokens=600, capacity=620)
+        assert_same(decode(model, [0] * 7, fused=True, **args), decode(model, [0] * 7, fused=False, **args), "fp32")
+
+
+@pytest.mark.parametrize("variant", [{"num_key_value_heads": 4, "head_dim": 16}, {"tie_word_embeddings": True}])
+def test_fused_step_on_other_qwen2_shapes(tiny_model_dir, tmp_path, variant):
+    """One key/value head per query head with a head width other than hidden / heads, and tied
+    embeddings: the same bits as the model's own forward."""
     import shutil
 
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, Qwen2ForCausalLM
 
-    root = tmp_path_factory.mktemp("wide")
     config = AutoConfig.from_pretrained(tiny_model_dir)
-    config.update({"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 1, "num_attention_heads": 14,
-                   "num_key_value_heads": 2, "head_dim": 64, "layer_types": ["full_attention"]})
+    config.update(variant)
     torch.manual_seed(0)
-    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(root / "base")
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_model_dir / name, root / "base" / name)
-    model = Qwen2ForCausalLM.from_pretrained(root / "base", dtype=torch.float32)
-    adapted = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, init_lora_weights=False))
-    adapted.save_pretrained(root / "adapter")
-    return root / "base", root / "adapter"
-
-
-@pytest.mark.parametrize("rows", [1, 2, 3, 5])
-def test_bf16_engine_equals_peft_at_the_05bs_widths_for_few_rows(wide_model, rows):
-    """PEFT's unmerged model and the fused step with stacked adapters, decoded by the same engine:
-    the same bits at every decode step, also at one to three rows, where a CPU product of another
-    layout (``x @ A.T`` instead of ``F.linear(x, A)``) or a block-diagonal ``B`` at one row sums
-    in another order."""
-    import torch
-    from peft import PeftModel
-
-    base_dir, adapter = wide_model
-    prompts = [[(7 * i + 3 * j) % 300 + 5 for j in range(6)] for i in range(rows)]  # one length: the same prefill
-
-    def run(model):
-        engine = DecodeEngine(model, slots=rows, capacity=32, mode="eager")
-        chooser = RecordingChooser()
-        done, stats = engine.run([Request(p, key=i) for i, p in enumerate(prompts)], chooser, stop_ids=set(),
-                                 max_new_tokens=8)
-        return [c.token_ids for c in done], [torch.stack(chooser.seen[i]) for i in range(rows)], stats
-
-    host = ModelHost(base_dir, "bf16")
-    with host.adapted(adapter) as model:
-        tokens, logits, stats = run(model)
-    assert stats.decode_forward == "fused"
-    reference = PeftModel.from_pretrained(ModelHost(base_dir, "bf16").model, adapter).eval()
-    ref_tokens, ref_logits, ref_stats = run(reference)
-    assert ref_stats.decode_forward.startswith("the model's own")
-    assert tokens == ref_tokens
-    for got, want in zip(logits, ref_logits, strict=True):
-        assert torch.equal(got, want)
-
-
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 12])
-def test_stacked_deltas_are_pefts_bits_at_the_05bs_widths(wide_model, rows):
-    """Each layer's fp32 LoRA delta from the stacked adapters equals PEFT's own ``lora_B(lora_A(x))
-    * scaling`` bit for bit, before any rounding to bf16 could hide a difference (one flipped
-    bf16 rounding in a 24-layer model changes most later logits), at the row counts of a decode
-    step's tail."""
-    import torch
-    from peft import PeftModel
-
-    from thinktune.models.lora import lora_of
-
-    base_dir, adapter = wide_model
-    host = ModelHost(base_dir, "bf16")
-    reference = PeftModel.from_pretrained(ModelHost(base_dir, "bf16").model, adapter).eval()
-    generator = torch.Generator().manual_seed(rows)
-    with host.adapted(adapter) as model, torch.inference_mode():
-        for (parent, members), group in lora_of(model).groups.items():
-            x = torch.randn(rows, 1, model.get_submodule(f"{parent}.{members[0]}").in_features,
-                            generator=generator).to(torch.bfloat16)
-            whole, parts = group.deltas(group.project(x))
-            for member, part in zip(members, parts, strict=True):
-                layer = reference.base_model.model.get_submodule(f"{parent}.{member}")
-                want = layer.lora_B["default"](layer.lora_A["default"](x.float())) * layer.scaling["default"]
-                assert torch.equal(part, want), (parent, member, rows, float((part - want).abs().max()))
+        shutil.copy(tiny_model_dir / name, tmp_path / name)
+    host = ModelHost(tmp_path, "bf16")
+    assert fusable(host.model) is None
+    with host.adapted(None) as model:
+        assert_same(decode(model, [0] * 5, fused=True), decode(model, [0] * 5, fused=False), "bf16")
 
 
 def test_stacked_weights_are_the_modules_own_and_restacked_when_replaced(tiny_model_dir):
@@ -174,7 +144,7 @@ def test_stacked_weights_are_the_modules_own_and_restacked_when_replaced(tiny_mo
     model = host.model
     step = fused_step(model)
     attn = model.model.layers[0].self_attn
-    stack = step.layers[0][1]
+    stack = step.layers[0][1]["self_attn"]
     assert attn.k_proj.weight.untyped_storage().data_ptr() == stack.weight.untyped_storage().data_ptr()
     assert torch.equal(stack.weight[attn.q_proj.out_features:][:attn.k_proj.out_features], attn.k_proj.weight)
     assert fused_step(model) is step
@@ -182,7 +152,7 @@ def test_stacked_weights_are_the_modules_own_and_restacked_when_replaced(tiny_mo
     attn.k_proj.weight = torch.nn.Parameter(attn.k_proj.weight.detach() * 2, requires_grad=False)
     restacked = fused_step(model)
     assert restacked is not step
-    assert torch.equal(restacked.layers[0][1].weight[attn.q_proj.out_features:][:attn.k_proj.out_features],
+    assert torch.equal(restacked.layers[0][1]["self_attn"].weight[attn.q_proj.out_features:][:attn.k_proj.out_features],
                        attn.k_proj.weight)
     with host.adapted(None):
         assert_same(decode(model, [0] * 5, fused=True), decode(model, [0] * 5, fused=False), "fp32")
@@ -216,6 +186,17 @@ def test_the_engine_runs_the_models_forward_where_the_step_would_differ(tiny_mod
 
     with mock.patch.object(model.config, "model_type", "gemma"):
         assert "model type 'gemma'" in fusable(model)
+    model.set_attn_implementation("eager")
+    assert "attention implementation 'eager'" in fusable(model)
+    model.set_attn_implementation("sdpa")
+    model.train()
+    assert "training mode" in fusable(model)
+    model.eval()
+    norm = model.model.layers[0].input_layernorm
+    norm.__class__ = type("OneMinusWeightRMSNorm", (type(norm),), {})  # a subclass computes its own way
+    assert "other classes" in fusable(model)
+    norm.__class__ = type(norm).__mro__[1]
+    assert fusable(model) is None
 
 
 def test_the_study_targets_are_what_the_stacks_cover():

@@ -81,7 +81,7 @@ def test_engine_keeps_the_adapter_a_bf16_merge_loses(tiny, cpu_kind):
     assert r["merge_changed"] > checks.MERGE_MIN_CHANGED and r["control_separates"] is True, (cpu_kind, r)
     assert r["forward_logits_max_rel_diff"] < checks.LOGITS_TOL  # the engine's own bf16 rounding, small
     # the fused decode step against the model's own forward: the same bits on a CPU
-    assert r["fused_step"] == "fused" and r["fused_tokens_as_unfused"] is True
+    assert r["fused_step"] == "fused" and r["fused_answers_as_unfused"] == 1.0
     assert r["fused_logits_max_rel_diff"] == 0.0, (cpu_kind, r["fused_logits_max_rel_diff"])
 
 

@@ -121,7 +121,10 @@ def test_engine_answers_the_same_with_packed_layers(tiny_model_dir, adapters_for
         # every linear layer the run calls: the model's, with the fused decode step's stacks in
         # place of q, k, v, gate and up
         assert stats.decode_forward == "fused"
-        assert len(engine.linear_layers()) < len(list(host.model.modules()))
+        layers, stacks = engine.linear_layers(), engine.fused.stacked_linears()
+        members = engine.fused.unstacked_members()
+        assert len(stacks) == 2 * len(host.model.model.layers) and all(s in layers for s in stacks)
+        assert all((m in layers) == (precision == "fp32") for m in members)  # bf16: packed once, as stacks
         assert stats.packed_linears == (len(packed_linear.packable_layers(engine.linear_layers())) if runs_on_onednn else 0)
         assert packed == plain
 

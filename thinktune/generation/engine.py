@@ -247,7 +247,7 @@ class DecodeEngine:
         self.valid[rows:bucket, window - 1] = True  # ...but finite: each attends to its own new column
         if not self.use_graphs:
             return self._step_body(bucket, span)[:rows]
-        key = (bucket, span, self._lora_state(), self._chooser_key)
+        key = (bucket, span, self._lora_state(), self._chooser_key, self.fused is not None)
         if key not in self.graphs:
             try:
                 self.graphs[key] = self._capture(bucket, span)
@@ -351,17 +351,20 @@ class DecodeEngine:
         self.unfused_reason = reason
 
     def linear_layers(self) -> list:
-        """The model's linear layers in its dtype that the run calls, to run on oneDNN: a fused
-        step's stacks in place of their members (whose products only prefills need; bf16 weights
-        are packed once each, not twice). Layers in another dtype, such as the fp32 adapters of
-        PEFT's layers in a bf16 model, keep ``F.linear``, so PEFT's forward keeps its own bits."""
+        """The model's linear layers in its dtype that the run calls, to run on oneDNN, with a fused
+        step's stacks. Layers in another dtype, such as the fp32 adapters of PEFT's layers in a
+        bf16 model, keep ``F.linear``, so PEFT's forward keeps its own bits. In bf16 the stacks
+        replace their members (whose products only prefills need), so each weight is packed once,
+        not twice."""
         import torch
 
         layers = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype == self.dtype]
         if self.fused is None:
             return layers
-        stacked = self.fused.unstacked_members()
-        return [m for m in layers if m not in stacked] + self.fused.stacked_linears()
+        if self.dtype == torch.bfloat16:
+            stacked = self.fused.unstacked_members()
+            layers = [m for m in layers if m not in stacked]
+        return layers + self.fused.stacked_linears()
 
     def _decode_step(self, run: Run) -> None:
         """One token for every active slot; the finished ones leave, unused left columns go."""

@@ -11,6 +11,11 @@ code reads and writes them; they are built on first use because importing transf
 from __future__ import annotations
 
 
+def head_dim(config) -> int:
+    """The model's attention head width."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def slot_cache_class():
     """The KV cache classes, built on first use (importing transformers is slow)."""
     from transformers.cache_utils import Cache, CacheLayerMixin
@@ -50,10 +55,9 @@ def slot_cache_class():
             import torch
 
             heads = config.num_key_value_heads
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
             self.column = torch.zeros(slots, dtype=torch.long, device=device)
             self.window = 1
-            shape = (slots, 2 * heads, capacity, head_dim)
+            shape = (slots, 2 * heads, capacity, head_dim(config))
             super().__init__(layers=[SlotLayer(self, torch.zeros(shape, dtype=dtype, device=device), heads)
                                      for _ in range(config.num_hidden_layers)])
 

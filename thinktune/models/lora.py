@@ -9,7 +9,8 @@ at one token per row those small ops cost as much as the base model's own. Here:
   ``A`` matrices are concatenated, so one cast and one matrix product give every member's
   rank-r projection; one block-diagonal ``B`` then gives every member's delta, split into
   the members' parts (views), and each member adds its part to its base output in place (the
-  engine's fused decode step adds the whole group's in one op to its stacked product). o and
+  engine's fused decode step adds the whole group's to its stacked product in one op, where
+  every member is adapted and the step has more than one row). o and
   down are groups of one. Per decoder layer the top-level ops fall from 42 to 21
   (``perf.decode_ops`` counts them). A CPU prefill (many rows) adds each member's part by row
   blocks instead (``CHUNK_BYTES`` says why).
