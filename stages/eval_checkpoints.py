@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check_palette=False)  # plot.palette: checked by check_params, read by plot
 
     if args.target != BASE and args.target not in params.strategies:
         raise ParamsError(f"strategies: no strategy {args.target!r} in {args.params} ({', '.join(params.strategies)})")

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-out", type=Path, default=Path("data/raw/train"))
     parser.add_argument("--eval-out", type=Path, default=Path("data/raw/eval"))
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check_palette=False)  # plot.palette: checked by check_params, read by plot
 
     # Everything is read and checked first; only then is anything written (each file renamed
     # into place whole), so a bad row or an unreachable source leaves data/raw as it was.

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("models/base"))
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check_palette=False)  # plot.palette: checked by check_params, read by plot
     fetch_base_model(params.model, args.out)
 
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-model", type=Path, default=Path("models/base"))
     parser.add_argument("--out", type=Path, default=Path("data/formatted"))
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check_palette=False)  # plot.palette: checked by check_params, read by plot
 
     from transformers import AutoTokenizer
 

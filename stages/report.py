@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-report", type=Path, default=Path("data/formatted/report.json"))
     parser.add_argument("--out", type=Path, default=Path("report/README.md"))
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check_palette=False)  # plot.palette: checked by check_params, read by plot
 
     strategies, seeds = params.strategy_names, params.train.seeds
     validation = {s: validation_losses([live_dir(args.live, s, seed) for seed in seeds]) for s in strategies}

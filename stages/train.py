@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--live", type=Path, default=Path("dvclive"))
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, check_palette=False)  # plot.palette: checked by check_params, read by plot
     if args.strategy not in params.strategies:
         raise ParamsError(f"strategies: no strategy {args.strategy!r} in {args.params} "
                           f"({', '.join(params.strategies)}); add it there or fix the stage's command")

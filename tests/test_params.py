@@ -413,3 +413,16 @@ def test_one_problem_is_refused_before_anything_runs(raw):
     raw["eval"]["max_problems"] = 1
     with pytest.raises(ParamsError, match="eval.max_problems: 1 is not allowed; must be greater than or equal to 2"):
         parse_params(raw)
+
+
+def test_stages_that_draw_nothing_skip_the_palette_check_and_seaborn(raw, repo_root):
+    bad = copy.deepcopy(raw)
+    bad["plot"]["palette"] = "no-such-palette"
+    assert parse_params(bad, check_palette=False).plot.palette == "no-such-palette"
+    with pytest.raises(ParamsError, match=r"plot\.palette"):
+        parse_params(bad)
+    # seaborn's import (about a second) is what the flag saves, in every stage but plot and check_params
+    probe = ("import sys; from thinktune.config.params import load_params; load_params(check_palette=False); "
+             "print('seaborn' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

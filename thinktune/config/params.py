@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from thinktune.errors import InputError
 
@@ -275,8 +275,10 @@ class PlotParams(_Section):
 
     @field_validator("palette")
     @classmethod
-    def _known_palette(cls, value: str) -> str:
-        import seaborn as sns
+    def _known_palette(cls, value: str, info: ValidationInfo) -> str:
+        if info.context and not info.context.get("check_palette", True):
+            return value
+        import seaborn as sns  # about a second to import, so stages that draw nothing skip it
 
         try:
             sns.color_palette(value, 2)
@@ -349,10 +351,14 @@ def _describe(error: dict) -> str:
     return f"{key}: {error.get('input')!r} is not allowed; must be {message}"
 
 
-def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
-    """Validate a params mapping; raise :class:`ParamsError` naming every bad key."""
+def parse_params(raw: dict, origin: str = "params.yaml", *, check_palette: bool = True) -> Params:
+    """Validate a params mapping; raise :class:`ParamsError` naming every bad key.
+
+    ``check_palette=False`` leaves out the one check that needs seaborn (``plot.palette`` names a
+    palette it knows): about a second of import in a stage that draws nothing. ``check_params``
+    and the plot stage check it."""
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={"check_palette": check_palette})
     except ValidationError as exc:
         errors = exc.errors()
         raise ParamsError("\n".join(f"{origin}: {_describe(err)}" for err in errors),
@@ -396,5 +402,5 @@ def read_raw(path: str | Path = "params.yaml") -> dict:
     return raw
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    return parse_params(read_raw(path), origin=str(path))
+def load_params(path: str | Path = "params.yaml", *, check_palette: bool = True) -> Params:
+    return parse_params(read_raw(path), origin=str(path), check_palette=check_palette)
