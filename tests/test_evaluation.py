@@ -243,3 +243,28 @@ def test_adding_a_benchmark_keeps_the_other_benchmarks_cache_key(workspace, tiny
     # ... while a decoding setting does.
     assert fingerprint(tiny_model_dir, None, problems, humaneval, "SYS") != \
         fingerprint(tiny_model_dir, None, problems, humaneval.model_copy(update={"max_new_tokens": 7}), "SYS")
+
+
+def test_cache_key_follows_the_base_weights_and_hashes_them_once(workspace, tiny_model_dir, params, tmp_path,
+                                                                  monkeypatch):
+    """The base model's digest is kept for the process, so it must still see a changed weight."""
+    import shutil
+
+    from thinktune.evaluation import evaluate
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    problems, settings = workspace / "eval" / "livecodebench.jsonl", params.eval.for_benchmark("livecodebench")
+    hashed = []
+    real_hash = evaluate._hash_files
+    monkeypatch.setattr(evaluate, "_hash_files", lambda paths, digest: hashed.append(paths) or real_hash(paths, digest))
+    before = fingerprint(base, None, problems, settings, "SYS")
+    assert fingerprint(base, None, problems, settings, "SYS") == before
+    assert sum(any(p.suffix == ".safetensors" for p in paths) for paths in hashed) == 1
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # the same size, one weight bit flipped
+    weights.write_bytes(bytes(data))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the rewrite seen even within one clock tick
+    assert fingerprint(base, None, problems, settings, "SYS") != before

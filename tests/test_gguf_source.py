@@ -197,6 +197,32 @@ def test_the_file_is_parsed_once(tiny_model_dir, tmp_path, monkeypatch):
     assert gguf.GGUFReader is CountingReader  # given back after the conversion
 
 
+def test_the_name_table_is_built_once_and_the_metadata_read_once(tiny_model_dir, tmp_path, monkeypatch):
+    """transformers 5.24 builds gguf's name table once per module of the model and reads the
+    metadata three times (config, weights, tokenizer's config); the conversion builds it once and
+    reads the metadata alone once (the weights' read parses it again with the tensors)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    tables, reads = [], []
+    real_table, real_read = gguf.get_tensor_name_map, gguf_utils.load_gguf_checkpoint
+
+    def counting_table(*args):
+        tables.append(args)
+        return real_table(*args)
+
+    def counting_read(path, return_tensors=False, **kwargs):
+        reads.append(return_tensors)
+        return real_read(path, return_tensors, **kwargs)
+
+    monkeypatch.setattr(gguf, "get_tensor_name_map", counting_table)
+    monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", counting_read)
+    gguf_path = write_qwen2_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
+    modelsource.save_gguf_as_safetensors(gguf_path, tmp_path / "saved")
+    assert len(tables) == 1
+    assert sorted(reads) == [False, True]
+    assert (gguf.get_tensor_name_map, gguf_utils.load_gguf_checkpoint) == (counting_table, counting_read)  # given back
+
+
 def metadata_only_gguf(path: Path, name: str) -> Path:
     writer = gguf.GGUFWriter(path, "qwen2")
     writer.add_name(name)

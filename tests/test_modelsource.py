@@ -220,3 +220,25 @@ def test_other_failures_inside_a_hub_call_pass_through_unchanged():
             with from_hub("model.source", "model Qwen/x@main", "use model.source=local"):
                 raise exc
         assert info.value is exc
+
+
+def test_load_tokenizer_reads_a_folder_once_until_it_changes(tmp_path, tiny_model_dir):
+    import json
+    import os
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    first = modelsource.load_tokenizer(folder)
+    assert modelsource.load_tokenizer(folder) is first
+    assert first("def f(): pass").input_ids == AutoTokenizer.from_pretrained(folder)("def f(): pass").input_ids
+    config = folder / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "model_max_length": 77}))
+    stat = config.stat()
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the rewrite seen even within one clock tick
+    again = modelsource.load_tokenizer(folder)
+    assert (again.model_max_length, first.model_max_length) == (77, settings.get("model_max_length"))
+    assert modelsource.load_tokenizer(folder) is again

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -36,7 +37,7 @@ from thinktune.grading.sandbox import Limits
 from thinktune.grading.verdicts import grade_many
 from thinktune.logs import get_logger
 from thinktune.models.hardware import describe_environment, device, resolve_precision
-from thinktune.models.source import cache_dir
+from thinktune.models.source import cache_dir, load_tokenizer
 
 log = get_logger("evaluation")
 
@@ -102,6 +103,21 @@ def _hash_files(paths: list[Path], digest) -> None:
                 digest.update(chunk)
 
 
+def _base_model_digest(base_dir: Path) -> str:
+    """sha256 of the base model's config and weights, computed once per process for the folder as it
+    is (its files' sizes and modification times): every checkpoint's fingerprint includes it, and
+    hashing the 0.5B's 1 GB takes about two seconds."""
+    files = sorted([*base_dir.glob("*.json"), *base_dir.glob("*.safetensors")])
+    return _digest_of(tuple((path.resolve(), path.stat().st_size, path.stat().st_mtime_ns) for path in files))
+
+
+@lru_cache(maxsize=4)
+def _digest_of(files: tuple[tuple[Path, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    _hash_files([path for path, _, _ in files], digest)
+    return digest.hexdigest()
+
+
 def fingerprint(base_dir: Path, adapter_dir: Path | None, problems_file: Path, params: EvalParams,
                 system_prompt: str) -> str:
     """Everything that decides a checkpoint's records, hashed: the problems file (not the keys that
@@ -116,7 +132,8 @@ def fingerprint(base_dir: Path, adapter_dir: Path | None, problems_file: Path, p
     digest.update(device().encode())
     digest.update(system_prompt.encode())
     digest.update(code_digest(__name__).encode())
-    _hash_files([problems_file, *base_dir.glob("*.json"), *base_dir.glob("*.safetensors")], digest)
+    digest.update(_base_model_digest(base_dir).encode())
+    _hash_files([problems_file], digest)
     if adapter_dir is not None:
         _hash_files([adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"], digest)
     return digest.hexdigest()
@@ -149,9 +166,7 @@ def evaluate_checkpoints(base_dir: Path, checkpoints: dict[str, Path | None], pr
     if not todo:
         return records, decode
 
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = load_tokenizer(base_dir)
     chats = [eval_messages(system_prompt, benchmark.user_prompt(p, params.prompt_style)) for p in problems]
     settings = DecodingSettings.from_params(params)
     log.info("%s: generating for %s (%d process(es))", label, ", ".join(todo), params.num_processes)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from thinktune.generation.engine import Completion, DecodeEngine, EngineStats, Request
 from thinktune.generation.sampling import TokenChooser
+from thinktune.models.source import load_tokenizer
 
 if TYPE_CHECKING:
     from thinktune.generation.settings import DecodingSettings
@@ -48,9 +49,9 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 def stop_tokens_of(model_dir: Path) -> list[str]:
     """The end-of-answer tokens of a saved model, as text (what results record)."""
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, GenerationConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     try:
         config = GenerationConfig.from_pretrained(model_dir)
     except OSError:  # no generation_config.json: the model config's eos, as from_pretrained does

@@ -28,16 +28,14 @@ from pathlib import Path
 from thinktune.logs import get_logger
 from thinktune.models.hardware import resolve_precision, torch_dtype
 from thinktune.models.lora import StackedLoRA, attach
-from thinktune.models.source import load_causal_lm
+from thinktune.models.source import load_causal_lm, load_tokenizer
 
 log = get_logger("modelhost")
 
 
 def load_base(base_dir: Path, precision: str, device: str = "cpu"):
     """(model, tokenizer) in the resolved precision, on ``device``, in eval mode."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = load_tokenizer(base_dir)
     model = load_causal_lm(base_dir, torch_dtype(resolve_precision(precision)))
     return model.to(device).eval(), tokenizer
 
