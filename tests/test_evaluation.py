@@ -245,9 +245,10 @@ def test_adding_a_benchmark_keeps_the_other_benchmarks_cache_key(workspace, tiny
         fingerprint(tiny_model_dir, None, problems, humaneval.model_copy(update={"max_new_tokens": 7}), "SYS")
 
 
-def test_cache_key_follows_the_base_weights_and_hashes_them_once(workspace, tiny_model_dir, params, tmp_path,
-                                                                  monkeypatch):
-    """The base model's digest is kept for the process, so it must still see a changed weight."""
+def test_cache_key_follows_the_base_folder_and_hashes_it_once(workspace, tiny_model_dir, params, tmp_path,
+                                                               monkeypatch):
+    """The base model's digest is kept for the process, so it must still see a changed weight (even
+    rewritten with its old size and modification time, as ``cp -p`` leaves it) or chat template."""
     import shutil
 
     from thinktune.evaluation import evaluate
@@ -262,9 +263,13 @@ def test_cache_key_follows_the_base_weights_and_hashes_them_once(workspace, tiny
     assert fingerprint(base, None, problems, settings, "SYS") == before
     assert sum(any(p.suffix == ".safetensors" for p in paths) for paths in hashed) == 1
     weights = base / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 1  # the same size, one weight bit flipped
-    weights.write_bytes(bytes(data))
     stat = weights.stat()
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the rewrite seen even within one clock tick
-    assert fingerprint(base, None, problems, settings, "SYS") != before
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one weight bit flipped: the same size ...
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ... and the same modification time
+    flipped = fingerprint(base, None, problems, settings, "SYS")
+    assert flipped != before
+    template = base / "chat_template.jinja"
+    template.write_text(template.read_text() + "\n")
+    assert fingerprint(base, None, problems, settings, "SYS") not in (before, flipped)

@@ -201,6 +201,9 @@ def test_the_name_table_is_built_once_and_the_metadata_read_once(tiny_model_dir,
     """transformers 5.24 builds gguf's name table once per module of the model and reads the
     metadata three times (config, weights, tokenizer's config); the conversion builds it once and
     reads the metadata alone once (the weights' read parses it again with the tensors)."""
+    import functools
+    import inspect
+
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
 
     tables, reads = [], []
@@ -210,9 +213,12 @@ def test_the_name_table_is_built_once_and_the_metadata_read_once(tiny_model_dir,
         tables.append(args)
         return real_table(*args)
 
-    def counting_read(path, return_tensors=False, **kwargs):
-        reads.append(return_tensors)
-        return real_read(path, return_tensors, **kwargs)
+    @functools.wraps(real_read)  # the same signature, which the conversion reads
+    def counting_read(*args, **kwargs):
+        call = inspect.signature(real_read).bind(*args, **kwargs)
+        call.apply_defaults()
+        reads.append(call.arguments["return_tensors"])
+        return real_read(*args, **kwargs)
 
     monkeypatch.setattr(gguf, "get_tensor_name_map", counting_table)
     monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", counting_read)

@@ -426,3 +426,18 @@ def test_stages_that_draw_nothing_skip_the_palette_check_and_seaborn(raw, repo_r
              "print('seaborn' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+def test_only_check_params_and_plot_check_the_palette(repo_root):
+    """Every other stage loads params without seaborn's palette check (about a second each)."""
+    import ast
+
+    for stage in sorted((repo_root / "stages").glob("*.py")):
+        calls = [node for node in ast.walk(ast.parse(stage.read_text())) if isinstance(node, ast.Call)
+                 and getattr(node.func, "id", getattr(node.func, "attr", None)) == "load_params"]
+        skips = [any(k.arg == "check_palette" and getattr(k.value, "value", True) is False for k in call.keywords)
+                 for call in calls]
+        if stage.stem in ("plot", "check_params"):
+            assert not any(skips), stage.name
+        else:
+            assert all(skips), f"{stage.name}: load_params(..., check_palette=False)"

@@ -37,7 +37,7 @@ from thinktune.grading.sandbox import Limits
 from thinktune.grading.verdicts import grade_many
 from thinktune.logs import get_logger
 from thinktune.models.hardware import describe_environment, device, resolve_precision
-from thinktune.models.source import cache_dir, load_tokenizer
+from thinktune.models.source import cache_dir, folder_stamp, load_tokenizer
 
 log = get_logger("evaluation")
 
@@ -104,17 +104,17 @@ def _hash_files(paths: list[Path], digest) -> None:
 
 
 def _base_model_digest(base_dir: Path) -> str:
-    """sha256 of the base model's config and weights, computed once per process for the folder as it
-    is (its files' sizes and modification times): every checkpoint's fingerprint includes it, and
-    hashing the 0.5B's 1 GB takes about two seconds."""
-    files = sorted([*base_dir.glob("*.json"), *base_dir.glob("*.safetensors")])
-    return _digest_of(tuple((path.resolve(), path.stat().st_size, path.stat().st_mtime_ns) for path in files))
+    """sha256 of every file of the base model's folder (weights, config, tokenizer, chat template),
+    computed once per process for the folder as it is (``folder_stamp``): every checkpoint's
+    fingerprint includes it, and hashing the 0.5B's 1 GB takes about two seconds."""
+    base_dir = Path(base_dir).resolve()
+    return _digest_of(base_dir, folder_stamp(base_dir))
 
 
 @lru_cache(maxsize=4)
-def _digest_of(files: tuple[tuple[Path, int, int], ...]) -> str:
+def _digest_of(base_dir: Path, stamp: tuple) -> str:
     digest = hashlib.sha256()
-    _hash_files([path for path, _, _ in files], digest)
+    _hash_files([base_dir / name for name, *_ in stamp], digest)
     return digest.hexdigest()
 
 

@@ -145,6 +145,7 @@ def _gguf_parsed_once():
     depends only on the architecture and depth, so it is built once. The two metadata-only
     reads (the config's, the tokenizer's) get the first one's result, each a deep copy."""
     import copy
+    import inspect
 
     import gguf
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
@@ -153,12 +154,15 @@ def _gguf_parsed_once():
     original_name_map, original_checkpoint = gguf.get_tensor_name_map, gguf_utils.load_gguf_checkpoint
     metadata = {}
 
-    def checkpoint_once(path, return_tensors=False, **kwargs):
-        if return_tensors or kwargs:
-            return original_checkpoint(path, return_tensors, **kwargs)
+    def checkpoint_once(*args, **kwargs):
+        call = inspect.signature(original_checkpoint).bind(*args, **kwargs)
+        call.apply_defaults()
+        path, *rest = call.arguments.values()
+        if any(value not in (None, False) for value in rest):  # tensors, a model or a dtype: not metadata only
+            return original_checkpoint(*args, **kwargs)
         key = str(Path(path).resolve())
         if key not in metadata:
-            metadata[key] = original_checkpoint(path, return_tensors=False)
+            metadata[key] = original_checkpoint(*args, **kwargs)
         return copy.deepcopy(metadata[key])
 
     def shared_reader(path, mode="r"):
@@ -168,9 +172,9 @@ def _gguf_parsed_once():
                 readers[key] = original(path, mode)
         return readers[key]
 
-    gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, lru_cache(maxsize=None)(original_name_map)
-    gguf_utils.load_gguf_checkpoint = checkpoint_once  # transformers imports it where it calls it
     try:
+        gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, lru_cache(maxsize=None)(original_name_map)
+        gguf_utils.load_gguf_checkpoint = checkpoint_once  # transformers imports it where it calls it
         yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = original, original_name_map
@@ -218,17 +222,27 @@ def _safetensors_files(model_dir: Path) -> list[Path] | None:
     return None
 
 
+def folder_stamp(folder: Path) -> tuple:
+    """(name, size, inode, modification time, change time) of every file in ``folder``: what tells,
+    within one process, that a file was rewritten (a copy that keeps the modification time still
+    gets a new change time; a replacement by rename, a new inode)."""
+    entries = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            entries.append((path.name, stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns))
+    return tuple(entries)
+
+
 def load_tokenizer(model_dir: Path):
-    """``AutoTokenizer.from_pretrained(model_dir)``, loaded once per process for the folder as it is.
+    """``AutoTokenizer.from_pretrained(model_dir)``, loaded once per process for the folder as it is
+    (``folder_stamp``).
 
     Parsing Qwen's 7 MB ``tokenizer.json`` takes about a second, and an evaluation stage needs the
-    tokenizer three times (prompts, the decode engine, the stop tokens it records). The cache key
-    holds the size and modification time of every file beside the weights, so a rewritten folder
-    is read again. Callers share the object: nothing in this project changes a tokenizer."""
+    tokenizer three times (prompts, the decode engine, the stop tokens it records). Callers share
+    the object: nothing in this project changes a tokenizer."""
     model_dir = Path(model_dir).resolve()
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(model_dir.iterdir())
-                  if p.is_file() and p.suffix != ".safetensors")
-    return _tokenizer_of(model_dir, stamp)
+    return _tokenizer_of(model_dir, folder_stamp(model_dir))
 
 
 @lru_cache(maxsize=4)
