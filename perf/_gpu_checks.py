@@ -238,6 +238,35 @@ def decode(model, prompts, new_tokens: int, mode: str):
     return [c.token_ids for c in done], [torch.stack(chooser.seen[i]) for i in range(len(prompts))], stats
 
 
+def launches_per_step(model, prompts, device: str, steps: tuple[int, int] = (2, 6)) -> float:
+    """What one decode step of every prompt launches: on a GPU the kernels and copies the profiler
+    sees on the device; on a CPU the compute ops of ``perf.decode_ops`` (innermost, neither view,
+    allocation nor no-op cast), with linear layers as ``F.linear`` as a GPU runs them. Two decode
+    lengths, eager, the difference per extra step, so the prefill cancels."""
+    from unittest import mock
+
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from perf.decode_ops import OP_NAMESPACES, launches
+    from thinktune.models import packed_linear
+
+    counts = []
+    for new_tokens in steps:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=activities) as prof, mock.patch.object(packed_linear, "packable_layers",
+                                                                         return_value=[]):
+            decode(model, prompts, new_tokens, "eager")
+        events = prof.events()
+        if device == "cuda":
+            counts.append(sum(e.device_type == DeviceType.CUDA for e in events))
+        else:
+            aten = [e for e in events if e.name.startswith(OP_NAMESPACES)]
+            counts.append(sum(launches(e) and not any(c.name.startswith(OP_NAMESPACES) and launches(c)
+                                                      for c in e.cpu_children) for e in aten))
+    return (counts[1] - counts[0]) / (steps[1] - steps[0])
+
+
 def compare_decodes(a, b) -> dict:
     """Identical-token share, first divergences, and the logits' difference on identical prefixes
     (up to and including each prompt's first divergent step, where both saw the same tokens)."""
@@ -384,6 +413,7 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
     host = host_for(copy.deepcopy(base), device)
     with host.adapted(adapter_dir) as model:
         fused_tokens, fused_logits, fused_stats = decode(model, prompts, scale.new_tokens, "eager")
+        stacked_launches = launches_per_step(model, prompts, device)
         with mock.patch.object(engine_module, "fusable", return_value="the GPU check's reference"):
             tokens, produced, _ = decode(model, prompts, scale.new_tokens, "eager")
     del host, model
@@ -395,6 +425,12 @@ def engine_vs_peft(record: dict, scale: Scale, device: str, lora, train, work_di
                                                                                             strict=True))})
     reference = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).eval()
     ref_tokens, ref_logits, _ = decode(reference, prompts, scale.new_tokens, "eager")
+    peft_launches = launches_per_step(reference, prompts, device)
+    record["launches_per_decode_step"] = {
+        "peft_unmerged": peft_launches, "stacked_fused": stacked_launches, "ratio": stacked_launches / peft_launches,
+        "unit": "device kernels and copies (torch.profiler, CUDA)" if device == "cuda"
+                else "compute ops (torch.profiler, CPU; as perf.decode_ops counts them)",
+        "target": "ratio <= 0.5; reported, not judged"}
     merged = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).merge_and_unload().eval()
     merged_tokens, merged_logits, _ = decode(merged, prompts, scale.new_tokens, "eager")
     expected = list(zip(ref_tokens, ref_logits, strict=True))

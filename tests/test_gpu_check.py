@@ -83,6 +83,10 @@ def test_engine_keeps_the_adapter_a_bf16_merge_loses(tiny, cpu_kind):
     # the fused decode step against the model's own forward: the same bits on a CPU
     assert r["fused_step"] == "fused" and r["fused_answers_as_unfused"] == 1.0
     assert r["fused_logits_max_rel_diff"] == 0.0, (cpu_kind, r["fused_logits_max_rel_diff"])
+    # what a decode step launches, PEFT's layers against the stacked adapters on the fused step
+    launched = r["launches_per_decode_step"]
+    assert launched["unit"].startswith("compute ops") and launched["peft_unmerged"] > launched["stacked_fused"] > 0
+    assert launched["ratio"] == launched["stacked_fused"] / launched["peft_unmerged"]
 
 
 def test_throughput_figures_are_folded_in(tiny):
