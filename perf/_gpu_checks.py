@@ -248,7 +248,7 @@ def launches_per_step(model, prompts, device: str, steps: tuple[int, int] = (2, 
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    from perf.decode_ops import OP_NAMESPACES, launches
+    from perf.decode_ops import compute_ops
     from thinktune.models import packed_linear
 
     counts = []
@@ -261,9 +261,7 @@ def launches_per_step(model, prompts, device: str, steps: tuple[int, int] = (2, 
         if device == "cuda":
             counts.append(sum(e.device_type == DeviceType.CUDA for e in events))
         else:
-            aten = [e for e in events if e.name.startswith(OP_NAMESPACES)]
-            counts.append(sum(launches(e) and not any(c.name.startswith(OP_NAMESPACES) and launches(c)
-                                                      for c in e.cpu_children) for e in aten))
+            counts.append(len(compute_ops(events)))
     return (counts[1] - counts[0]) / (steps[1] - steps[0])
 
 

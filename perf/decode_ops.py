@@ -76,6 +76,13 @@ def launches(event) -> bool:
     return event.name not in NO_KERNEL_OPS and not (event.name in NO_KERNEL_IF_EMPTY and not event.cpu_children)
 
 
+def compute_ops(events) -> list:
+    """The profiled events that are compute ops: innermost computations (no computation inside)."""
+    aten = [e for e in events if e.name.startswith(OP_NAMESPACES)]
+    return [e for e in aten if launches(e)
+            and not any(c.name.startswith(OP_NAMESPACES) and launches(c) for c in e.cpu_children)]
+
+
 def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
               steps: tuple[int, int]) -> tuple[float, float, float]:
     """(top-level ops, all ops, compute ops) per decode step: two profiled runs of every row in one
@@ -91,9 +98,7 @@ def count_ops(model, prompts, settings: DecodingSettings, adapters: int,
                             mode="eager", adapters=adapters)
         aten = [e for e in prof.events() if e.name.startswith(OP_NAMESPACES)]
         top = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith(OP_NAMESPACES)]
-        compute = [e for e in aten if launches(e)  # innermost: no computation inside
-                   and not any(c.name.startswith(OP_NAMESPACES) and launches(c) for c in e.cpu_children)]
-        counts.append((len(top), len(aten), len(compute)))
+        counts.append((len(top), len(aten), len(compute_ops(aten))))
     assert len(prompts) * adapters <= settings.batch_size, "every row in one batch: one step per new token"
     extra = steps[1] - steps[0]
     return tuple((after - before) / extra for before, after in zip(*counts, strict=True))
