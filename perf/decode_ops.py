@@ -15,8 +15,9 @@ PEFT's layers, the same adapter stacked (on transformers' forward, then on the f
 two adapters stacked in one batch (each row its own). ``top-level`` counts the ops the model's
 Python code calls; ``all`` adds the ops those run inside (e.g. ``linear`` -> ``t`` +
 ``addmm``); ``compute`` counts the innermost ops that are neither views (``view``, ``slice``,
-``t``), allocations, an eval-mode dropout, nor a ``to`` that returns its input: on a GPU, about
-the kernel launches.
+``chunk``), allocations, an eval-mode dropout, nor wrappers such as ``to`` (counted by the copy
+they run, if any): on a GPU, about the kernel launches, though a CPU runs some ops as several
+(a mixed-dtype add, RMSNorm's fp32 part) that a GPU runs as one.
 
 Timing: the same chats decoded greedily by (a) PEFT's unmerged layers, one checkpoint after
 the other (the previous evaluation), (b) the stacked adapters one checkpoint after the other,
@@ -60,27 +61,34 @@ def peft_model(host: ModelHost, adapter: Path):
 # bf16 runs in place of ``aten::linear`` (``thinktune.models.packed_linear``): one op either way.
 OP_NAMESPACES = ("aten::", "mkldnn::")
 
-# Ops that launch no kernel on a GPU: views of a tensor's memory, allocations, no-op dropout.
+# Ops that launch no kernel of their own on a GPU: views of a tensor's memory, allocations, a
+# no-op dropout, and wrappers whose work (if any) is an op they run inside (``to`` ->
+# ``_to_copy`` -> ``copy_``; ``type_as`` -> ``to``; ``contiguous`` -> ``clone`` -> ``copy_``),
+# counted there: a cast to the tensor's own dtype runs nothing inside and launches nothing.
 NO_KERNEL_OPS = {"aten::dropout", "aten::view", "aten::reshape", "aten::_unsafe_view", "aten::slice",
                  "aten::select", "aten::t", "aten::transpose", "aten::unsqueeze", "aten::squeeze", "aten::expand",
-                 "aten::as_strided", "aten::split", "aten::split_with_sizes", "aten::narrow", "aten::permute",
-                 "aten::alias", "aten::detach", "aten::lift_fresh", "aten::empty", "aten::empty_strided",
-                 "aten::result_type", "aten::resolve_conj", "aten::resolve_neg", "aten::_reshape_alias", "aten::unbind",
-                 "aten::empty_like"}
-# Ops that launch nothing when they run no op inside: a cast to the tensor's own dtype returns it.
-NO_KERNEL_IF_EMPTY = {"aten::to", "aten::type_as", "aten::contiguous"}
+                 "aten::as_strided", "aten::expand_as", "aten::split", "aten::split_with_sizes", "aten::chunk", "aten::narrow",
+                 "aten::permute", "aten::flatten", "aten::unflatten", "aten::alias", "aten::detach",
+                 "aten::lift_fresh", "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::result_type",
+                 "aten::resolve_conj", "aten::resolve_neg", "aten::_reshape_alias", "aten::unbind",
+                 "aten::to", "aten::type_as", "aten::contiguous"}
 
 
 def launches(event) -> bool:
-    """Whether an innermost op is a computation (not a view, allocation or no-op cast)."""
-    return event.name not in NO_KERNEL_OPS and not (event.name in NO_KERNEL_IF_EMPTY and not event.cpu_children)
+    """Whether an op may launch a kernel of its own (not a view, allocation or wrapper)."""
+    return event.name not in NO_KERNEL_OPS
+
+
+def _launch_inside(event) -> bool:
+    return any(c.name.startswith(OP_NAMESPACES) and (launches(c) or _launch_inside(c)) for c in event.cpu_children)
 
 
 def compute_ops(events) -> list:
-    """The profiled events that are compute ops: innermost computations (no computation inside)."""
+    """The profiled events that are compute ops: innermost computations (no computation anywhere
+    inside). An op that computes and also runs casts inside counts as its casts: a CPU's in-place
+    mixed-dtype add as its two copies, which a GPU runs as one kernel."""
     aten = [e for e in events if e.name.startswith(OP_NAMESPACES)]
-    return [e for e in aten if launches(e)
-            and not any(c.name.startswith(OP_NAMESPACES) and launches(c) for c in e.cpu_children)]
+    return [e for e in aten if launches(e) and not _launch_inside(e)]
 
 
 def count_ops(model, prompts, settings: DecodingSettings, adapters: int,

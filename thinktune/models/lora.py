@@ -45,7 +45,7 @@ at one token per row those small ops cost as much as the base model's own. Here:
 The layers are wrapped by forward hooks on the base ``nn.Linear`` modules, so parameter names,
 the module tree and the base weights' values stay as loaded. The engine's fused decode step
 (``thinktune.generation.fused_step``) computes q|k|v and gate|up as one product each and adds a
-group's delta (:meth:`_Group.delta`, the same sum) in one op instead. Which adapter each row uses is
+group's delta (:meth:`_Group.add_stacked`, the same sum) in one op instead. Which adapter each row uses is
 set by :meth:`StackedLoRA.select_rows` (the decode engine does it before each forward);
 :meth:`StackedLoRA.key` is what a captured CUDA graph depends on (on or off, which mask
 buffers, which stacked tensors), so the engine keys its graphs with it.
@@ -149,7 +149,7 @@ class _Group:
             if x.device.type == "cpu" and rows * max(self.widths) * 4 > CHUNK_BYTES:
                 self._h, self._parts = h.reshape(rows, h.shape[-1]), None
             else:
-                self._parts, self._h = self.deltas(h)[1], None
+                self._parts, self._h = self.member_deltas(h, self.stacked_delta(h)), None
             self._x, self._pending = x, len(self.members)
         if self._parts is not None:
             out.add_(self._parts[member])  # PEFT's ``(result + delta).to(result.dtype)`` in one op
@@ -172,31 +172,39 @@ class _Group:
             h = h * (mask if mask.shape[0] == x.shape[0] else mask[:x.shape[0]])
         return h
 
-    def deltas(self, h):
-        """(every member's delta side by side, or ``None``; each member's delta), fp32, from the
-        projection ``h``: one product with the block-diagonal ``B`` (the parts its views), or, for
-        a single row of several members, one product per member. CPU BLAS sums a single row's
-        product (a matrix-vector kernel) in another order when the block-diagonal ``B`` brings the
-        other members' zero columns, so that row's delta would differ from PEFT's in the last fp32
-        bit; at two rows or more the stacked product gives PEFT's bits (``tests/test_fused_step.py``
+    def stacked_delta(self, h):
+        """Every member's delta side by side, fp32, from the projection ``h``: one product with the
+        block-diagonal ``B``; ``None`` for a single row of several members, which takes one
+        product per member (:meth:`member_deltas`). CPU BLAS sums a single row's product (a
+        matrix-vector kernel) in another order when the block-diagonal ``B`` brings the other
+        members' zero columns, so that row's delta would differ from PEFT's in the last fp32 bit;
+        at two rows or more the stacked product gives PEFT's bits (``tests/test_fused_step.py``
         checks both at the 0.5B's widths)."""
         import torch.nn.functional as F
 
-        if h.numel() // h.shape[-1] > 1 or len(self.members) == 1:
-            whole = F.linear(h, self.B)
-            return whole, list(whole.split(self.widths, dim=-1)) if len(self.members) > 1 else [whole]
+        return F.linear(h, self.B) if h.numel() // h.shape[-1] > 1 or len(self.members) == 1 else None
+
+    def member_deltas(self, h, whole) -> list:
+        """Each member's delta: views of ``whole`` (:meth:`stacked_delta`), or, where it is
+        ``None``, one product per member."""
+        import torch.nn.functional as F
+
+        if whole is not None:
+            return list(whole.split(self.widths, dim=-1)) if len(self.members) > 1 else [whole]
         width = self.owner.n * self.owner.rank
-        return None, [F.linear(h[..., m * width:(m + 1) * width], part) for m, part in enumerate(self.B_parts)]
+        return [F.linear(h[..., m * width:(m + 1) * width], part) for m, part in enumerate(self.B_parts)]
 
     def add_stacked(self, out, x, starts: list[int]) -> None:
         """Add every member's delta to ``out``, the members' outputs side by side in one tensor
         (a fused step's stacked product), member m's from column ``starts[m]``: one add when the
-        members fill ``out`` in order, as they do when every stacked layer is adapted."""
-        whole, parts = self.deltas(self.project(x))
+        members fill ``out`` in order, as they do when every stacked layer is adapted (the
+        members' views are then never made: each is a dispatched op a decode step would pay)."""
+        h = self.project(x)
+        whole = self.stacked_delta(h)
         if whole is not None and starts == self.offsets[:-1] and self.offsets[-1] == out.shape[-1]:
             out.add_(whole)
             return
-        for start, width, part in zip(starts, self.widths, parts, strict=True):
+        for start, width, part in zip(starts, self.widths, self.member_deltas(h, whole), strict=True):
             out[..., start:start + width].add_(part)
 
     def _add_in_blocks(self, out, member: int) -> None:
