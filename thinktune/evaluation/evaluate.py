@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 
 from thinktune.atomic import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -37,7 +36,7 @@ from thinktune.grading.sandbox import Limits
 from thinktune.grading.verdicts import grade_many
 from thinktune.logs import get_logger
 from thinktune.models.hardware import describe_environment, device, resolve_precision
-from thinktune.models.source import cache_dir, folder_stamp, load_tokenizer
+from thinktune.models.source import cache_dir, load_tokenizer, once_per_folder_state
 
 log = get_logger("evaluation")
 
@@ -103,18 +102,13 @@ def _hash_files(paths: list[Path], digest) -> None:
                 digest.update(chunk)
 
 
+@once_per_folder_state
 def _base_model_digest(base_dir: Path) -> str:
     """sha256 of every file of the base model's folder (weights, config, tokenizer, chat template),
-    computed once per process for the folder as it is (``folder_stamp``): every checkpoint's
-    fingerprint includes it, and hashing the 0.5B's 1 GB takes about two seconds."""
-    base_dir = Path(base_dir).resolve()
-    return _digest_of(base_dir, folder_stamp(base_dir))
-
-
-@lru_cache(maxsize=4)
-def _digest_of(base_dir: Path, stamp: tuple) -> str:
+    computed once per process for the folder as it is: every checkpoint's fingerprint includes it,
+    and hashing the 0.5B's 1 GB takes about two seconds."""
     digest = hashlib.sha256()
-    _hash_files([base_dir / name for name, *_ in stamp], digest)
+    _hash_files(sorted(path for path in base_dir.iterdir() if path.is_file()), digest)
     return digest.hexdigest()
 
 

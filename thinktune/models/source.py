@@ -19,7 +19,7 @@ import subprocess
 import sys
 import zipfile
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from unittest import mock
 
@@ -234,19 +234,30 @@ def folder_stamp(folder: Path) -> tuple:
     return tuple(entries)
 
 
+def once_per_folder_state(function):
+    """``function(folder)``, computed once per process for each folder as it is: a cached result
+    is used again until ``folder_stamp`` changes (a file added, removed or rewritten)."""
+
+    @lru_cache(maxsize=4)
+    def cached(folder: Path, stamp: tuple):
+        return function(folder)
+
+    @wraps(function)
+    def for_folder(folder: Path):
+        folder = Path(folder).resolve()
+        return cached(folder, folder_stamp(folder))
+
+    return for_folder
+
+
+@once_per_folder_state
 def load_tokenizer(model_dir: Path):
     """``AutoTokenizer.from_pretrained(model_dir)``, loaded once per process for the folder as it is
-    (``folder_stamp``).
+    (:func:`once_per_folder_state`).
 
     Parsing Qwen's 7 MB ``tokenizer.json`` takes about a second, and an evaluation stage needs the
     tokenizer three times (prompts, the decode engine, the stop tokens it records). Callers share
     the object: nothing in this project changes a tokenizer."""
-    model_dir = Path(model_dir).resolve()
-    return _tokenizer_of(model_dir, folder_stamp(model_dir))
-
-
-@lru_cache(maxsize=4)
-def _tokenizer_of(model_dir: Path, stamp: tuple):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
