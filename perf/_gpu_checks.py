@@ -241,8 +241,9 @@ def decode(model, prompts, new_tokens: int, mode: str):
 def launches_per_step(model, prompts, device: str, steps: tuple[int, int] = (2, 6)) -> float:
     """What one decode step of every prompt launches: on a GPU the kernels and copies the profiler
     sees on the device; on a CPU the compute ops of ``perf.decode_ops`` (innermost, neither view,
-    allocation nor wrapper: a real cast counts as its copy), with linear layers as ``F.linear`` as a GPU runs them. Two decode
-    lengths, eager, the difference per extra step, so the prefill cancels."""
+    allocation nor wrapper: a real cast counts as its copy), with linear layers as ``F.linear`` as
+    a GPU runs them. Two decode lengths, eager, the difference per extra step, so the prefill
+    cancels."""
     from unittest import mock
 
     from torch.autograd import DeviceType
